@@ -1,0 +1,1 @@
+"""Pure maths: functions of numbers, arrays and tensors only. No files, no models."""
