@@ -1,0 +1,40 @@
+"""Length-bucketed batches and padding, shared by every batched model computation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+    """Indices grouped into batches of similar length (longest first, so memory peaks early).
+
+    Sorting by length cuts the padding of a batch to the spread of its lengths; the caller
+    scatters results back by index, so the output order is the input order.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+def pad_batch(
+    sequences: Sequence[Sequence[int]], pad_id: int, *, side: str = "right"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)``, both (B, T_max), padded on ``side``."""
+    t_max = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), t_max), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), t_max), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        n = len(seq)
+        if side == "right":
+            ids[row, :n] = torch.as_tensor(seq, dtype=torch.long)
+            mask[row, :n] = 1
+        elif side == "left":
+            ids[row, t_max - n :] = torch.as_tensor(seq, dtype=torch.long)
+            mask[row, t_max - n :] = 1
+        else:
+            raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+    return ids, mask

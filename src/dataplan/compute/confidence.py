@@ -1,0 +1,172 @@
+"""Model confidence over an unlabelled pool (CoS-Low step 1, arXiv 2512.24991).
+
+For each prompt the model answers greedily (up to ``max_new_tokens``, stopping at an
+end-of-turn / EOS token). With ``p_t`` the highest next-token probability at answer step t
+(the greedy token's probability) over the T generated answer tokens (the stop token excluded,
+as in the authors' code)::
+
+    confidence = (1/T) Σ_t p_t
+    perplexity = exp(−(1/T) Σ_t log p_t)
+
+A generation that stops at once (T = 0) is scored on its stop token instead.
+
+Prompts are generated in length-bucketed batches with left padding through
+``transformers``' ``generate``; results come back in input order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dataplan.compute.batching import length_sorted_batches, pad_batch
+
+
+@dataclass
+class PoolConfidence:
+    """Per-example results, each of length N, in input order."""
+
+    confidence: np.ndarray  # (N,) mean max-token probability of the generated answer
+    perplexity: np.ndarray  # (N,) perplexity of the generated answer
+    n_tokens: np.ndarray  # (N,) generated answer tokens (stop token excluded)
+    generated: list[str]  # (N,) the decoded answers
+
+    def score(self, measure: str = "confidence") -> np.ndarray:
+        """Higher = more confident: confidence as is, perplexity negated."""
+        if measure == "confidence":
+            return self.confidence
+        if measure == "perplexity":
+            return -self.perplexity
+        raise ValueError(f"unknown confidence measure {measure!r}")
+
+
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """End-of-turn ids: the generation config's EOS id(s) and the tokenizer's EOS."""
+    ids: set[int] = set()
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(gen_eos, int):
+        ids.add(gen_eos)
+    elif gen_eos:
+        ids.update(int(i) for i in gen_eos)
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return sorted(ids)
+
+
+def answer_token_stats(
+    step_logits: torch.Tensor, generated: torch.Tensor, stop_ids: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Confidence, perplexity and answer length from the logits of each generation step.
+
+    Args:
+        step_logits: (B, S, V) raw logits at each of S generation steps.
+        generated: (B, S) the generated token ids (padding after a row stops).
+        stop_ids: token ids that end an answer.
+
+    Returns:
+        ``(confidence, perplexity, n_tokens)``, each (B,).
+    """
+    log_probs = torch.log_softmax(step_logits.float(), dim=-1)  # (B, S, V)
+    max_logp = log_probs.max(dim=-1).values  # (B, S)
+    is_stop = torch.isin(generated, torch.as_tensor(list(stop_ids), device=generated.device))
+    steps = torch.arange(generated.shape[1], device=generated.device)
+    # Length before the first stop token (S when the row never stops).
+    first_stop = torch.where(is_stop, steps, generated.shape[1]).min(dim=1).values  # (B,)
+    answer_mask = steps[None, :] < first_stop[:, None]  # (B, S)
+    empty = first_stop == 0
+    # An immediate stop is scored on the stop token itself.
+    answer_mask[empty, 0] = True
+    count = answer_mask.sum(dim=1).clamp(min=1)
+    mean_logp = (max_logp * answer_mask).sum(dim=1) / count
+    confidence = (max_logp.exp() * answer_mask).sum(dim=1) / count
+    return (
+        confidence.double().cpu().numpy(),
+        torch.exp(-mean_logp).double().cpu().numpy(),
+        first_stop.cpu().numpy(),
+    )
+
+
+@torch.no_grad()
+def pool_confidence(
+    model,
+    tokenizer,
+    prompt_ids: Sequence[Sequence[int]],
+    *,
+    batch_size: int = 32,
+    max_new_tokens: int = 30,
+    progress: bool = True,
+) -> PoolConfidence:
+    """Greedy answers and their confidence for every prompt (see module docstring).
+
+    Args:
+        model: a causal LM (a peft model works too).
+        tokenizer: its tokenizer (for the pad id and decoding).
+        prompt_ids: the formatted prompts as token ids.
+        batch_size: prompts generated together.
+        max_new_tokens: the longest answer generated.
+        progress: show a progress bar.
+    """
+    n = len(prompt_ids)
+    conf = np.zeros(n)
+    ppl = np.zeros(n)
+    n_tok = np.zeros(n, dtype=np.int64)
+    texts = [""] * n
+    stops = stop_token_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    device = next(model.parameters()).device
+    bar = tqdm(total=n, desc="confidence", unit="ex", disable=not progress)
+    for idx in length_sorted_batches([len(p) for p in prompt_ids], batch_size):
+        ids, mask = pad_batch([prompt_ids[i] for i in idx], pad_id, side="left")
+        out = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            do_sample=False,
+            num_beams=1,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=stops,
+            pad_token_id=pad_id,
+            output_logits=True,
+            return_dict_in_generate=True,
+            # Sampling settings of the model's generation config do not apply to greedy decoding.
+            temperature=None,
+            top_p=None,
+            top_k=None,
+        )
+        gen = out.sequences[:, ids.shape[1] :]  # (B, S)
+        logits = torch.stack(out.logits, dim=1)  # (B, S, V)
+        c, p, k = answer_token_stats(logits, gen, stops)
+        for row, i in enumerate(idx):
+            conf[i], ppl[i], n_tok[i] = c[row], p[row], k[row]
+            texts[i] = tokenizer.decode(gen[row, : k[row]], skip_special_tokens=True)
+        bar.update(len(idx))
+    bar.close()
+    return PoolConfidence(confidence=conf, perplexity=ppl, n_tokens=n_tok, generated=texts)
+
+
+def lowest_confidence(
+    scores: np.ndarray, fraction: float = 0.1, *, k: int = 32, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The lowest-confidence ``fraction`` of the pool, and ``k`` of them sampled with ``seed``.
+
+    The low set has ``floor(fraction · N)`` examples (ties broken by index, stable sort), like
+    the authors' first decile. Returns ``(low_indices, chosen_indices)``, the chosen sorted.
+
+    Raises:
+        ValueError: if the low set holds fewer than ``k`` examples.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    n_low = int(np.floor(fraction * len(scores) + 1e-9))
+    if n_low < k:
+        raise ValueError(
+            f"the lowest {fraction:.0%} of a pool of {len(scores)} is {n_low} examples, fewer than "
+            f"the {k} needed"
+        )
+    low = np.argsort(np.asarray(scores), kind="stable")[:n_low]
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(low, size=k, replace=False))
+    return np.sort(low), chosen

@@ -1,0 +1,301 @@
+"""Per-example LoRA gradients, reduced on the fly to their Gram matrix.
+
+For a LoRA linear ``h = W x + s · B A x`` the gradient of example i's loss ℓ_i with respect to
+the adapter's matrices is a sum over its tokens t of outer products of the output gradient and
+the input of each LoRA ``nn.Linear``::
+
+    ∂ℓ_i/∂B = Σ_t δ^B_it (A x_it)ᵀ        δ^B_it = ∂ℓ_i/∂(B A x_it)   (scaling s included)
+    ∂ℓ_i/∂A = Σ_t δ^A_it x_itᵀ            δ^A_it = s · Bᵀ δ_it
+
+Hooks on every ``lora_A``/``lora_B`` module capture the input (B, T, in) in the forward pass and
+the output gradient (B, T, out) in the backward pass of one batched backward of Σ_i ℓ_i; since
+examples do not interact, ``einsum("bto,bti->boi")`` gives each example's own gradient. Each
+layer's per-example gradients are folded into the Gram matrix ``K[i, j] = <g_i, g_j>`` (float64)
+and dropped, so at most one layer's per-example gradients exist at a time when the examples fit
+in one batch. Otherwise a layer's per-example gradients are kept until every batch has been
+seen, in passes over groups of layers sized to ``max_buffer_bytes``.
+
+With a fresh adapter (B = 0) every A-gradient is exactly zero, so A is left out (exactly).
+
+The loss of example i is the mean cross-entropy over its answer tokens only (prompt and
+end-of-turn masked), as in CoS-Low. Logits are computed only for the positions that predict
+answer tokens.
+
+:func:`gradient_gram_reference` is the slow reference: one example at a time, ``backward`` into
+``.grad``, all adapter gradients flattened — the authors' procedure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from dataplan.compute.batching import length_sorted_batches, pad_batch
+from dataplan.data.formatting import Encoded
+
+
+@dataclass
+class LoraPair:
+    """The two ``nn.Linear`` modules of one adapted layer."""
+
+    name: str
+    lora_a: torch.nn.Linear
+    lora_b: torch.nn.Linear
+
+    @property
+    def b_is_zero(self) -> bool:
+        return bool(torch.count_nonzero(self.lora_b.weight) == 0)
+
+
+def lora_pairs(model: torch.nn.Module) -> list[LoraPair]:
+    """Every LoRA layer of the active adapter of a peft model, in module order."""
+    from peft.tuners.lora import LoraLayer
+
+    pairs = []
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLayer):
+            for adapter in module.active_adapters:
+                if adapter in module.lora_A:
+                    pairs.append(
+                        LoraPair(
+                            f"{name}.{adapter}", module.lora_A[adapter], module.lora_B[adapter]
+                        )
+                    )
+    if not pairs:
+        raise ValueError("the model has no active LoRA layers")
+    return pairs
+
+
+def answer_only_batch(
+    encoded: Sequence[Encoded], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Right-padded ``prompt + answer`` batch and the labels of the logits kept.
+
+    Returns ``(input_ids, attention_mask, labels, keep)``: input (B, T); ``labels`` (B, keep)
+    are the targets of the last ``keep`` logit positions (−100 where not an answer token).
+    End-of-turn tokens are left out of the input: they are masked in the loss, and causal
+    attention means no earlier position sees them.
+    """
+    seqs = [[*e.prompt_ids, *e.answer_ids] for e in encoded]
+    ids, mask = pad_batch(seqs, pad_id, side="right")
+    t_max = ids.shape[1]
+    # Position p predicts token p + 1; answer tokens sit at [len(prompt), len(seq)).
+    first_pred = min(len(e.prompt_ids) - 1 for e in encoded)
+    keep = t_max - first_pred
+    labels = torch.full((len(encoded), keep), -100, dtype=torch.long)
+    for row, e in enumerate(encoded):
+        start = len(e.prompt_ids) - 1 - first_pred
+        labels[row, start : start + len(e.answer_ids)] = torch.as_tensor(e.answer_ids)
+    return ids, mask, labels, keep
+
+
+def per_example_answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over each row's answer tokens: (B, K, V), (B, K) → (B,)."""
+    flat = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(),
+        labels.reshape(-1),
+        ignore_index=-100,
+        reduction="none",
+    ).view(labels.shape)
+    counts = (labels != -100).sum(dim=1).clamp(min=1)
+    return flat.sum(dim=1) / counts
+
+
+def _forward_logits(model, ids, mask, keep: int) -> torch.Tensor:
+    try:
+        return model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits[:, -keep:]
+    except TypeError:  # an architecture without logits_to_keep: compute all and slice
+        return model(input_ids=ids, attention_mask=mask).logits[:, -keep:]
+
+
+class _GramAccumulator:
+    """Forward/backward hooks that fold per-example gradients of chosen LoRA modules into K."""
+
+    def __init__(self, n: int, modules: list[torch.nn.Linear], direct: bool):
+        self.gram = torch.zeros(n, n, dtype=torch.float64)
+        self.modules = modules
+        self.direct = direct  # the whole set is one batch: reduce in the hook, store nothing
+        self.buffers: dict[int, torch.Tensor] = {}
+        self.rows: torch.Tensor | None = None
+        self._inputs: dict[int, torch.Tensor] = {}
+        self._handles: list = []
+
+    def __enter__(self) -> _GramAccumulator:
+        for k, module in enumerate(self.modules):
+            self._handles.append(module.register_forward_hook(self._make_forward_hook(k)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self._inputs.clear()
+
+    def _make_forward_hook(self, k: int):
+        def hook(module, inputs, output):
+            if not output.requires_grad:
+                return
+            self._inputs[k] = inputs[0].detach()
+            output.register_hook(lambda grad: self._on_grad(k, grad))
+
+        return hook
+
+    def _on_grad(self, k: int, grad_out: torch.Tensor) -> None:
+        x = self._inputs.pop(k)
+        # (B, T, out) × (B, T, in) → (B, out, in): each example's own weight gradient.
+        # At least float32 (bf16 models), float64 kept for float64 references.
+        dt = torch.promote_types(grad_out.dtype, torch.float32)
+        per_example = torch.einsum("bto,bti->boi", grad_out.to(dt), x.to(dt)).flatten(1)
+        assert self.rows is not None
+        if self.direct:
+            g = per_example.double()
+            rows = self.rows
+            self.gram[rows[:, None], rows[None, :]] += (g @ g.T).cpu()
+        else:
+            buf = self.buffers.get(k)
+            if buf is None:
+                buf = self.buffers[k] = torch.zeros(
+                    self.gram.shape[0], per_example.shape[1], dtype=dt, device=per_example.device
+                )
+            buf[self.rows.to(buf.device)] = per_example
+
+    def reduce_buffers(self) -> None:
+        for k in list(self.buffers):
+            g = self.buffers.pop(k).double()
+            self.gram += (g @ g.T).cpu()
+
+
+def _chosen_modules(pairs: list[LoraPair]) -> list[torch.nn.Linear]:
+    modules: list[torch.nn.Linear] = []
+    for pair in pairs:
+        modules.append(pair.lora_b)
+        if not pair.b_is_zero:
+            modules.append(pair.lora_a)
+    return modules
+
+
+def gradient_gram(
+    model: torch.nn.Module,
+    encoded: Sequence[Encoded],
+    pad_id: int,
+    *,
+    batch_size: int = 32,
+    max_buffer_bytes: int = 4 * 2**30,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Gram matrix K (N×N, float64) of the per-example LoRA gradients (fast batched path).
+
+    Args:
+        model: a peft model with an active LoRA adapter (other parameters frozen).
+        encoded: the N labelled examples.
+        pad_id: token id used for padding (never attended to).
+        batch_size: examples per forward/backward; with ``batch_size >= N`` nothing is stored.
+        max_buffer_bytes: bound on stored per-example gradients when N spans several batches;
+            layers are split into groups that fit, one pass over the data per group.
+        progress: show a progress bar.
+    """
+    n = len(encoded)
+    modules = _chosen_modules(lora_pairs(model))
+    direct = batch_size >= n
+    groups = [modules] if direct else _split_by_budget(modules, n, max_buffer_bytes)
+    device = next(p for p in model.parameters() if p.requires_grad).device
+    batches = list(
+        length_sorted_batches([len(e.prompt_ids) + len(e.answer_ids) for e in encoded], batch_size)
+    )
+    gram = torch.zeros(n, n, dtype=torch.float64)
+    was_training = model.training
+    model.eval()  # dropout off
+    bar = tqdm(total=n * len(groups), desc="gradients", unit="ex", disable=not progress)
+    try:
+        for group in groups:
+            with _GramAccumulator(n, group, direct) as acc:
+                for idx in batches:
+                    ids, mask, labels, keep = answer_only_batch([encoded[i] for i in idx], pad_id)
+                    acc.rows = torch.as_tensor(idx)
+                    logits = _forward_logits(model, ids.to(device), mask.to(device), keep)
+                    per_example_answer_loss(logits, labels.to(device)).sum().backward()
+                    bar.update(len(idx))
+                acc.reduce_buffers()
+                gram += acc.gram
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+        bar.close()
+    return gram
+
+
+def _split_by_budget(
+    modules: list[torch.nn.Linear], n: int, budget: int
+) -> list[list[torch.nn.Linear]]:
+    groups: list[list[torch.nn.Linear]] = [[]]
+    used = 0
+    for m in modules:
+        size = n * m.weight.numel() * 4
+        if groups[-1] and used + size > budget:
+            groups.append([])
+            used = 0
+        groups[-1].append(m)
+        used += size
+    return groups
+
+
+def gradient_gram_reference(
+    model: torch.nn.Module, encoded: Sequence[Encoded], *, progress: bool = False
+) -> torch.Tensor:
+    """Slow reference: one example at a time, flattened ``.grad`` of every adapter parameter."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    rows = []
+    was_training = model.training
+    model.eval()
+    try:
+        for e in tqdm(encoded, desc="gradients (reference)", disable=not progress):
+            model.zero_grad(set_to_none=True)
+            device = params[0].device
+            ids = torch.as_tensor([[*e.prompt_ids, *e.answer_ids]], device=device)
+            labels = torch.full_like(ids, -100)
+            labels[0, len(e.prompt_ids) :] = torch.as_tensor(e.answer_ids)
+            logits = model(input_ids=ids).logits[:, :-1]
+            loss = F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).float(),
+                labels[:, 1:].reshape(-1),
+                ignore_index=-100,
+            )
+            loss.backward()
+            rows.append(
+                torch.cat(
+                    [
+                        p.grad.detach().reshape(-1).double().cpu()
+                        for p in params
+                        if p.grad is not None
+                    ]
+                )
+            )
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    g = torch.stack(rows)
+    return g @ g.T
+
+
+def lora_parameter_count(model: torch.nn.Module) -> int:
+    """Trainable adapter parameters (the length of a flattened per-example gradient)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def gram_bytes(n: int, n_params: int) -> int:
+    """Memory to hold N full per-example gradients in float32 (what the fast path avoids)."""
+    return int(n * n_params * 4)
+
+
+__all__ = [
+    "LoraPair",
+    "gradient_gram",
+    "gradient_gram_reference",
+    "gram_bytes",
+    "lora_pairs",
+    "lora_parameter_count",
+]

@@ -1,0 +1,1 @@
+"""Data layer: read task files into :class:`Example` records and format them into tokens."""

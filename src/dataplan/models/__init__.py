@@ -1,0 +1,1 @@
+"""Model layer: resolve a model name to weights, choose device and dtype, attach LoRA adapters."""

@@ -1,0 +1,116 @@
+"""Load any causal LM: a built-in name, a local folder or a hub id, through transformers.
+
+``trust_remote_code`` is off unless the caller asks. Nothing here downloads by itself when the
+model is built-in or local; a hub id is resolved by transformers as usual (honouring
+``HF_HUB_OFFLINE``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dataplan.errors import ModelLoadError
+from dataplan.models.builtin import BUILTIN_MODELS, builtin_model_path
+from dataplan.models.device import resolve_device, resolve_dtype
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM with its tokenizer and where it came from.
+
+    Attributes:
+        model: the ``PreTrainedModel`` in eval mode on ``device``.
+        tokenizer: its tokenizer; ``padding_side`` is left, ``pad_token`` always set.
+        name: the name the user gave.
+        path: the folder or hub id the weights were read from.
+    """
+
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    path: str
+    device: torch.device
+    dtype: torch.dtype
+
+    def describe(self) -> dict[str, str | int]:
+        n_params = sum(p.numel() for p in self.model.parameters())
+        return {
+            "name": self.name,
+            "path": self.path,
+            "class": type(self.model).__name__,
+            "parameters": int(n_params),
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Built-in name → converted cache folder; existing folder → itself; else a hub id.
+
+    Raises:
+        ModelLoadError: for a path-like name whose folder does not exist.
+    """
+    if name_or_path in BUILTIN_MODELS:
+        return str(builtin_model_path(name_or_path))
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ModelLoadError(f"{path}: not a model folder (no config.json)")
+        return str(path)
+    looks_like_path = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
+    if looks_like_path:
+        raise ModelLoadError(f"{name_or_path}: model folder not found")
+    return name_or_path
+
+
+def load_tokenizer(path: str, *, trust_remote_code: bool = False):
+    """The tokenizer of ``path`` with left padding and a pad token (the EOS when it has none)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"{path}: cannot load tokenizer ({_first_line(err)})") from None
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(
+    name_or_path: str,
+    *,
+    device: str | torch.device | None = "auto",
+    dtype: str | torch.dtype | None = "auto",
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load a causal LM and its tokenizer, in eval mode, on the chosen device and dtype."""
+    from transformers import AutoModelForCausalLM
+
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    path = resolve_model_path(name_or_path)
+    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dt, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"{path}: cannot load model ({_first_line(err)})") from None
+    model.to(dev)
+    model.eval()
+    log.info("loaded %s (%s) on %s as %s", name_or_path, type(model).__name__, dev, dt)
+    return LoadedModel(
+        model=model, tokenizer=tokenizer, name=name_or_path, path=path, device=dev, dtype=dt
+    )
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -1,0 +1,70 @@
+"""Attach a LoRA adapter to a frozen model through peft.
+
+Defaults follow CoS-Low (arXiv 2512.24991): rank 64, alpha 32, dropout off, every attention and
+MLP projection (``all-linear`` in peft: every ``nn.Linear`` but the output head). A fresh adapter
+has B = 0, so only the B matrices receive a gradient at first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from dataplan.errors import ConfigError, ModelLoadError
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA hyper-parameters; ``target_modules`` is peft's (``all-linear`` or a list of names)."""
+
+    r: int = 64
+    alpha: float = 32.0
+    dropout: float = 0.0
+    target_modules: str | tuple[str, ...] = "all-linear"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ConfigError(f"LoRA rank must be >= 1, got {self.r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        if isinstance(self.target_modules, tuple):
+            d["target_modules"] = list(self.target_modules)
+        return d
+
+
+def attach_lora(model: torch.nn.Module, settings: LoraSettings) -> torch.nn.Module:
+    """A peft model with a fresh adapter; its random A is drawn from ``settings.seed``."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = settings.target_modules
+    config = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=targets if isinstance(targets, str) else list(targets),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed)
+        peft_model = get_peft_model(model, config)
+    return peft_model
+
+
+def load_adapter(model: torch.nn.Module, adapter_dir: str | Path) -> torch.nn.Module:
+    """A peft model with the trainable adapter saved in ``adapter_dir``."""
+    from peft import PeftModel
+
+    path = Path(adapter_dir)
+    if not (path / "adapter_config.json").exists():
+        raise ModelLoadError(f"{path}: not a PEFT adapter folder (no adapter_config.json)")
+    try:
+        return PeftModel.from_pretrained(model, str(path), is_trainable=True)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise ModelLoadError(f"{path}: cannot load adapter ({err})") from None
