@@ -77,12 +77,6 @@ def builtin_model_path(name: str) -> Path:
     # The dequantised weights are plain tensors; the flag would make peft/Trainer refuse them.
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    for attr in ("is_quantized", "_is_quantized_training_enabled"):
-        if hasattr(model, attr):
-            try:
-                setattr(model, attr, False)
-            except AttributeError:
-                pass
     model.hf_quantizer = None
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))

@@ -1,0 +1,1 @@
+"""The ``dataplan`` command line (typer + rich). Heavy imports live inside the commands."""

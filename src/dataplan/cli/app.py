@@ -1,0 +1,492 @@
+"""``dataplan``: plan the data of a language-model fine-tune.
+
+Every command prints a readable table, or with ``--json`` exactly one JSON object on stdout.
+Errors in the user's input exit with code 2 and one line on stderr naming the file, line and
+field; logging and progress bars go to stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dataplan.cli.output import (
+    console,
+    emit_json,
+    err_console,
+    fmt,
+    forecast_rows,
+    key_value_table,
+)
+from dataplan.errors import DataplanError
+
+app = typer.Typer(
+    name="dataplan",
+    help="How much data does a fine-tune need, which examples, how weighted, and how sure are we?",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Options shared by the commands that load a model (declared once).
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model", "-m", help="Built-in name (smollm2-135m-instruct), local folder or hub id."
+    ),
+]
+DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA, else CPU), cpu, cuda, cuda:1, …")]
+DtypeOpt = Annotated[
+    str, typer.Option(help="auto (bf16 on CUDA, else fp32), float32, bfloat16, float16.")
+]
+TrustOpt = Annotated[
+    bool, typer.Option("--trust-remote-code", help="Allow the model's own code (off by default).")
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print one JSON object on stdout and nothing else.")
+]
+PromptFieldOpt = Annotated[str, typer.Option(help="Field holding the prompt.")]
+AnswerFieldOpt = Annotated[str, typer.Option(help="Field holding the answer.")]
+IdFieldOpt = Annotated[
+    str, typer.Option(help="Field holding an example id (optional in the data).")
+]
+ChatOpt = Annotated[
+    bool,
+    typer.Option(
+        "--chat-template/--no-chat-template",
+        help="Apply the model's chat template when it has one.",
+    ),
+]
+SystemOpt = Annotated[
+    str | None, typer.Option(help="System message (default: the template's own).")
+]
+LoraROpt = Annotated[int, typer.Option(help="LoRA rank.")]
+LoraAlphaOpt = Annotated[float, typer.Option(help="LoRA alpha.")]
+LoraTargetsOpt = Annotated[str, typer.Option(help="'all-linear' or comma-separated module names.")]
+AdapterOpt = Annotated[
+    Path | None, typer.Option(help="Existing PEFT adapter folder instead of a fresh adapter.")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or log lines.")]
+IntervalOpt = Annotated[float, typer.Option(help="Coverage of the reported intervals.")]
+
+
+def _setup_logging(quiet: bool) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
+        force=True,
+    )
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        pass
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="peft")
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+
+
+@app.command()
+def estimate(
+    model: ModelOpt = "smollm2-135m-instruct",
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Task file: JSONL, CSV, Parquet, BIG-bench task.json or a datasets folder."
+        ),
+    ] = None,
+    task: Annotated[
+        str | None, typer.Option(help="A built-in task instead of --data (e.g. demo).")
+    ] = None,
+    target: Annotated[
+        float | None,
+        typer.Option(
+            help="Normalised target τ in (0, 1): share of the way from zero-shot to the ceiling."
+        ),
+    ] = None,
+    target_accuracy: Annotated[
+        float | None,
+        typer.Option(help="Raw target accuracy, converted through zero-shot accuracy and ceiling."),
+    ] = None,
+    zero_shot_accuracy: Annotated[
+        float | None,
+        typer.Option(help="Zero-shot accuracy (default: measured on a labelled pool)."),
+    ] = None,
+    ceiling: Annotated[
+        float, typer.Option(help="Ceiling H (human-level score) for --target-accuracy.")
+    ] = 1.0,
+    calibration: Annotated[
+        str | None,
+        typer.Option(help="Calibration name or JSON file (default: the model's, if built in)."),
+    ] = None,
+    coef: Annotated[
+        float | None, typer.Option(help="Calibration slope c (with --intercept).")
+    ] = None,
+    intercept: Annotated[
+        float | None, typer.Option(help="Calibration intercept I (with --coef).")
+    ] = None,
+    n_max: Annotated[
+        int | None,
+        typer.Option(
+            help="Budget at which the predicted curve reaches the ceiling (default: the calibration's)."
+        ),
+    ] = None,
+    labeled: Annotated[
+        Path | None,
+        typer.Option(help="The labelled low-confidence examples (after --annotate-out)."),
+    ] = None,
+    annotate_out: Annotated[
+        Path | None,
+        typer.Option(help="Write the low-confidence examples to label here (unlabelled pool)."),
+    ] = None,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(help="Run folder (default runs/estimate-<time>); rerun to resume."),
+    ] = None,
+    n_labeled: Annotated[int, typer.Option(help="Low-confidence examples to label and use.")] = 32,
+    low_fraction: Annotated[
+        float, typer.Option(help="Share of the pool counted as low confidence.")
+    ] = 0.1,
+    confidence: Annotated[
+        str,
+        typer.Option(
+            help="Confidence measure: confidence (mean max-token probability) or perplexity."
+        ),
+    ] = "confidence",
+    max_pool: Annotated[
+        int | None,
+        typer.Option(help="Use a seeded random subset of at most this many pool examples."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of every random choice (recorded).")] = 0,
+    adapter_seeds: Annotated[
+        str,
+        typer.Option(
+            help="Seeds of the fresh adapters; CoS-Low is their mean, the spread is reported."
+        ),
+    ] = "0",
+    random_baseline: Annotated[
+        bool,
+        typer.Option(
+            "--random-baseline/--no-random-baseline",
+            help="Also compute CoS over random pool examples.",
+        ),
+    ] = True,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest generated answer.")] = 30,
+    generation_batch_size: Annotated[int, typer.Option(help="Prompts generated together.")] = 32,
+    gradient_batch_size: Annotated[int, typer.Option(help="Examples per backward pass.")] = 32,
+    lora_r: LoraROpt = 64,
+    lora_alpha: LoraAlphaOpt = 32.0,
+    lora_targets: LoraTargetsOpt = "all-linear",
+    adapter: AdapterOpt = None,
+    prompt_field: PromptFieldOpt = "prompt",
+    answer_field: AnswerFieldOpt = "answer",
+    id_field: IdFieldOpt = "id",
+    split: Annotated[str | None, typer.Option(help="Split of a datasets folder.")] = None,
+    chat_template: ChatOpt = True,
+    system_prompt: SystemOpt = None,
+    interval: IntervalOpt = 0.8,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    trust_remote_code: TrustOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Predict a task's data efficiency and the examples needed to reach a target (CoS-Low)."""
+    _setup_logging(quiet or json_out)
+    from dataplan.workflows.estimate import EstimateConfig
+    from dataplan.workflows.estimate import estimate as run_estimate
+
+    cfg = EstimateConfig(
+        model=model,
+        data=None if data is None else str(data),
+        task=task,
+        labeled=None if labeled is None else str(labeled),
+        annotate_out=None if annotate_out is None else str(annotate_out),
+        run_dir=None if run_dir is None else str(run_dir),
+        prompt_field=prompt_field,
+        answer_field=answer_field,
+        id_field=id_field,
+        split=split,
+        max_pool=max_pool,
+        chat_template=chat_template,
+        system_prompt=system_prompt,
+        confidence_measure=confidence,
+        low_fraction=low_fraction,
+        n_labeled=n_labeled,
+        seed=seed,
+        max_new_tokens=max_new_tokens,
+        generation_batch_size=generation_batch_size,
+        gradient_batch_size=gradient_batch_size,
+        lora_r=lora_r,
+        lora_alpha=lora_alpha,
+        lora_targets=lora_targets,
+        adapter=None if adapter is None else str(adapter),
+        adapter_seeds=_seeds(adapter_seeds),
+        random_baseline=random_baseline,
+        calibration=calibration,
+        coef=coef,
+        intercept=intercept,
+        n_max=n_max,
+        target=target,
+        target_accuracy=target_accuracy,
+        zero_shot_accuracy=zero_shot_accuracy,
+        ceiling=ceiling,
+        interval=interval,
+        device=device,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        progress=not (quiet or json_out),
+    )
+    result = run_estimate(cfg)
+    d = result.to_dict()
+    if json_out:
+        emit_json(d)
+        return
+    rows = [
+        ("model", f"{d['model']['name']} ({d['model']['device']}, {d['model']['dtype']})"),
+        ("pool", f"{d['n_pool']} examples, lowest {cfg.low_fraction:.0%} = {d['n_low']}"),
+    ]
+    if d["status"] == "needs_labels":
+        console.print(key_value_table("dataplan estimate", rows))
+        console.print(f"[yellow]{d['note']}[/yellow]")
+        return
+    seeds = d["cos_low_per_seed"]
+    spread = f"  (adapter seeds: {', '.join(f'{s:.4f}' for s in seeds)})" if len(seeds) > 1 else ""
+    b = d["baselines"]
+    rows += [
+        ("CoS-Low", fmt(d["cos_low"]) + spread),
+        ("CoS over random examples", fmt(b["cos_random"])),
+        ("mean gradient norm", fmt(b["mean_grad_norm"])),
+        (
+            "mean confidence (pool / low)",
+            f"{fmt(b['mean_confidence_pool'])} / {fmt(b['mean_confidence_low'])}",
+        ),
+        ("zero-shot exact match", fmt(d["zero_shot_accuracy"], 3)),
+    ]
+    if d["forecast"] is not None:
+        rows += forecast_rows(d["forecast"])
+    rows.append(("run folder", d["run_dir"]))
+    console.print(key_value_table("dataplan estimate", rows))
+    if d["note"]:
+        console.print(f"[yellow]note:[/yellow] {d['note']}")
+
+
+@app.command()
+def predict(
+    cos_low: Annotated[float, typer.Option("--cos-low", help="The task's CoS-Low.")],
+    target: Annotated[float | None, typer.Option(help="Normalised target τ in (0, 1).")] = None,
+    target_accuracy: Annotated[
+        float | None, typer.Option(help="Raw target accuracy (with --zero-shot-accuracy).")
+    ] = None,
+    zero_shot_accuracy: Annotated[
+        float | None, typer.Option(help="Zero-shot accuracy acc₀.")
+    ] = None,
+    ceiling: Annotated[float, typer.Option(help="Ceiling H for --target-accuracy.")] = 1.0,
+    calibration: Annotated[str | None, typer.Option(help="Calibration name or JSON file.")] = None,
+    coef: Annotated[float | None, typer.Option(help="Calibration slope c.")] = None,
+    intercept: Annotated[float | None, typer.Option(help="Calibration intercept I.")] = None,
+    n_max: Annotated[
+        int | None, typer.Option(help="Budget at which the predicted curve reaches the ceiling.")
+    ] = None,
+    interval: IntervalOpt = 0.8,
+    json_out: JsonOpt = False,
+) -> None:
+    """Forecast AUC', the data-efficiency curve and the examples needed, from a CoS-Low value."""
+    _setup_logging(True)
+    from dataplan.calibrations import get_calibration
+    from dataplan.errors import ConfigError
+    from dataplan.maths.forecast import Calibration, forecast, normalise_target
+
+    if (calibration is None) == (coef is None):
+        raise ConfigError("give --calibration NAME|FILE or --coef C --intercept I")
+    if coef is not None:
+        if intercept is None:
+            raise ConfigError("--coef needs --intercept")
+        cal = Calibration(name="custom", coef=coef, intercept=intercept, n_max=n_max or 5000)
+    else:
+        cal = get_calibration(calibration)  # type: ignore[arg-type]
+    if (target is None) == (target_accuracy is None):
+        raise ConfigError("give --target TAU or --target-accuracy A (with --zero-shot-accuracy)")
+    if target_accuracy is not None:
+        if zero_shot_accuracy is None:
+            raise ConfigError("--target-accuracy needs --zero-shot-accuracy")
+        try:
+            target = normalise_target(target_accuracy, zero_shot_accuracy, ceiling)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    assert target is not None
+    if not 0.0 < target < 1.0:
+        raise ConfigError(f"the normalised target must be in (0, 1), got {target:.4f}")
+    if not 0.0 < interval < 1.0:
+        raise ConfigError("--interval must be in (0, 1)")
+    fc = forecast(cos_low, cal, target, n_max=n_max, level=interval).to_dict()
+    if json_out:
+        emit_json(fc)
+        return
+    console.print(
+        key_value_table("dataplan predict", [("CoS-Low", fmt(cos_low)), *forecast_rows(fc)])
+    )
+
+
+@app.command()
+def auc(
+    results: Annotated[
+        Path,
+        typer.Argument(help='Result file in the paper\'s format: {"<n>": {"<metric>": value}}.'),
+    ],
+    metric: Annotated[
+        str | None,
+        typer.Option(
+            help="Metric key (default: f1 if present, else accuracy / exact_string_match_accuracy)."
+        ),
+    ] = None,
+    human_score: Annotated[
+        float | None, typer.Option(help="Human-level score H (ceiling).")
+    ] = None,
+    budgets: Annotated[
+        str,
+        typer.Option(help="Budget grid; n_max is the largest. 0 (zero-shot) is always included."),
+    ] = "0,50,100,200,500,1000,2500,5000",
+    json_out: JsonOpt = False,
+) -> None:
+    """Data efficiency (area under the normalised curve) of measured fine-tuning results."""
+    _setup_logging(True)
+    from dataplan.workflows.auc import auc_report
+
+    report = auc_report(results, metric=metric, human_score=human_score, budgets=budgets)
+    if json_out:
+        emit_json(report)
+        return
+    rows = [
+        ("file", str(results)),
+        ("metric", report["metric"]),
+        ("AUC", fmt(report["auc"])),
+        ("zero-shot / ceiling", f"{fmt(report['zero_shot'])} / {fmt(report['ceiling'])}"),
+        (
+            "cleaned curve (n:value)",
+            ", ".join(
+                f"{n}:{v:.3f}" for n, v in zip(report["curve_n"], report["curve"], strict=True)
+            ),
+        ),
+    ]
+    console.print(key_value_table("dataplan auc", rows))
+
+
+@app.command("coslow")
+def coslow_cmd(
+    labeled: Annotated[Path, typer.Option(help="Labelled examples (JSONL, CSV, Parquet, …).")],
+    model: ModelOpt = "smollm2-135m-instruct",
+    adapter: AdapterOpt = None,
+    seed: Annotated[int, typer.Option(help="Seed of the fresh adapter's random A.")] = 0,
+    lora_r: LoraROpt = 64,
+    lora_alpha: LoraAlphaOpt = 32.0,
+    lora_targets: LoraTargetsOpt = "all-linear",
+    batch_size: Annotated[int, typer.Option(help="Examples per backward pass.")] = 32,
+    prompt_field: PromptFieldOpt = "prompt",
+    answer_field: AnswerFieldOpt = "answer",
+    id_field: IdFieldOpt = "id",
+    chat_template: ChatOpt = True,
+    system_prompt: SystemOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    trust_remote_code: TrustOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """CoS-Low of labelled examples: the median pairwise cosine of their LoRA gradients."""
+    _setup_logging(quiet or json_out)
+    from dataplan.data.formatting import PromptFormatter
+    from dataplan.data.loading import Fields, load_examples
+    from dataplan.models.loading import load_model
+    from dataplan.models.lora import LoraSettings
+    from dataplan.workflows.coslow import coslow
+
+    examples = load_examples(
+        labeled, fields=Fields(prompt_field, answer_field, id_field), require_answer=True
+    )
+    targets = (
+        lora_targets
+        if lora_targets == "all-linear"
+        else tuple(t.strip() for t in lora_targets.split(","))
+    )
+    settings = LoraSettings(r=lora_r, alpha=lora_alpha, target_modules=targets, seed=seed)
+    loaded = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    fmt_ = PromptFormatter(
+        loaded.tokenizer, use_chat_template=chat_template, system_prompt=system_prompt
+    )
+    res = coslow(
+        loaded,
+        examples,
+        lora=settings,
+        adapter=None if adapter is None else str(adapter),
+        formatter=fmt_,
+        batch_size=batch_size,
+        progress=not (quiet or json_out),
+    )
+    d = res.to_dict()
+    if json_out:
+        emit_json(d)
+        return
+    rows = [
+        ("examples", str(len(res.ids))),
+        ("adapter", res.adapter),
+        ("gradient length", f"{res.n_params:,}"),
+        ("CoS-Low (median pairwise cosine)", fmt(res.coslow)),
+        ("mean gradient norm", fmt(float(res.grad_norms.mean()))),
+    ]
+    console.print(key_value_table("dataplan coslow", rows))
+
+
+@app.command()
+def calibrations(json_out: JsonOpt = False) -> None:
+    """List the calibrations known by name."""
+    from dataplan.calibrations import list_calibrations
+
+    cals = [c.to_dict() for c in list_calibrations()]
+    if json_out:
+        emit_json({"calibrations": cals})
+        return
+    from rich.table import Table
+
+    table = Table(title="calibrations (AUC' = c · CoS-Low + I)")
+    for col in ("name", "c", "I", "n_max", "residual sd"):
+        table.add_column(col)
+    for c in cals:
+        table.add_row(
+            c["name"],
+            fmt(c["coef"], 3),
+            fmt(c["intercept"], 3),
+            str(c["n_max"]),
+            fmt(c["residual_std"], 3),
+            c["source"][:60],
+        )
+    console.print(table)
+
+
+def main() -> None:
+    """Entry point: run the app, turning input errors into one line and exit code 2."""
+    try:
+        app()
+    except DataplanError as err:
+        err_console.print(f"[bold red]error:[/bold red] {err}", highlight=False, soft_wrap=True)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; rerun with the same --run-dir to resume")
+        sys.exit(130)

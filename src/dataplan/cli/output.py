@@ -1,0 +1,65 @@
+"""Output for people (rich tables on stdout) and machines (one JSON object on stdout)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def emit_json(obj: Any) -> None:
+    from dataplan.io import to_json
+
+    sys.stdout.write(to_json(obj) + "\n")
+    sys.stdout.flush()
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def fmt_n(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f}"
+
+
+def key_value_table(title: str, rows: list[tuple[str, str]]) -> Table:
+    table = Table(title=title, show_header=False, title_justify="left", box=None, pad_edge=False)
+    table.add_column(style="bold cyan", no_wrap=True)
+    table.add_column()
+    for k, v in rows:
+        table.add_row(k, v)
+    return table
+
+
+def forecast_rows(fc: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = [
+        ("calibration", fc["calibration"]),
+        ("predicted AUC'", fmt(fc["auc"], 3) + _iv(fc.get("auc_interval"), fc, 3)),
+        ("normalised target τ", fmt(fc["target"], 3)),
+        ("examples needed n*", fmt_n(fc["n_star"]) + _iv_n(fc.get("n_star_interval"), fc)),
+    ]
+    curve = ", ".join(f"{n}:{v:.2f}" for n, v in zip(fc["curve_n"], fc["curve"], strict=True))
+    rows.append(("predicted curve (n:f)", curve))
+    return rows
+
+
+def _iv(iv, fc, digits) -> str:
+    if not iv:
+        return ""
+    return f"  [{fmt(iv[0], digits)}, {fmt(iv[1], digits)}] ({fc['interval_level']:.0%})"
+
+
+def _iv_n(iv, fc) -> str:
+    if not iv:
+        return ""
+    return f"  [{fmt_n(iv[0])}, {fmt_n(iv[1])}] ({fc['interval_level']:.0%})"

@@ -1,0 +1,1 @@
+"""Built-in real tasks (BIG-bench from its registry source archive)."""

@@ -1,0 +1,1 @@
+"""Orchestration: run folders, caching, resumption. Calls the compute and maths layers."""

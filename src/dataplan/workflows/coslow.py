@@ -1,0 +1,129 @@
+"""CoS-Low of a set of labelled examples: per-example LoRA gradients → median pairwise cosine."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dataplan.compute.gradients import gradient_gram, lora_parameter_count
+from dataplan.data.formatting import PromptFormatter
+from dataplan.data.loading import Example
+from dataplan.errors import ConfigError, InputError
+from dataplan.maths.similarity import cosine_from_gram, gradient_norms_from_gram, median_pairwise
+from dataplan.models.loading import LoadedModel
+from dataplan.models.lora import LoraSettings, attach_lora, load_adapter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CosLowResult:
+    """CoS over one set of examples.
+
+    Attributes:
+        coslow: median of the N(N−1)/2 pairwise gradient cosines.
+        cosines: (N, N) cosine matrix.
+        grad_norms: (N,) per-example gradient norms.
+        gram: (N, N) float64 Gram matrix of the flattened gradients.
+        ids: the examples' ids, in matrix order.
+        adapter: ``"fresh (seed S)"`` or the adapter folder.
+        n_params: length of one flattened gradient.
+    """
+
+    coslow: float
+    cosines: np.ndarray
+    grad_norms: np.ndarray
+    gram: np.ndarray
+    ids: list[str]
+    adapter: str
+    n_params: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self, *, with_matrix: bool = True) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "coslow": self.coslow,
+            "grad_norms": self.grad_norms.tolist(),
+            "mean_grad_norm": float(self.grad_norms.mean()),
+            "ids": self.ids,
+            "adapter": self.adapter,
+            "n_params": self.n_params,
+        }
+        if with_matrix:
+            d["cosines"] = self.cosines.tolist()
+        return d
+
+    @classmethod
+    def from_gram(
+        cls, gram: np.ndarray, ids: list[str], adapter: str, n_params: int
+    ) -> CosLowResult:
+        cos = cosine_from_gram(gram)
+        return cls(
+            coslow=median_pairwise(cos),
+            cosines=cos,
+            grad_norms=gradient_norms_from_gram(gram),
+            gram=np.asarray(gram, dtype=np.float64),
+            ids=list(ids),
+            adapter=adapter,
+            n_params=n_params,
+        )
+
+
+def encode_labelled(formatter: PromptFormatter, examples: Sequence[Example]):
+    """Token ids of labelled examples; an example without a usable answer is an input error."""
+    encoded = []
+    for ex in examples:
+        if ex.answer is None:
+            raise InputError("missing answer", path=ex.source or None, line=ex.line, field="answer")
+        try:
+            encoded.append(formatter.encode(ex.prompt, ex.answer))
+        except ValueError as err:
+            raise InputError(
+                str(err), path=ex.source or None, line=ex.line, field="answer"
+            ) from None
+    return encoded
+
+
+def coslow(
+    loaded: LoadedModel,
+    examples: Sequence[Example],
+    *,
+    lora: LoraSettings | None = None,
+    adapter: str | None = None,
+    formatter: PromptFormatter | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> CosLowResult:
+    """CoS-Low (or CoS over any example set) of labelled ``examples`` on ``loaded``'s model.
+
+    A fresh LoRA adapter (``lora``, default r 64 / alpha 32 / all projections, seeded) is attached
+    for the computation and removed afterwards, leaving the model as it was; ``adapter`` uses an
+    existing PEFT adapter folder instead.
+    """
+    if len(examples) < 2:
+        raise ConfigError("CoS needs at least 2 labelled examples")
+    lora = lora or LoraSettings()
+    formatter = formatter or PromptFormatter(loaded.tokenizer)
+    encoded = encode_labelled(formatter, examples)
+    if adapter is not None:
+        peft_model = load_adapter(loaded.model, adapter)
+        label = str(adapter)
+    else:
+        peft_model = attach_lora(loaded.model, lora)
+        label = f"fresh (seed {lora.seed})"
+    try:
+        gram = gradient_gram(
+            peft_model,
+            encoded,
+            loaded.tokenizer.pad_token_id,
+            batch_size=batch_size,
+            progress=progress,
+        )
+        n_params = lora_parameter_count(peft_model)
+    finally:
+        loaded.model = peft_model.unload()
+        loaded.model.eval()
+    return CosLowResult.from_gram(gram.numpy(), [ex.id for ex in examples], label, n_params)

@@ -1,0 +1,71 @@
+"""Self-describing run folders that resume after a crash.
+
+A run folder holds ``config.json`` (the settings that determine the results), ``versions.json``,
+cached intermediate results and the final results. Re-running with the same folder and the same
+settings reuses every cached step; a folder whose saved settings differ is refused rather than
+silently mixed (like kronfluence's ``_save_arguments`` check).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from dataplan.errors import ConfigError
+from dataplan.io import to_json, versions, write_json
+
+
+class RunFolder:
+    """A folder for one run.
+
+    Args:
+        path: the folder (created on :meth:`open`).
+        config: the settings; must be JSON-serialisable.
+    """
+
+    CONFIG = "config.json"
+    VERSIONS = "versions.json"
+
+    def __init__(self, path: str | Path, config: dict[str, Any]):
+        self.path = Path(path)
+        self.config = json.loads(to_json(config))
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` if the folder holds a run with other settings."""
+        saved_path = self.path / self.CONFIG
+        if not saved_path.exists():
+            if self.path.exists() and any(self.path.iterdir()):
+                raise ConfigError(f"{self.path}: folder exists and is not a dataplan run folder")
+            return
+        saved = json.loads(saved_path.read_text(encoding="utf-8"))
+        diffs = [
+            k for k in sorted(set(saved) | set(self.config)) if saved.get(k) != self.config.get(k)
+        ]
+        if diffs:
+            shown = "; ".join(f"{k}: {saved.get(k)!r} -> {self.config.get(k)!r}" for k in diffs[:3])
+            raise ConfigError(
+                f"{self.path}: holds a run with different settings ({shown}); use another --run-dir"
+            )
+
+    def open(self) -> RunFolder:
+        """Create the folder (after :meth:`check`) and record settings and versions."""
+        self.check()
+        self.path.mkdir(parents=True, exist_ok=True)
+        if not (self.path / self.CONFIG).exists():
+            write_json(self.path / self.CONFIG, self.config)
+        write_json(self.path / self.VERSIONS, versions())
+        return self
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def has(self, name: str) -> bool:
+        return (self.path / name).exists()
+
+    def read_json(self, name: str) -> Any:
+        return json.loads((self.path / name).read_text(encoding="utf-8"))
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        write_json(self.path / name, obj)
+        return self.path / name

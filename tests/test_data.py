@@ -1,0 +1,151 @@
+"""Reading task files: every format, renamed fields, and errors that name file, line and field."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dataplan.data.formatting import PromptFormatter
+from dataplan.data.loading import Fields, load_examples
+from dataplan.data.scoring import exact_match, normalise_answer
+from dataplan.errors import InputError
+
+RECORDS = [
+    {"id": "a", "prompt": "2+2=", "answer": "4"},
+    {"id": "b", "prompt": "Capital of France?", "answer": "Paris"},
+    {"id": "c", "prompt": "Sky colour?", "answer": 7},
+]
+
+
+def _write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_jsonl_csv_parquet_and_datasets_agree(tmp_path):
+    import datasets
+    import pandas as pd
+
+    jsonl = _write_jsonl(tmp_path / "t.jsonl", RECORDS)
+    frame = pd.DataFrame([{**r, "answer": str(r["answer"])} for r in RECORDS])
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    frame.to_parquet(tmp_path / "t.parquet")
+    datasets.Dataset.from_pandas(frame).save_to_disk(str(tmp_path / "ds"))
+    datasets.DatasetDict({"train": datasets.Dataset.from_pandas(frame)}).save_to_disk(
+        str(tmp_path / "dsd")
+    )
+    expected = [("a", "2+2=", "4"), ("b", "Capital of France?", "Paris"), ("c", "Sky colour?", "7")]
+    for path in (
+        jsonl,
+        tmp_path / "t.csv",
+        tmp_path / "t.parquet",
+        tmp_path / "ds",
+        tmp_path / "dsd",
+    ):
+        got = [(e.id, e.prompt, e.answer) for e in load_examples(path)]
+        assert got == expected, path
+
+
+def test_renamed_fields_and_missing_ids(tmp_path):
+    path = _write_jsonl(tmp_path / "t.jsonl", [{"q": "hi", "a": "yo"}, {"q": "x", "a": "y"}])
+    examples = load_examples(path, fields=Fields(prompt="q", answer="a"))
+    assert [(e.id, e.prompt, e.answer, e.line) for e in examples] == [
+        ("1", "hi", "yo", 1),
+        ("2", "x", "y", 2),
+    ]
+
+
+def test_bigbench_task_json(tmp_path):
+    task = {
+        "task_prefix": "Decide.",
+        "example_input_prefix": "\nS: ",
+        "example_output_prefix": "\nA: ",
+        "examples": [
+            {"input": "one", "target_scores": {"yes": 0, "no": 1}},
+            {"input": "two", "target": ["first", "second"]},
+        ],
+    }
+    path = tmp_path / "task.json"
+    path.write_text(json.dumps(task))
+    ex = load_examples(path)
+    assert ex[0].prompt == "Decide.\nS: one\nA:"
+    assert ex[0].answer == "no" and ex[0].choices == ("yes", "no")
+    assert ex[1].answer == "first" and ex[1].choices is None
+
+
+@pytest.mark.parametrize(
+    ("content", "kwargs", "message"),
+    [
+        (
+            '{"prompt": "a", "answer": "b"}\n{"prompt": "c", "answer": \n',
+            {},
+            r"t\.jsonl:2: malformed JSON",
+        ),
+        (
+            '{"prompt": "a", "answer": "b"}\n{"answer": "c"}\n',
+            {},
+            r't\.jsonl:2: field "prompt": missing field',
+        ),
+        ('{"prompt": "a", "answer": "  "}\n', {}, r't\.jsonl:1: field "answer": empty answer'),
+        (
+            '{"prompt": "a"}\n',
+            {"require_answer": True},
+            r't\.jsonl:1: field "answer": missing answer',
+        ),
+        ('{"prompt": "", "answer": "b"}\n', {}, r't\.jsonl:1: field "prompt": empty prompt'),
+        (
+            '{"id": 1, "prompt": "a"}\n{"id": 1, "prompt": "b"}\n',
+            {},
+            r't\.jsonl:2: field "id": duplicated id',
+        ),
+        ('["a"]\n', {}, r"t\.jsonl:1: expected an object"),
+        ('{"prompt": ["a", 3]}\n', {}, r't\.jsonl:1: field "prompt": expected text'),
+        ("\n\n", {}, r"t\.jsonl: no examples found"),
+    ],
+)
+def test_bad_input_names_file_line_and_field(tmp_path, content, kwargs, message):
+    path = tmp_path / "t.jsonl"
+    path.write_text(content)
+    with pytest.raises(InputError, match=message):
+        load_examples(path, **kwargs)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(InputError, match="file not found"):
+        load_examples(tmp_path / "nope.jsonl")
+    (tmp_path / "t.txt").write_text("x")
+    with pytest.raises(InputError, match="unsupported file type"):
+        load_examples(tmp_path / "t.txt")
+    (tmp_path / "t.csv").write_text("prompt,answer\nhi,there,extra\n")
+    with pytest.raises(InputError, match=r"t\.csv:2: more values"):
+        load_examples(tmp_path / "t.csv")
+    (tmp_path / "t.parquet").write_text("not parquet")
+    with pytest.raises(InputError, match="cannot read Parquet"):
+        load_examples(tmp_path / "t.parquet")
+
+
+def test_formatter_chat_and_plain(char_tokenizer):
+    chat = PromptFormatter(char_tokenizer)
+    enc = chat.encode("hi", "yo")
+    text = char_tokenizer.decode(list(enc.prompt_ids))
+    assert text == "<|user|>hi<|end|><|assistant|>"
+    assert char_tokenizer.decode(list(enc.answer_ids)) == "yo"
+    assert enc.end_ids == (char_tokenizer.eos_token_id,)
+    assert (
+        enc.labels(with_end=False)[-1] == -100
+        and enc.labels(with_end=True)[-1] == char_tokenizer.eos_token_id
+    )
+    plain = PromptFormatter(char_tokenizer, use_chat_template=False)
+    assert not plain.chat
+    enc2 = plain.encode("Q: hi A:", " yo")
+    assert char_tokenizer.decode(list(enc2.prompt_ids)) == "Q: hi A:"
+    assert enc2.input_ids(with_end=False) == [*enc2.prompt_ids, *enc2.answer_ids]
+    system = PromptFormatter(char_tokenizer, system_prompt="be brief")
+    assert char_tokenizer.decode(system.prompt_ids("hi")).startswith("<|system|>be brief<|end|>")
+
+
+def test_answer_normalisation():
+    assert normalise_answer("  Plausible.\nBecause...") == "plausible"
+    assert normalise_answer("The answer is #### 42") == "42"
+    assert exact_match("YES", "yes") and not exact_match("yes no", "yes")
