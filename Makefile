@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/dataplan estimate --model smollm2-135m-instruct --task demo --run-dir runs/demo
+	$(BIN)/dataplan estimate --model smollm2-135m-instruct --task demo --max-pool 400 --run-dir runs/demo
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -19,7 +19,9 @@ import numpy as np
 from common import machine, measure, save
 
 
-def variant(phase: str, state=None, *, kind: str, n: int, batch_size: int = 32):
+def variant(
+    phase: str, state=None, *, kind: str, n: int, batch_size: int = 32, shortcut: bool = True
+):
     if phase == "setup":
         from dataplan.data.formatting import PromptFormatter
         from dataplan.models.loading import load_model
@@ -40,7 +42,14 @@ def variant(phase: str, state=None, *, kind: str, n: int, batch_size: int = 32):
     if kind == "reference":
         gram = gradient_gram_reference(model, encoded)
     else:
-        gram = gradient_gram(model, encoded, pad_id, batch_size=batch_size, progress=False)
+        gram = gradient_gram(
+            model,
+            encoded,
+            pad_id,
+            batch_size=batch_size,
+            fresh_adapter_shortcut=shortcut,
+            progress=False,
+        )
     return gram.numpy().tolist()
 
 
@@ -53,8 +62,9 @@ def main() -> None:
 
     variants = {
         "paper loop (batch 1, full logits, A+B .grad)": dict(kind="reference"),
-        "dataplan hooks, batch 32 (Gram in hooks)": dict(kind="fast", batch_size=32),
-        "dataplan hooks, batch 8 (buffered)": dict(kind="fast", batch_size=8),
+        "dataplan, batch 32, LoRA-module hooks": dict(kind="fast", batch_size=32, shortcut=False),
+        "dataplan, batch 32, fresh-adapter shortcut": dict(kind="fast", batch_size=32),
+        "dataplan, batch 8 (buffered), shortcut": dict(kind="fast", batch_size=8),
     }
     rows = {}
     for label, kw in variants.items():

@@ -69,6 +69,15 @@ def test_fast_gram_matches_reference_float64(char_tokenizer, nonzero_b, batch_si
     np.testing.assert_allclose(cosine_from_gram(fast), cosine_from_gram(ref), atol=1e-6)
 
 
+def test_fresh_adapter_general_path_matches_reference(char_tokenizer):
+    """The shortcut off: hooks on the LoRA modules themselves, with the zero B."""
+    model = _peft(char_tokenizer, nonzero_b=False)
+    enc = _encoded(char_tokenizer)
+    ref = gradient_gram_reference(model, enc)
+    fast = gradient_gram(model, enc, 0, batch_size=3, fresh_adapter_shortcut=False, progress=False)
+    torch.testing.assert_close(fast, ref, rtol=1e-6, atol=1e-12)
+
+
 def test_no_chat_template_path_matches_reference(char_tokenizer):
     model = _peft(char_tokenizer, nonzero_b=True, targets=("q_proj", "v_proj"))
     enc = _encoded(char_tokenizer, chat=False)

@@ -15,7 +15,14 @@ and dropped, so at most one layer's per-example gradients exist at a time when t
 in one batch. Otherwise a layer's per-example gradients are kept until every batch has been
 seen, in passes over groups of layers sized to ``max_buffer_bytes``.
 
-With a fresh adapter (B = 0) every A-gradient is exactly zero, so A is left out (exactly).
+With a fresh adapter (B = 0) every A-gradient is exactly zero and the LoRA branch adds nothing
+to the forward pass, so the adapter is switched off altogether and the B-gradient is computed
+from the frozen layer's own input x and output gradient δ = ∂ℓ/∂h::
+
+    ∂ℓ_i/∂B = s · Σ_t δ_it (A x_it)ᵀ                      (B = 0)
+
+This skips the LoRA branch in both passes (and autograd's own parameter gradients); the graph
+starts at the embedding output. Exact, and tested against the reference like the general path.
 
 The loss of example i is the mean cross-entropy over its answer tokens only (prompt and
 end-of-turn masked), as in CoS-Low. Logits are computed only for the positions that predict
@@ -27,6 +34,7 @@ answer tokens.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -45,6 +53,8 @@ class LoraPair:
     name: str
     lora_a: torch.nn.Linear
     lora_b: torch.nn.Linear
+    base: torch.nn.Module
+    scaling: float
 
     @property
     def b_is_zero(self) -> bool:
@@ -62,7 +72,11 @@ def lora_pairs(model: torch.nn.Module) -> list[LoraPair]:
                 if adapter in module.lora_A:
                     pairs.append(
                         LoraPair(
-                            f"{name}.{adapter}", module.lora_A[adapter], module.lora_B[adapter]
+                            f"{name}.{adapter}",
+                            module.lora_A[adapter],
+                            module.lora_B[adapter],
+                            module.get_base_layer(),
+                            float(module.scaling[adapter]),
                         )
                     )
     if not pairs:
@@ -112,10 +126,29 @@ def _forward_logits(model, ids, mask, keep: int) -> torch.Tensor:
         return model(input_ids=ids, attention_mask=mask).logits[:, -keep:]
 
 
-class _GramAccumulator:
-    """Forward/backward hooks that fold per-example gradients of chosen LoRA modules into K."""
+@dataclass
+class _Hooked:
+    """A module whose per-example weight gradient is ``scale · Σ_t δ_t (transform(x_t))ᵀ``."""
 
-    def __init__(self, n: int, modules: list[torch.nn.Linear], direct: bool):
+    module: torch.nn.Module
+    transform: torch.nn.Linear | None = None  # applied to the input (A for the frozen path)
+    scale: float = 1.0
+
+    @property
+    def n_params(self) -> int:
+        out = self.module.weight.shape[0]
+        inner = (
+            self.transform.weight.shape[0]
+            if self.transform is not None
+            else self.module.weight.shape[1]
+        )
+        return out * inner
+
+
+class _GramAccumulator:
+    """Forward/backward hooks that fold per-example gradients of chosen modules into K."""
+
+    def __init__(self, n: int, modules: list[_Hooked], direct: bool):
         self.gram = torch.zeros(n, n, dtype=torch.float64)
         self.modules = modules
         self.direct = direct  # the whole set is one batch: reduce in the hook, store nothing
@@ -125,8 +158,8 @@ class _GramAccumulator:
         self._handles: list = []
 
     def __enter__(self) -> _GramAccumulator:
-        for k, module in enumerate(self.modules):
-            self._handles.append(module.register_forward_hook(self._make_forward_hook(k)))
+        for k, entry in enumerate(self.modules):
+            self._handles.append(entry.module.register_forward_hook(self._make_forward_hook(k)))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -139,7 +172,12 @@ class _GramAccumulator:
         def hook(module, inputs, output):
             if not output.requires_grad:
                 return
-            self._inputs[k] = inputs[0].detach()
+            x = inputs[0].detach()
+            transform = self.modules[k].transform
+            if transform is not None:
+                with torch.no_grad():
+                    x = transform(x)
+            self._inputs[k] = x
             output.register_hook(lambda grad: self._on_grad(k, grad))
 
         return hook
@@ -150,6 +188,9 @@ class _GramAccumulator:
         # At least float32 (bf16 models), float64 kept for float64 references.
         dt = torch.promote_types(grad_out.dtype, torch.float32)
         per_example = torch.einsum("bto,bti->boi", grad_out.to(dt), x.to(dt)).flatten(1)
+        scale = self.modules[k].scale
+        if scale != 1.0:
+            per_example = per_example * scale
         assert self.rows is not None
         if self.direct:
             g = per_example.double()
@@ -169,13 +210,30 @@ class _GramAccumulator:
             self.gram += (g @ g.T).cpu()
 
 
-def _chosen_modules(pairs: list[LoraPair]) -> list[torch.nn.Linear]:
-    modules: list[torch.nn.Linear] = []
-    for pair in pairs:
-        modules.append(pair.lora_b)
-        if not pair.b_is_zero:
-            modules.append(pair.lora_a)
-    return modules
+def _hooked_modules(pairs: list[LoraPair], frozen: bool) -> list[_Hooked]:
+    if frozen:  # B = 0 everywhere: hook the frozen layers, project their inputs by A
+        return [_Hooked(p.base, transform=p.lora_a, scale=p.scaling) for p in pairs]
+    hooked: list[_Hooked] = []
+    for p in pairs:
+        hooked.append(_Hooked(p.lora_b))
+        if not p.b_is_zero:
+            hooked.append(_Hooked(p.lora_a))
+    return hooked
+
+
+@contextlib.contextmanager
+def _frozen_forward(model: torch.nn.Module):
+    """Adapter off (its branch is exactly zero) and a graph that starts at the embeddings."""
+
+    def make_leaf(module, inputs, output):
+        return output.detach().requires_grad_(True)
+
+    handle = model.get_input_embeddings().register_forward_hook(make_leaf)
+    try:
+        with model.disable_adapter():
+            yield
+    finally:
+        handle.remove()
 
 
 def gradient_gram(
@@ -185,6 +243,7 @@ def gradient_gram(
     *,
     batch_size: int = 32,
     max_buffer_bytes: int = 4 * 2**30,
+    fresh_adapter_shortcut: bool = True,
     progress: bool = True,
 ) -> torch.Tensor:
     """Gram matrix K (N×N, float64) of the per-example LoRA gradients (fast batched path).
@@ -196,10 +255,14 @@ def gradient_gram(
         batch_size: examples per forward/backward; with ``batch_size >= N`` nothing is stored.
         max_buffer_bytes: bound on stored per-example gradients when N spans several batches;
             layers are split into groups that fit, one pass over the data per group.
+        fresh_adapter_shortcut: with B = 0, switch the adapter off and compute the B-gradients
+            from the frozen layers (exact; see the module docstring).
         progress: show a progress bar.
     """
     n = len(encoded)
-    modules = _chosen_modules(lora_pairs(model))
+    pairs = lora_pairs(model)
+    frozen = fresh_adapter_shortcut and all(p.b_is_zero for p in pairs)
+    modules = _hooked_modules(pairs, frozen)
     direct = batch_size >= n
     groups = [modules] if direct else _split_by_budget(modules, n, max_buffer_bytes)
     device = next(p for p in model.parameters() if p.requires_grad).device
@@ -212,7 +275,8 @@ def gradient_gram(
     bar = tqdm(total=n * len(groups), desc="gradients", unit="ex", disable=not progress)
     try:
         for group in groups:
-            with _GramAccumulator(n, group, direct) as acc:
+            context = _frozen_forward(model) if frozen else contextlib.nullcontext()
+            with context, _GramAccumulator(n, group, direct) as acc:
                 for idx in batches:
                     ids, mask, labels, keep = answer_only_batch([encoded[i] for i in idx], pad_id)
                     acc.rows = torch.as_tensor(idx)
@@ -228,13 +292,11 @@ def gradient_gram(
     return gram
 
 
-def _split_by_budget(
-    modules: list[torch.nn.Linear], n: int, budget: int
-) -> list[list[torch.nn.Linear]]:
-    groups: list[list[torch.nn.Linear]] = [[]]
+def _split_by_budget(modules: list[_Hooked], n: int, budget: int) -> list[list[_Hooked]]:
+    groups: list[list[_Hooked]] = [[]]
     used = 0
     for m in modules:
-        size = n * m.weight.numel() * 4
+        size = n * m.n_params * 4
         if groups[-1] and used + size > budget:
             groups.append([])
             used = 0
