@@ -241,7 +241,7 @@ def gradient_gram(
     encoded: Sequence[Encoded],
     pad_id: int,
     *,
-    batch_size: int = 32,
+    batch_size: int = 8,
     max_buffer_bytes: int = 4 * 2**30,
     fresh_adapter_shortcut: bool = True,
     progress: bool = True,
@@ -348,16 +348,10 @@ def lora_parameter_count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def gram_bytes(n: int, n_params: int) -> int:
-    """Memory to hold N full per-example gradients in float32 (what the fast path avoids)."""
-    return int(n * n_params * 4)
-
-
 __all__ = [
     "LoraPair",
     "gradient_gram",
     "gradient_gram_reference",
-    "gram_bytes",
     "lora_pairs",
     "lora_parameter_count",
 ]

@@ -29,33 +29,35 @@ GENERATION_METRIC = "f1"
 ACCURACY_METRICS = ("accuracy", "exact_string_match_accuracy")
 
 
+def metric_chain(keys: set[str], metric: str | None = None) -> tuple[str, ...]:
+    """The metric keys to read, in order of preference, for a file holding ``keys``.
+
+    With ``metric=None`` the paper's rule applies: ``f1`` when the file has it (generation
+    tasks), else ``accuracy`` with budgets that lack it filled from
+    ``exact_string_match_accuracy``.
+
+    Raises:
+        KeyError: if ``metric`` is given but absent, or no known metric is present.
+    """
+    if metric is not None:
+        if metric not in keys:
+            raise KeyError(f"metric {metric!r} not found; available: {sorted(keys)}")
+        return (metric,)
+    if GENERATION_METRIC in keys:
+        return (GENERATION_METRIC,)
+    present = tuple(m for m in ACCURACY_METRICS if m in keys)
+    if not present:
+        raise KeyError(f"no known metric among {sorted(keys)}; pass one explicitly")
+    return present
+
+
 def select_metric(
     results: Mapping[str, Mapping[str, float]], metric: str | None = None
 ) -> dict[int, float]:
-    """Pick one metric per budget from a result file in the paper's format.
-
-    ``results`` maps a budget (as a string) to ``{metric_name: value}``. With ``metric=None``
-    the paper's rule applies: ``f1`` when the file has it (generation tasks), else
-    ``accuracy`` with budgets that lack it filled from ``exact_string_match_accuracy``.
-
-    Returns ``{n: value}`` for the budgets that have the metric.
-
-    Raises:
-        KeyError: if ``metric`` is given and no budget has it, or no known metric is present.
-    """
+    """``{n: value}`` of one metric (see :func:`metric_chain`) from a result file in the paper's
+    format, which maps a budget (as a string) to ``{metric_name: value}``."""
+    chain = metric_chain({k for v in results.values() for k in v}, metric)
     curve: dict[int, float] = {}
-    keys = {k for v in results.values() for k in v}
-    if metric is None:
-        if GENERATION_METRIC in keys:
-            chain: tuple[str, ...] = (GENERATION_METRIC,)
-        elif keys & set(ACCURACY_METRICS):
-            chain = ACCURACY_METRICS
-        else:
-            raise KeyError(f"no known metric among {sorted(keys)}; pass one explicitly")
-    else:
-        if metric not in keys:
-            raise KeyError(f"metric {metric!r} not found; available: {sorted(keys)}")
-        chain = (metric,)
     for n_str, metrics in results.items():
         for name in chain:
             value = metrics.get(name)

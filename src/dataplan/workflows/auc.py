@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dataplan.errors import InputError
-from dataplan.maths.auc import clean_curve, data_efficiency_auc, select_metric
+from dataplan.maths.auc import clean_curve, data_efficiency_auc, metric_chain, select_metric
 
 
 def parse_budgets(text: str) -> tuple[int, ...]:
@@ -70,11 +70,7 @@ def auc_report(
         curve = select_metric(results, metric)
     except KeyError as err:
         raise InputError(str(err.args[0]), path=path, field=metric) from None
-    chosen = metric or next(
-        k
-        for k in ("f1", "accuracy", "exact_string_match_accuracy")
-        if any(k in v for v in results.values())
-    )
+    chosen = metric_chain({k for v in results.values() for k in v}, metric)[0]
     try:
         value = data_efficiency_auc(curve, human_score=human_score, grid=grid)
     except ValueError as err:

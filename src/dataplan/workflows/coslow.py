@@ -94,7 +94,7 @@ def coslow(
     lora: LoraSettings | None = None,
     adapter: str | None = None,
     formatter: PromptFormatter | None = None,
-    batch_size: int = 32,
+    batch_size: int = 8,
     progress: bool = True,
 ) -> CosLowResult:
     """CoS-Low (or CoS over any example set) of labelled ``examples`` on ``loaded``'s model.

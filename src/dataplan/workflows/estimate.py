@@ -18,7 +18,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +65,8 @@ class EstimateConfig:
     n_labeled: int = 32
     seed: int = 0
     max_new_tokens: int = 30
-    generation_batch_size: int = 32
-    gradient_batch_size: int = 32
+    generation_batch_size: int = 64
+    gradient_batch_size: int = 8
     lora_r: int = 64
     lora_alpha: float = 32.0
     lora_targets: str = "all-linear"
@@ -86,7 +86,6 @@ class EstimateConfig:
     dtype: str = "auto"
     trust_remote_code: bool = False
     progress: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if (self.data is None) == (self.task is None):
@@ -308,11 +307,9 @@ def _cached_coslow(
     return res
 
 
-def _labelled_chosen(cfg: EstimateConfig, chosen: list[Example]) -> list[Example] | None:
-    """The chosen examples with answers: from the pool, or from ``--labeled``; None if neither."""
-    if cfg.labeled is not None:
-        fields = Fields(cfg.prompt_field, cfg.answer_field, cfg.id_field)
-        labelled = load_examples(cfg.labeled, fields=fields, require_answer=True)
+def _labelled_chosen(chosen: list[Example], labelled: list[Example] | None) -> list[Example] | None:
+    """The chosen examples with answers: ``--labeled``'s, else the pool's; None if neither."""
+    if labelled is not None:
         chosen_ids = {ex.id for ex in chosen}
         outside = [ex.id for ex in labelled if ex.id not in chosen_ids]
         if outside:
@@ -351,8 +348,9 @@ def estimate(cfg: EstimateConfig, loaded=None) -> EstimateResult:
             path=label,
             field=cfg.answer_field,
         )
-    if cfg.labeled is not None:  # fail on a bad labelled file before any model work
-        load_examples(
+    labelled_file = None
+    if cfg.labeled is not None:  # read (and fail on a bad file) before any model work
+        labelled_file = load_examples(
             cfg.labeled,
             fields=Fields(cfg.prompt_field, cfg.answer_field, cfg.id_field),
             require_answer=True,
@@ -401,7 +399,7 @@ def estimate(cfg: EstimateConfig, loaded=None) -> EstimateResult:
             np.mean([exact_match(g, ex.answer) for g, ex in zip(conf.generated, pool, strict=True)])
         )
 
-    labelled = _labelled_chosen(cfg, chosen)
+    labelled = _labelled_chosen(chosen, labelled_file)
     if labelled is None:
         assert cfg.annotate_out is not None
         write_jsonl(
