@@ -480,6 +480,61 @@ def calibrations(json_out: JsonOpt = False) -> None:
     console.print(table)
 
 
+tasks_app = typer.Typer(
+    help="The built-in task suite (BIG-bench and reasoning-gym).", no_args_is_help=True
+)
+app.add_typer(tasks_app, name="tasks")
+
+
+@tasks_app.command("list")
+def tasks_list(json_out: JsonOpt = False) -> None:
+    """List the suite's tasks with their kind, metric and split sizes."""
+    from dataplan.tasks.registry import TASKS
+
+    specs = [t.to_dict() for t in TASKS.values()]
+    if json_out:
+        emit_json({"tasks": specs})
+        return
+    from rich.table import Table
+
+    table = Table(title=f"dataplan task suite ({len(specs)} tasks)")
+    for col in ("name", "source", "kind", "metric", "test", "pool ≤", "paper"):
+        table.add_column(col)
+    for t in specs:
+        table.add_row(
+            t["name"],
+            t["source"],
+            t["kind"],
+            t["metric"],
+            str(t["test_size"]),
+            str(t["pool_size"]),
+            "yes" if t["in_paper"] else "",
+        )
+    console.print(table)
+
+
+@tasks_app.command("export")
+def tasks_export(
+    name: Annotated[str, typer.Argument(help="Task name (see `dataplan tasks list`).")],
+    out: Annotated[Path, typer.Option(help="Output file: .jsonl, .csv or .parquet.")],
+    split: Annotated[str, typer.Option(help="pool (training), test or all.")] = "pool",
+    json_out: JsonOpt = False,
+) -> None:
+    """Write a task's examples (id, prompt, answer, choices) to a file."""
+    _setup_logging(json_out)
+    from dataplan.tasks.registry import get_task, load_task
+    from dataplan.workflows.export import export_examples
+
+    spec = get_task(name)
+    examples = load_task(name, split)
+    export_examples(examples, out)
+    summary = {"task": spec.name, "split": split, "examples": len(examples), "out": str(out)}
+    if json_out:
+        emit_json(summary)
+    else:
+        console.print(f"wrote {len(examples)} {split} examples of {spec.name} to {out}")
+
+
 def main() -> None:
     """Entry point: run the app, turning input errors into one line and exit code 2."""
     try:
