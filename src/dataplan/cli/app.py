@@ -480,6 +480,118 @@ def calibrations(json_out: JsonOpt = False) -> None:
     console.print(table)
 
 
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            f"{what}: expected comma-separated integers, got {text!r}"
+        ) from None
+
+
+@app.command()
+def curve(
+    model: ModelOpt = "smollm2-135m-instruct",
+    task: Annotated[
+        str | None, typer.Option(help="A suite task (see `dataplan tasks list`).")
+    ] = None,
+    data: Annotated[Path | None, typer.Option(help="Labelled task file instead of --task.")] = None,
+    test_data: Annotated[
+        Path | None, typer.Option(help="Held-out test file (default: 300 split off --data).")
+    ] = None,
+    budgets: Annotated[
+        str, typer.Option(help="Training-set sizes; 0 is zero-shot.")
+    ] = "0,16,32,64,128,256,512,1024",
+    seeds: Annotated[str, typer.Option(help="Seeds: subset order and training randomness.")] = "0",
+    method: Annotated[str, typer.Option(help="lora or full fine-tuning.")] = "lora",
+    learning_rate: Annotated[
+        float, typer.Option(help="Peak learning rate (linear decay, 10% warm-up).")
+    ] = 5e-4,
+    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 8,
+    epochs: Annotated[float, typer.Option(help="Passes over the training subset.")] = 3.0,
+    min_steps: Annotated[int, typer.Option(help="Fewest optimiser steps at any budget.")] = 20,
+    max_steps: Annotated[int, typer.Option(help="Most optimiser steps at any budget.")] = 300,
+    lora_r: LoraROpt = 16,
+    lora_alpha: LoraAlphaOpt = 32.0,
+    lora_targets: LoraTargetsOpt = "all-linear",
+    max_test: Annotated[
+        int | None, typer.Option(help="Evaluate on at most this many test examples.")
+    ] = None,
+    max_new_tokens: Annotated[
+        int, typer.Option(help="Longest generated answer at evaluation.")
+    ] = 16,
+    out_dir: Annotated[
+        Path | None, typer.Option(help="Where the curve files go (default runs/curve-<task>).")
+    ] = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option(help="Result cache (default ~/.cache/dataplan/curves); resumes from it."),
+    ] = None,
+    chat_template: ChatOpt = True,
+    system_prompt: SystemOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    trust_remote_code: TrustOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Measure a data-efficiency curve: fine-tune at each budget, evaluate on held-out data."""
+    _setup_logging(quiet or json_out)
+    from dataplan.compute.training import TrainSettings
+    from dataplan.workflows.curve import METRICS, CurveConfig, measure_curve
+
+    train = TrainSettings(
+        method=method,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        epochs=epochs,
+        min_steps=min_steps,
+        max_steps=max_steps,
+        lora_r=lora_r,
+        lora_alpha=lora_alpha,
+        lora_targets=lora_targets,
+    )
+    cfg = CurveConfig(
+        model=model,
+        task=task,
+        data=None if data is None else str(data),
+        test_data=None if test_data is None else str(test_data),
+        budgets=_ints(budgets, "--budgets"),
+        seeds=_ints(seeds, "--seeds"),
+        train=train,
+        max_test=max_test,
+        max_new_tokens=max_new_tokens,
+        out_dir=None if out_dir is None else str(out_dir),
+        cache=None if cache is None else str(cache),
+        chat_template=chat_template,
+        system_prompt=system_prompt,
+        device=device,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        progress=not (quiet or json_out),
+    )
+    summary = measure_curve(cfg)
+    if json_out:
+        emit_json(summary)
+        return
+    from rich.table import Table
+
+    table = Table(
+        title=f"{summary['model']} on {summary['task']} ({summary['n_test']} test examples)"
+    )
+    table.add_column("n", justify="right")
+    for metric in (*METRICS, "prediction_majority_share"):
+        table.add_column(metric, justify="right")
+    for n, row in summary["curve"].items():
+        table.add_row(n, *(fmt(row.get(m), 3) for m in (*METRICS, "prediction_majority_share")))
+    console.print(table)
+    aucs = ", ".join(f"{k} {v:.3f}" for k, v in summary["auc"].items())
+    console.print(f"AUC (n_max {summary['n_max']}): {aucs}")
+    console.print(
+        f"always-majority baseline: {summary['majority_accuracy']:.3f} ('{summary['majority_label']}')"
+    )
+
+
 tasks_app = typer.Typer(
     help="The built-in task suite (BIG-bench and reasoning-gym).", no_args_is_help=True
 )

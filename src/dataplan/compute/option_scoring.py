@@ -1,0 +1,76 @@
+"""Multiple-choice scoring by option log-likelihood (the standard lm-eval-harness ``acc``).
+
+For a prompt x and options o_1..o_K, the prediction is ``argmax_k log p(o_k, end | x)``, the
+summed log-probability of the option's tokens followed by the end-of-turn token — the end token
+keeps an option that is a prefix of another from winning by being shorter [our choice]. With
+``length_normalise`` the sum is divided by the number of scored tokens (``acc_norm``-like).
+A small model's zero-shot exact match is dominated by its answer format; this score is not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from dataplan.compute.batching import length_sorted_batches, pad_batch
+from dataplan.data.formatting import Encoded, PromptFormatter
+from dataplan.data.loading import Example
+
+
+@torch.no_grad()
+def sequence_logprobs(
+    model, encoded: Sequence[Encoded], pad_id: int, *, batch_size: int = 32, progress: bool = False
+) -> list[tuple[float, int]]:
+    """(Σ log p(answer + end tokens | prompt), number of scored tokens) of every sequence."""
+    device = next(model.parameters()).device
+    out: list[tuple[float, int]] = [(0.0, 0)] * len(encoded)
+    lengths = [len(e.prompt_ids) + len(e.answer_ids) + len(e.end_ids) for e in encoded]
+    for idx in tqdm(
+        list(length_sorted_batches(lengths, batch_size)), desc="options", disable=not progress
+    ):
+        seqs = [encoded[i].input_ids(with_end=True) for i in idx]
+        ids, mask = pad_batch(seqs, pad_id, side="right")
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        logp = F.log_softmax(logits[:, :-1], dim=-1)
+        targets = ids[:, 1:].to(device)
+        token_logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, T-1)
+        for row, i in enumerate(idx):
+            e = encoded[i]
+            start = len(e.prompt_ids) - 1
+            stop = start + len(e.answer_ids) + len(e.end_ids)
+            out[i] = (float(token_logp[row, start:stop].sum()), stop - start)
+    return out
+
+
+def option_predictions(
+    model,
+    formatter: PromptFormatter,
+    examples: Sequence[Example],
+    pad_id: int,
+    *,
+    length_normalise: bool = False,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> list[str]:
+    """The highest-likelihood option of every example (each must have ``choices``)."""
+    pairs: list[tuple[int, str]] = []
+    encoded: list[Encoded] = []
+    for k, ex in enumerate(examples):
+        if not ex.choices:
+            raise ValueError(f"example {ex.id} has no choices")
+        prompt_ids = tuple(formatter.prompt_ids(ex.prompt))
+        for choice in ex.choices:
+            pairs.append((k, choice))
+            encoded.append(
+                Encoded(prompt_ids, tuple(formatter.answer_ids(choice)), formatter.end_ids)
+            )
+    scores = sequence_logprobs(model, encoded, pad_id, batch_size=batch_size, progress=progress)
+    best: dict[int, tuple[float, str]] = {}
+    for (k, choice), (logp, count) in zip(pairs, scores, strict=True):
+        value = logp / count if length_normalise else logp
+        if k not in best or value > best[k][0]:
+            best[k] = (value, choice)
+    return [best[k][1] for k in range(len(examples))]

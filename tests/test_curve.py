@@ -1,0 +1,118 @@
+"""`dataplan curve` on a tiny random model: training, evaluation, cache and resume, outputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dataplan.compute.option_scoring import option_predictions, sequence_logprobs
+from dataplan.compute.training import TrainSettings, finetune
+from dataplan.data.formatting import PromptFormatter
+from dataplan.data.loading import Example
+from dataplan.data.scoring import majority_baseline, majority_share, token_f1
+from dataplan.errors import ConfigError
+from dataplan.workflows.curve import CurveConfig, measure_curve, training_subset
+
+WORDS = ["red", "blue", "green", "cat"]
+
+
+def _task_file(path, n=40, choices=True):
+    with path.open("w") as fh:
+        for i in range(n):
+            rec = {"id": f"e{i}", "prompt": f"Colour {i}?", "answer": WORDS[i % 4]}
+            if choices:
+                rec["choices"] = WORDS
+            fh.write(json.dumps(rec) + "\n")
+    return path
+
+
+def test_token_f1_and_majorities():
+    assert token_f1("The red cat", "red cat") == 1.0
+    assert token_f1("red dog", "red cat") == pytest.approx(0.5)
+    assert token_f1("", "") == 1.0 and token_f1("x", "") == 0.0
+    assert majority_share(["a", "A.", "b", "a"]) == 0.75
+    assert majority_baseline(["x", "x", "y"], ["x", "y", "y", "x"]) == ("x", 0.5)
+
+
+def test_option_scoring_matches_manual_logprob(char_tokenizer, tiny_llama):
+    import torch
+
+    fmt = PromptFormatter(char_tokenizer)
+    ex = Example(id="1", prompt="pick", answer="ab", choices=("ab", "b", "abc"))
+    enc = fmt.encode("pick", "abc")
+    ((logp, count),) = sequence_logprobs(tiny_llama, [enc], char_tokenizer.pad_token_id)
+    ids = torch.tensor([enc.input_ids(with_end=True)])
+    with torch.no_grad():
+        lp = torch.log_softmax(tiny_llama(input_ids=ids).logits[0, :-1], -1)
+    start = len(enc.prompt_ids) - 1
+    manual = sum(lp[t, ids[0, t + 1]].item() for t in range(start, ids.shape[1] - 1))
+    assert logp == pytest.approx(manual, abs=1e-4) and count == 4
+    pred = option_predictions(tiny_llama, fmt, [ex, ex], char_tokenizer.pad_token_id, batch_size=2)
+    assert pred[0] == pred[1] and pred[0] in ex.choices
+
+
+def test_training_lowers_loss_and_keeps_end_token(char_tokenizer, tiny_llama):
+    fmt = PromptFormatter(char_tokenizer)
+    enc = [fmt.encode(f"Colour {i}?", WORDS[i % 2]) for i in range(8)]
+    assert enc[0].labels(with_end=True)[-1] == char_tokenizer.eos_token_id
+    settings = TrainSettings(learning_rate=5e-3, batch_size=4, min_steps=30, max_steps=30, lora_r=4)
+    model, log = finetune(tiny_llama, enc, char_tokenizer.pad_token_id, settings, seed=0)
+    assert log["steps"] == 30
+    losses = [loss for _, loss in log["loss_curve"]]
+    assert losses[-1] < losses[0]
+    model.unload()
+
+
+def test_steps_rule_and_settings_validation():
+    s = TrainSettings(batch_size=8, epochs=3, min_steps=20, max_steps=300)
+    assert (s.steps_for(16), s.steps_for(256), s.steps_for(2000)) == (20, 96, 300)
+    with pytest.raises(ConfigError):
+        TrainSettings(method="qlora")
+    with pytest.raises(ConfigError):
+        TrainSettings(min_steps=10, max_steps=5)
+
+
+def test_subsets_are_nested_and_seeded():
+    pool = [Example(id=str(i), prompt="p", answer="a") for i in range(50)]
+    small, big = training_subset(pool, 8, 0), training_subset(pool, 16, 0)
+    assert [e.id for e in small] == [e.id for e in big[:8]]
+    assert [e.id for e in training_subset(pool, 8, 1)] != [e.id for e in small]
+
+
+def test_curve_end_to_end_with_cache_resume(tiny_model_dir, tmp_path, monkeypatch):
+    data = _task_file(tmp_path / "task.jsonl")
+    settings = TrainSettings(learning_rate=5e-3, batch_size=4, min_steps=4, max_steps=4, lora_r=4)
+    cfg = dict(
+        model=str(tiny_model_dir),
+        data=str(data),
+        budgets=(0, 4, 8),
+        seeds=(0, 1),
+        train=settings,
+        max_test=8,
+        max_new_tokens=3,
+        out_dir=str(tmp_path / "out"),
+        cache=str(tmp_path / "cache"),
+        progress=False,
+    )
+    summary = measure_curve(CurveConfig(**cfg))
+    assert summary["n_test"] == 8 and summary["n_pool"] == 20 and summary["n_max"] == 8
+    assert set(summary["auc"]) == {"exact_match", "token_f1", "loglik_accuracy"}
+    assert all(0.0 <= v <= 1.0 for v in summary["auc"].values())
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 5  # n=0 once, 2 budgets x 2 seeds
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert set(results) == {"0", "4", "8"} and "loglik_accuracy" in results["4"]
+    assert (tmp_path / "out" / "curve.png").exists()
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed a cached point")
+
+    monkeypatch.setattr("dataplan.workflows.curve.run_point", boom)
+    again = measure_curve(CurveConfig(**cfg))
+    assert again["curve"] == summary["curve"]
+
+
+def test_curve_rejects_budget_beyond_pool(tmp_path):
+    data = _task_file(tmp_path / "task.jsonl", n=20)
+    with pytest.raises(ConfigError, match="exceeds the training pool of 10"):
+        measure_curve(CurveConfig(model="m", data=str(data), budgets=(0, 16), progress=False))
