@@ -116,3 +116,110 @@ def test_curve_rejects_budget_beyond_pool(tmp_path):
     data = _task_file(tmp_path / "task.jsonl", n=20)
     with pytest.raises(ConfigError, match="exceeds the training pool of 10"):
         measure_curve(CurveConfig(model="m", data=str(data), budgets=(0, 16), progress=False))
+
+
+def test_leave_one_out_scores_by_hand():
+    import numpy as np
+
+    from dataplan.maths.forecast import leave_one_out_scores
+
+    x = np.array([0.1, 0.4, 0.5, 0.9, 0.7])
+    y = 0.5 * x + 0.2 + np.array([0.01, -0.02, 0.0, 0.015, -0.01])
+    res = leave_one_out_scores(x, y)
+    keep = np.arange(5) != 2
+    slope, intercept = np.polyfit(x[keep], y[keep], 1)
+    assert res["predictions"][2] == pytest.approx(slope * x[2] + intercept)
+    assert res["spearman"] == pytest.approx(1.0) and res["mae"] < 0.03
+
+
+def test_calibrate_end_to_end_on_tiny_tasks(tiny_model_dir, tmp_path, capsys):
+    from test_cli import run_main
+
+    files = []
+    for k in range(3):
+        path = tmp_path / f"task{k}.jsonl"
+        with path.open("w") as fh:
+            for i in range(40):
+                fh.write(
+                    json.dumps(
+                        {
+                            "id": f"e{i}",
+                            "prompt": f"T{k} item {i}?",
+                            "answer": WORDS[(i * (k + 1)) % 4],
+                            "choices": WORDS,
+                        }
+                    )
+                    + "\n"
+                )
+        files.append(str(path))
+    code, out, err = run_main(
+        [
+            "calibrate",
+            "--name",
+            "tiny",
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            ",".join(files),
+            "--budgets",
+            "0,4,8",
+            "--min-steps",
+            "2",
+            "--max-steps",
+            "3",
+            "--max-test",
+            "6",
+            "--max-pool",
+            "20",
+            "--n-labeled",
+            "2",
+            "--out-dir",
+            str(tmp_path / "study"),
+            "--cache",
+            str(tmp_path / "cache"),
+            "--json",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["n_tasks"] == 3 and d["calibration"]["n_max"] == 8
+    assert {"cos_low", "mean_grad_norm", "mean_confidence_pool", "cos_random"} <= set(
+        d["leave_one_task_out"]
+    )
+    assert all(r["auc_metric"] == "loglik_accuracy" for r in d["tasks"])
+    study = tmp_path / "study"
+    for name in ("calibration.json", "study.json", "table.md", "scatter.png"):
+        assert (study / name).exists()
+    # The calibration file is accepted by predict.
+    code, out, _ = run_main(
+        [
+            "predict",
+            "--cos-low",
+            "0.5",
+            "--calibration",
+            str(study / "calibration.json"),
+            "--target",
+            "0.5",
+            "--json",
+        ],
+        capsys,
+    )
+    assert code == 0 and json.loads(out)["calibration"] == "tiny"
+
+
+def test_option_logprobs_batched_equal_one_by_one(char_tokenizer):
+    import torch
+
+    from conftest import make_tiny_llama
+
+    model = make_tiny_llama(len(char_tokenizer), dtype=torch.float64)
+    fmt = PromptFormatter(char_tokenizer)
+    enc = [
+        fmt.encode(p, a)
+        for p, a in [("a", "xyz"), ("a much longer prompt", "q"), ("mid size", "hello there")]
+    ]
+    batched = sequence_logprobs(model, enc, char_tokenizer.pad_token_id, batch_size=3)
+    single = [sequence_logprobs(model, [e], char_tokenizer.pad_token_id)[0] for e in enc]
+    for (b, nb), (s, ns) in zip(batched, single, strict=True):
+        assert nb == ns and b == pytest.approx(s, rel=1e-9)

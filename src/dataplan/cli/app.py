@@ -592,6 +592,102 @@ def curve(
     )
 
 
+@app.command()
+def calibrate(
+    name: Annotated[str, typer.Option(help="Name of the calibration (usually the model's).")],
+    model: ModelOpt = "smollm2-135m-instruct",
+    tasks: Annotated[str, typer.Option(help="Comma-separated suite tasks.")] = "",
+    data: Annotated[
+        str,
+        typer.Option(help="Comma-separated labelled task files (instead of or besides --tasks)."),
+    ] = "",
+    metric: Annotated[
+        str,
+        typer.Option(
+            help="AUC metric: auto (option log-likelihood when a task has options), exact_match, token_f1, loglik_accuracy."
+        ),
+    ] = "auto",
+    budgets: Annotated[str, typer.Option(help="Curve budgets; 0 is zero-shot.")] = "0,16,64,256",
+    seeds: Annotated[str, typer.Option(help="Curve seeds.")] = "0",
+    learning_rate: Annotated[float, typer.Option(help="Curve fine-tuning learning rate.")] = 5e-4,
+    epochs: Annotated[float, typer.Option(help="Curve fine-tuning epochs.")] = 3.0,
+    min_steps: Annotated[int, typer.Option(help="Fewest optimiser steps per curve point.")] = 20,
+    max_steps: Annotated[int, typer.Option(help="Most optimiser steps per curve point.")] = 300,
+    max_test: Annotated[int | None, typer.Option(help="Test examples per task.")] = 200,
+    max_pool: Annotated[
+        int | None, typer.Option(help="Pool examples scored for confidence per task.")
+    ] = 400,
+    n_labeled: Annotated[int, typer.Option(help="Low-confidence examples per task.")] = 32,
+    adapter_seeds: Annotated[str, typer.Option(help="Fresh-adapter seeds for CoS-Low.")] = "0",
+    out_dir: Annotated[
+        Path, typer.Option(help="Study folder: curves, estimates, table, plot, calibration.json.")
+    ] = Path("runs/calibrate"),
+    cache: Annotated[
+        Path | None, typer.Option(help="Curve result cache (resumes from it).")
+    ] = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Fit AUC' = c · CoS-Low + I over tasks; leave-one-task-out scores for CoS-Low and baselines."""
+    _setup_logging(quiet or json_out)
+    from dataplan.compute.training import TrainSettings
+    from dataplan.workflows.calibrate import CalibrateConfig
+    from dataplan.workflows.calibrate import calibrate as run_calibrate
+    from dataplan.workflows.curve import CurveConfig
+    from dataplan.workflows.estimate import EstimateConfig
+
+    task_list = tuple(t.strip() for t in tasks.split(",") if t.strip())
+    data_list = tuple(d.strip() for d in data.split(",") if d.strip())
+    first = {"task": task_list[0]} if task_list else {"data": data_list[0] if data_list else "-"}
+    progress = not (quiet or json_out)
+    curve_cfg = CurveConfig(
+        model=model,
+        budgets=_ints(budgets, "--budgets"),
+        seeds=_ints(seeds, "--seeds"),
+        train=TrainSettings(
+            learning_rate=learning_rate, epochs=epochs, min_steps=min_steps, max_steps=max_steps
+        ),
+        max_test=max_test,
+        cache=None if cache is None else str(cache),
+        device=device,
+        dtype=dtype,
+        progress=progress,
+        **first,
+    )
+    est_cfg = EstimateConfig(
+        model=model,
+        max_pool=max_pool,
+        n_labeled=n_labeled,
+        adapter_seeds=_ints(adapter_seeds, "--adapter-seeds"),
+        device=device,
+        dtype=dtype,
+        progress=progress,
+        **first,
+    )
+    cfg = CalibrateConfig(
+        name=name,
+        tasks=task_list,
+        data=data_list,
+        curve=curve_cfg,
+        estimate=est_cfg,
+        metric=metric,
+        out_dir=str(out_dir),
+    )
+    result = run_calibrate(cfg)
+    if json_out:
+        emit_json(result)
+        return
+    from dataplan.workflows.calibrate import markdown_table
+
+    cal = result["calibration"]
+    console.print(markdown_table(result["tasks"], result["leave_one_task_out"]))
+    console.print(
+        f"AUC' = {cal['coef']:.4f} · CoS-Low + {cal['intercept']:.4f}  (n_max {cal['n_max']}); written to {out_dir / 'calibration.json'}"
+    )
+
+
 tasks_app = typer.Typer(
     help="The built-in task suite (BIG-bench and reasoning-gym).", no_args_is_help=True
 )

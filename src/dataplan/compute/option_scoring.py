@@ -20,6 +20,13 @@ from dataplan.data.formatting import Encoded, PromptFormatter
 from dataplan.data.loading import Example
 
 
+def _kept_logits(model, ids: torch.Tensor, mask: torch.Tensor, keep: int) -> torch.Tensor:
+    try:
+        return model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits[:, -keep:]
+    except TypeError:  # an architecture without logits_to_keep
+        return model(input_ids=ids, attention_mask=mask).logits[:, -keep:]
+
+
 @torch.no_grad()
 def sequence_logprobs(
     model, encoded: Sequence[Encoded], pad_id: int, *, batch_size: int = 32, progress: bool = False
@@ -33,15 +40,19 @@ def sequence_logprobs(
     ):
         seqs = [encoded[i].input_ids(with_end=True) for i in idx]
         ids, mask = pad_batch(seqs, pad_id, side="right")
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        logp = F.log_softmax(logits[:, :-1], dim=-1)
-        targets = ids[:, 1:].to(device)
-        token_logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, T-1)
+        t_max = ids.shape[1]
+        # Only the positions that predict option tokens need logits (the vocabulary is large).
+        first = min(len(encoded[i].prompt_ids) - 1 for i in idx)
+        keep = t_max - first
+        logits = _kept_logits(model, ids.to(device), mask.to(device), keep)  # (B, keep, V)
+        logp = F.log_softmax(logits.float(), dim=-1)
         for row, i in enumerate(idx):
             e = encoded[i]
             start = len(e.prompt_ids) - 1
             stop = start + len(e.answer_ids) + len(e.end_ids)
-            out[i] = (float(token_logp[row, start:stop].sum()), stop - start)
+            targets = ids[row, start + 1 : stop + 1].to(device)
+            picked = logp[row, start - first : stop - first].gather(-1, targets.unsqueeze(-1))
+            out[i] = (float(picked.sum()), stop - start)
     return out
 
 

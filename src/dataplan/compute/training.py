@@ -88,7 +88,6 @@ def finetune(
     settings: TrainSettings,
     *,
     seed: int = 0,
-    progress: bool = False,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Fine-tune ``model`` on ``encoded`` examples; returns the trained model and a log.
 
@@ -128,7 +127,7 @@ def finetune(
             report_to=[],
             seed=seed,
             data_seed=seed,
-            disable_tqdm=not progress,
+            disable_tqdm=True,
             remove_unused_columns=False,
             dataloader_num_workers=0,
             use_cpu=not torch.cuda.is_available(),
@@ -139,6 +138,11 @@ def finetune(
             train_dataset=_EncodedDataset(encoded),
             data_collator=_Collator(pad_id),
         )
+        # Both print the loss log to stdout, which must stay clean for --json.
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
         result = trainer.train()
         history = [h for h in trainer.state.log_history if "loss" in h]
     model.eval()

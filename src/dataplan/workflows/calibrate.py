@@ -1,0 +1,207 @@
+"""``dataplan calibrate``: fit AUC' = c · CoS-Low + I for a model over a set of tasks.
+
+For each task: the measured curve's AUC (``dataplan curve``, cached) and CoS-Low with its
+baselines (``dataplan estimate`` on the task's training pool, in a run folder per task). Then:
+
+- the least-squares fit AUC = c · CoS-Low + I and its leave-one-task-out residuals (the
+  calibration file, usable by name or path in ``estimate`` and ``predict``);
+- leave-one-task-out Spearman, Pearson and mean absolute AUC error for CoS-Low and for every
+  baseline (mean gradient norm, mean confidence, CoS over random examples);
+- a table of every task and a scatter plot.
+
+The AUC metric per task [our choice]: option log-likelihood accuracy for tasks with options
+(classification, multiple choice), else the task's own metric (exact match or token F1).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dataplan.errors import ConfigError
+from dataplan.io import write_json
+from dataplan.maths.forecast import fit_calibration, leave_one_out_scores
+from dataplan.workflows.curve import CurveConfig, measure_curve
+from dataplan.workflows.estimate import EstimateConfig, estimate
+
+log = logging.getLogger(__name__)
+
+PREDICTORS = {
+    "cos_low": "CoS-Low",
+    "mean_grad_norm": "mean gradient norm",
+    "mean_confidence_pool": "mean confidence",
+    "cos_random": "CoS over random examples",
+}
+
+
+@dataclass
+class CalibrateConfig:
+    """A calibration study: the tasks, and the curve and estimate settings shared by all."""
+
+    name: str
+    tasks: tuple[str, ...] = ()
+    data: tuple[str, ...] = ()
+    curve: CurveConfig | None = None
+    estimate: EstimateConfig | None = None
+    metric: str = "auto"
+    out_dir: str = "runs/calibrate"
+
+    def __post_init__(self) -> None:
+        if len(self.tasks) + len(self.data) < 3:
+            raise ConfigError("a calibration needs at least 3 tasks")
+        if self.metric not in ("auto", "exact_match", "token_f1", "loglik_accuracy"):
+            raise ConfigError(f"unknown metric {self.metric!r}")
+        if self.curve is None or self.estimate is None:
+            raise ConfigError("calibrate needs curve and estimate settings")
+
+
+def _auc_metric(summary: dict[str, Any], task_metric: str, metric: str) -> tuple[str, float]:
+    aucs = summary["auc"]
+    if metric == "auto":
+        metric = "loglik_accuracy" if "loglik_accuracy" in aucs else task_metric
+    if metric not in aucs:
+        raise ConfigError(f"task {summary['task']}: no {metric} curve (have {sorted(aucs)})")
+    return metric, aucs[metric]
+
+
+def calibrate(cfg: CalibrateConfig, loaded=None) -> dict[str, Any]:
+    """Run the study (resuming from caches) and write table, plot and calibration file."""
+    from dataplan.models.loading import load_model
+
+    assert cfg.curve is not None and cfg.estimate is not None
+    if loaded is None:
+        c = cfg.curve
+        loaded = load_model(
+            c.model, device=c.device, dtype=c.dtype, trust_remote_code=c.trust_remote_code
+        )
+    out = Path(cfg.out_dir)
+    rows = []
+    entries = [("task", t) for t in cfg.tasks] + [("data", d) for d in cfg.data]
+    for kind, ref in entries:
+        label = ref if kind == "task" else Path(ref).stem
+        task_metric = "exact_match"
+        if kind == "task":
+            from dataplan.tasks.registry import get_task
+
+            task_metric = get_task(ref).metric
+        curve_cfg = replace(
+            cfg.curve,
+            task=ref if kind == "task" else None,
+            data=ref if kind == "data" else None,
+            out_dir=str(out / "curves" / label),
+        )
+        summary = measure_curve(curve_cfg, loaded=loaded)
+        metric, auc = _auc_metric(summary, task_metric, cfg.metric)
+        est_cfg = replace(
+            cfg.estimate,
+            task=ref if kind == "task" else None,
+            data=ref if kind == "data" else None,
+            run_dir=str(out / "estimates" / label),
+        )
+        est = estimate(est_cfg, loaded=loaded)
+        rows.append(
+            {
+                "task": label,
+                "auc": auc,
+                "auc_metric": metric,
+                "cos_low": est.cos_low,
+                **{k: est.baselines.get(k) for k in PREDICTORS if k != "cos_low"},
+                "majority_accuracy": summary["majority_accuracy"],
+                "curve": summary["curve"],
+            }
+        )
+        log.info("%s: AUC %.3f (%s), CoS-Low %.4f", label, auc, metric, est.cos_low)
+    return summarise(cfg, rows, out)
+
+
+def summarise(cfg: CalibrateConfig, rows: list[dict[str, Any]], out: Path) -> dict[str, Any]:
+    """Fit, leave-one-task-out evaluation of every predictor, files."""
+    auc = np.array([r["auc"] for r in rows])
+    n_max = max(b for b in cfg.curve.budgets) if cfg.curve else 0
+    calibration = fit_calibration(
+        [r["cos_low"] for r in rows],
+        auc,
+        name=cfg.name,
+        n_max=n_max,
+        source=f"dataplan calibrate over {len(rows)} tasks",
+    )
+    evaluation = {}
+    for key, title in PREDICTORS.items():
+        x = [r[key] for r in rows]
+        if any(v is None for v in x):
+            continue
+        scores = leave_one_out_scores(x, auc)
+        evaluation[key] = {"label": title, **{k: scores[k] for k in ("spearman", "pearson", "mae")}}
+        if key == "cos_low":
+            for r, p in zip(rows, scores["predictions"], strict=True):
+                r["predicted_auc_loo"] = p
+                r["error"] = p - r["auc"]
+    result = {
+        "name": cfg.name,
+        "n_tasks": len(rows),
+        "calibration": calibration.to_dict(),
+        "leave_one_task_out": evaluation,
+        "tasks": rows,
+    }
+    write_json(out / "calibration.json", calibration.to_dict())
+    write_json(out / "study.json", result)
+    (out / "table.md").write_text(markdown_table(rows, evaluation), encoding="utf-8")
+    _scatter(out / "scatter.png", rows, calibration)
+    return result
+
+
+def markdown_table(rows: list[dict[str, Any]], evaluation: dict[str, Any]) -> str:
+    lines = [
+        "| task | AUC | metric | CoS-Low | predicted AUC (LOO) | error | CoS-random | grad norm | confidence |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+
+        def f(v, d=3):
+            return "—" if v is None else f"{v:.{d}f}"
+
+        lines.append(
+            f"| {r['task']} | {f(r['auc'])} | {r['auc_metric']} | {f(r['cos_low'], 4)} | {f(r.get('predicted_auc_loo'))} | "
+            f"{f(r.get('error'))} | {f(r.get('cos_random'), 4)} | {f(r.get('mean_grad_norm'), 2)} | {f(r.get('mean_confidence_pool'))} |"
+        )
+    lines += ["", "| predictor | LOO Spearman | LOO Pearson | LOO MAE |", "|---|---|---|---|"]
+    for e in evaluation.values():
+
+        def g(v):
+            return "—" if v is None else f"{v:.3f}"
+
+        lines.append(f"| {e['label']} | {g(e['spearman'])} | {g(e['pearson'])} | {g(e['mae'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def _scatter(path: Path, rows, calibration) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dataplan.io import save_figure
+
+    x = np.array([r["cos_low"] for r in rows])
+    y = np.array([r["auc"] for r in rows])
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.scatter(x, y)
+    for r in rows:
+        ax.annotate(r["task"], (r["cos_low"], r["auc"]), fontsize=6, alpha=0.7)
+    grid = np.linspace(x.min(), x.max(), 50)
+    ax.plot(
+        grid,
+        calibration.coef * grid + calibration.intercept,
+        color="C3",
+        label=f"AUC' = {calibration.coef:.3f}·CoS + {calibration.intercept:.3f}",
+    )
+    ax.set_xlabel("CoS-Low")
+    ax.set_ylabel("measured AUC")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)
+    plt.close(fig)
