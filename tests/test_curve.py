@@ -48,7 +48,7 @@ def test_option_scoring_matches_manual_logprob(char_tokenizer, tiny_llama):
     start = len(enc.prompt_ids) - 1
     manual = sum(lp[t, ids[0, t + 1]].item() for t in range(start, ids.shape[1] - 1))
     assert logp == pytest.approx(manual, abs=1e-4) and count == 4
-    pred = option_predictions(tiny_llama, fmt, [ex, ex], char_tokenizer.pad_token_id, batch_size=2)
+    pred = option_predictions(tiny_llama, fmt, [ex, ex], char_tokenizer.pad_token_id)
     assert pred[0] == pred[1] and pred[0] in ex.choices
 
 
@@ -223,3 +223,22 @@ def test_option_logprobs_batched_equal_one_by_one(char_tokenizer):
     single = [sequence_logprobs(model, [e], char_tokenizer.pad_token_id)[0] for e in enc]
     for (b, nb), (s, ns) in zip(batched, single, strict=True):
         assert nb == ns and b == pytest.approx(s, rel=1e-9)
+
+
+def test_shared_prompt_scoring_equals_full_sequences(char_tokenizer):
+    import torch
+
+    from conftest import make_tiny_llama
+    from dataplan.compute.option_scoring import shared_prompt_option_logprobs
+    from dataplan.data.formatting import Encoded
+
+    model = make_tiny_llama(len(char_tokenizer), dtype=torch.float64)
+    fmt = PromptFormatter(char_tokenizer)
+    prompt = fmt.prompt_ids("which colour?")
+    options = [[*fmt.answer_ids(c), *fmt.end_ids] for c in ("red", "blue", "a long option", "x")]
+    fast = shared_prompt_option_logprobs(model, prompt, options, char_tokenizer.pad_token_id)
+    ref = sequence_logprobs(
+        model, [Encoded(tuple(prompt), tuple(o[:-1]), tuple(o[-1:])) for o in options], 0
+    )
+    for (f, nf), (r, nr) in zip(fast, ref, strict=True):
+        assert nf == nr and f == pytest.approx(r, rel=1e-9)

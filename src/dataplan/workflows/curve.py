@@ -160,9 +160,7 @@ def evaluate(
         ],
     }
     if all(e.choices for e in test):
-        preds = option_predictions(
-            model, formatter, test, loaded.tokenizer.pad_token_id, batch_size=cfg.eval_batch_size
-        )
+        preds = option_predictions(model, formatter, test, loaded.tokenizer.pad_token_id)
         out["loglik_accuracy"] = exact_match_accuracy(preds, refs)
         out["loglik_majority_share"] = majority_share(preds)
     return out
