@@ -297,3 +297,84 @@ def test_model_and_data_errors_exit_2(tiny_model_dir, tmp_path, capsys, args, fr
     assert code == 2 and out == ""
     assert fragment in err, err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (
+            [
+                "predict",
+                "--cos-low",
+                "0.5",
+                "--coef",
+                "1",
+                "--intercept",
+                "0",
+                "--target",
+                "0.5",
+                "--n-max",
+                "1",
+            ],
+            "--n-max",
+        ),
+        (
+            ["predict", "--cos-low", "nan", "--coef", "1", "--intercept", "0", "--target", "0.5"],
+            "finite",
+        ),
+        (
+            [
+                "predict",
+                "--cos-low",
+                "0.5",
+                "--calibration",
+                "qwen2.5-14b-instruct",
+                "--intercept",
+                "0",
+                "--target",
+                "0.5",
+            ],
+            "give --calibration",
+        ),
+        (["auc", "{dir}"], "cannot read"),
+        (["auc", "{nan}"], "expected a number"),
+        (
+            ["predict", "--cos-low", "0.5", "--calibration", "{dir}", "--target", "0.5"],
+            "cannot read calibration",
+        ),
+        (["auc", "{bracket}"], "[/x]"),
+    ],
+)
+def test_more_bad_input_exit_2(tmp_path, capsys, args, fragment):
+    nan = tmp_path / "nan.json"
+    nan.write_text('{"0": {"accuracy": NaN}}')
+    bracket = tmp_path / "[" / "x]"
+    bracket.mkdir(parents=True)
+    subs = {"{dir}": str(tmp_path), "{nan}": str(nan), "{bracket}": str(tmp_path / "[/x].json")}
+    code, out, err = run_main([subs.get(a, a) for a in args], capsys)
+    assert code == 2 and out == "", err
+    assert fragment in err and "Traceback" not in err
+
+
+def test_run_dir_that_is_a_file_exit_2(tiny_model_dir, tmp_path, capsys):
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text(
+        "".join(json.dumps({"prompt": f"item {i}", "answer": "yes"}) + "\n" for i in range(20))
+    )
+    blocker = tmp_path / "run"
+    blocker.write_text("not a folder")
+    code, out, err = run_main(
+        [
+            "estimate",
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            str(pool),
+            "--n-labeled",
+            "2",
+            "--run-dir",
+            str(blocker),
+        ],
+        capsys,
+    )
+    assert code == 2 and out == "" and "exists and is not a folder" in err

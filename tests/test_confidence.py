@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from conftest import make_tiny_llama
-from dataplan.compute.confidence import answer_token_stats, lowest_confidence, pool_confidence
+from dataplan.compute.confidence import (
+    answer_token_stats,
+    lowest_confidence,
+    max_log_prob,
+    pool_confidence,
+)
 from dataplan.data.formatting import PromptFormatter
 
 PROMPTS = [
@@ -46,7 +51,8 @@ def test_answer_token_stats_by_hand():
     logits[0, 2, 4] = 5.0  # stop step, excluded
     logits[1, 0, 4] = 3.0  # immediate stop: scored on the stop token
     generated = torch.tensor([[1, 3, 4], [4, 0, 0]])
-    conf, ppl, n = answer_token_stats(logits, generated, stop_ids=[4])
+    torch.testing.assert_close(max_log_prob(logits), torch.log_softmax(logits, -1).max(-1).values)
+    conf, ppl, n = answer_token_stats(max_log_prob(logits), generated, stop_ids=[4])
     p1 = np.exp(2) / (np.exp(2) + 4)
     p2 = np.e / (np.e + 4)
     p_stop = np.exp(3) / (np.exp(3) + 4)

@@ -149,3 +149,26 @@ def test_answer_normalisation():
     assert normalise_answer("  Plausible.\nBecause...") == "plausible"
     assert normalise_answer("The answer is #### 42") == "42"
     assert exact_match("YES", "yes") and not exact_match("yes no", "yes")
+
+
+def test_encoding_bom_and_choices_cells(tmp_path):
+    bad = tmp_path / "t.jsonl"
+    bad.write_bytes(b'{"prompt": "caf\xe9", "answer": "x"}\n')
+    with pytest.raises(InputError, match=r"t\.jsonl: not UTF-8"):
+        load_examples(bad)
+    bom = tmp_path / "bom.csv"
+    bom.write_text('\ufeffprompt,answer,choices\nhi,yes,"[""yes"", ""no""]"\n', encoding="utf-8")
+    ex = load_examples(bom)[0]
+    assert ex.prompt == "hi" and ex.choices == ("yes", "no")
+    flat = tmp_path / "flat.csv"
+    flat.write_text("prompt,answer,choices\nhi,yes,yes-no\n")
+    with pytest.raises(InputError, match=r'flat\.csv:2: field "choices": expected a list'):
+        load_examples(flat)
+
+
+@pytest.mark.parametrize("scores", [{}, {"a": "high"}, ["a", "b"]])
+def test_bigbench_bad_target_scores(tmp_path, scores):
+    path = tmp_path / "task.json"
+    path.write_text(json.dumps({"examples": [{"input": "x", "target_scores": scores}]}))
+    with pytest.raises(InputError, match=r'task\.json:1: field "target_scores"'):
+        load_examples(path)

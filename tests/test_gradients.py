@@ -127,3 +127,30 @@ def test_cosine_and_median_from_gram():
     upper = [cos[0, 1], cos[0, 2], cos[0, 3], cos[1, 2], cos[1, 3], cos[2, 3]]
     assert median_pairwise(cos) == pytest.approx(np.median(upper))
     assert cos_similarity_score(gram) == pytest.approx(np.median(upper))
+
+
+def test_bf16_model_with_fp32_adapter_runs_and_agrees(char_tokenizer):
+    """peft keeps the adapter in fp32 beside a bf16 model (the CUDA default)."""
+    enc = _encoded(char_tokenizer)
+    model32 = attach_lora(make_tiny_llama(len(char_tokenizer)), LoraSettings(r=4, alpha=8, seed=3))
+    model16 = attach_lora(
+        make_tiny_llama(len(char_tokenizer), dtype=torch.bfloat16),
+        LoraSettings(r=4, alpha=8, seed=3),
+    )
+    g32 = gradient_gram(model32, enc, 0, progress=False)
+    g16 = gradient_gram(model16, enc, 0, progress=False)
+    assert torch.isfinite(g16).all()
+    np.testing.assert_allclose(cosine_from_gram(g16), cosine_from_gram(g32), atol=0.05)
+
+
+def test_adapter_training_other_parameters_is_refused(char_tokenizer):
+    from peft import LoraConfig, get_peft_model
+
+    from dataplan.errors import ConfigError
+
+    model = make_tiny_llama(len(char_tokenizer))
+    cfg = LoraConfig(
+        r=4, target_modules=["q_proj"], modules_to_save=["lm_head"], task_type="CAUSAL_LM"
+    )
+    with pytest.raises(ConfigError, match="besides LoRA"):
+        gradient_gram(get_peft_model(model, cfg), _encoded(char_tokenizer), 0, progress=False)

@@ -59,6 +59,8 @@ def get_calibration(name_or_path: str | Path) -> Calibration:
             return Calibration.from_dict(json.loads(path.read_text(encoding="utf-8")))
         except FileNotFoundError:
             raise ConfigError(f"{path}: calibration file not found") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{path}: cannot read calibration file ({err})") from None
         except (json.JSONDecodeError, TypeError, ValueError) as err:
             raise ConfigError(f"{path}: not a valid calibration file ({err})") from None
     known = ", ".join(sorted(_REGISTRY))

@@ -8,6 +8,7 @@ field; logging and progress bars go to stderr.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -22,7 +23,7 @@ from dataplan.cli.output import (
     forecast_rows,
     key_value_table,
 )
-from dataplan.errors import DataplanError
+from dataplan.errors import ConfigError, DataplanError
 
 app = typer.Typer(
     name="dataplan",
@@ -100,7 +101,7 @@ def _seeds(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(s) for s in text.split(",") if s.strip())
     except ValueError:
-        raise typer.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+        raise ConfigError(f"expected comma-separated integers, got {text!r}") from None
 
 
 @app.command()
@@ -311,11 +312,17 @@ def predict(
     """Forecast AUC', the data-efficiency curve and the examples needed, from a CoS-Low value."""
     _setup_logging(True)
     from dataplan.calibrations import get_calibration
-    from dataplan.errors import ConfigError
     from dataplan.maths.forecast import Calibration, forecast, normalise_target
 
-    if (calibration is None) == (coef is None):
+    if (calibration is None) == (coef is None) or (
+        calibration is not None and intercept is not None
+    ):
         raise ConfigError("give --calibration NAME|FILE or --coef C --intercept I")
+    for label, value in (("--cos-low", cos_low), ("--coef", coef), ("--intercept", intercept)):
+        if value is not None and not math.isfinite(value):
+            raise ConfigError(f"{label} must be a finite number")
+    if n_max is not None and n_max < 2:
+        raise ConfigError(f"--n-max must be at least 2, got {n_max}")
     if coef is not None:
         if intercept is None:
             raise ConfigError("--coef needs --intercept")
@@ -484,9 +491,7 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
     try:
         return tuple(int(s) for s in text.split(",") if s.strip())
     except ValueError:
-        raise typer.BadParameter(
-            f"{what}: expected comma-separated integers, got {text!r}"
-        ) from None
+        raise ConfigError(f"{what}: expected comma-separated integers, got {text!r}") from None
 
 
 @app.command()
@@ -743,13 +748,24 @@ def tasks_export(
         console.print(f"wrote {len(examples)} {split} examples of {spec.name} to {out}")
 
 
+def _fail(message: str, code: int) -> None:
+    from rich.markup import escape
+
+    err_console.print(
+        f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True
+    )
+    sys.exit(code)
+
+
 def main() -> None:
     """Entry point: run the app, turning input errors into one line and exit code 2."""
     try:
         app()
     except DataplanError as err:
-        err_console.print(f"[bold red]error:[/bold red] {err}", highlight=False, soft_wrap=True)
-        sys.exit(err.exit_code)
+        _fail(str(err), err.exit_code)
+    except OSError as err:  # a file or folder the user named cannot be read or written
+        where = f"{err.filename}: " if getattr(err, "filename", None) else ""
+        _fail(f"{where}{err.strerror or err}", 2)
     except KeyboardInterrupt:
         err_console.print("interrupted; rerun with the same --run-dir to resume")
         sys.exit(130)

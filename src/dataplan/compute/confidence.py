@@ -57,21 +57,26 @@ def stop_token_ids(model, tokenizer) -> list[int]:
     return sorted(ids)
 
 
+def max_log_prob(logits: torch.Tensor) -> torch.Tensor:
+    """log of the highest softmax probability: max(z) − logsumexp(z), over the last dim."""
+    z = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    return z.max(dim=-1).values - torch.logsumexp(z, dim=-1)
+
+
 def answer_token_stats(
-    step_logits: torch.Tensor, generated: torch.Tensor, stop_ids: Sequence[int]
+    max_logp: torch.Tensor, generated: torch.Tensor, stop_ids: Sequence[int]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Confidence, perplexity and answer length from the logits of each generation step.
+    """Confidence, perplexity and answer length from each step's highest log-probability.
 
     Args:
-        step_logits: (B, S, V) raw logits at each of S generation steps.
+        max_logp: (B, S) log of the highest next-token probability at each of S steps
+            (:func:`max_log_prob` of the step's logits).
         generated: (B, S) the generated token ids (padding after a row stops).
         stop_ids: token ids that end an answer.
 
     Returns:
         ``(confidence, perplexity, n_tokens)``, each (B,).
     """
-    log_probs = torch.log_softmax(step_logits.float(), dim=-1)  # (B, S, V)
-    max_logp = log_probs.max(dim=-1).values  # (B, S)
     is_stop = torch.isin(generated, torch.as_tensor(list(stop_ids), device=generated.device))
     steps = torch.arange(generated.shape[1], device=generated.device)
     # Length before the first stop token (S when the row never stops).
@@ -137,8 +142,9 @@ def pool_confidence(
             top_k=None,
         )
         gen = out.sequences[:, ids.shape[1] :]  # (B, S)
-        logits = torch.stack(out.logits, dim=1)  # (B, S, V)
-        c, p, k = answer_token_stats(logits, gen, stops)
+        # One (B,) vector per step: never a (B, S, vocab) tensor.
+        max_logp = torch.stack([max_log_prob(step) for step in out.logits], dim=1)  # (B, S)
+        c, p, k = answer_token_stats(max_logp, gen, stops)
         for row, i in enumerate(idx):
             conf[i], ppl[i], n_tok[i] = c[row], p[row], k[row]
             texts[i] = tokenizer.decode(gen[row, : k[row]], skip_special_tokens=True)

@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 
 from dataplan.compute.batching import length_sorted_batches, pad_batch
 from dataplan.data.formatting import Encoded
+from dataplan.errors import ConfigError
 
 
 @dataclass
@@ -175,8 +176,8 @@ class _GramAccumulator:
             x = inputs[0].detach()
             transform = self.modules[k].transform
             if transform is not None:
-                with torch.no_grad():
-                    x = transform(x)
+                with torch.no_grad():  # peft keeps adapters in fp32 beside a bf16 model
+                    x = transform(x.to(transform.weight.dtype))
             self._inputs[k] = x
             output.register_hook(lambda grad: self._on_grad(k, grad))
 
@@ -261,6 +262,7 @@ def gradient_gram(
     """
     n = len(encoded)
     pairs = lora_pairs(model)
+    _check_only_lora_trainable(model, pairs)
     frozen = fresh_adapter_shortcut and all(p.b_is_zero for p in pairs)
     modules = _hooked_modules(pairs, frozen)
     direct = batch_size >= n
@@ -290,6 +292,19 @@ def gradient_gram(
         model.train(was_training)
         bar.close()
     return gram
+
+
+def _check_only_lora_trainable(model: torch.nn.Module, pairs: list[LoraPair]) -> None:
+    """The fast path sees only LoRA A/B; other trainable weights would be silently missed."""
+    covered = {id(p.lora_a.weight) for p in pairs} | {id(p.lora_b.weight) for p in pairs}
+    others = [
+        name for name, p in model.named_parameters() if p.requires_grad and id(p) not in covered
+    ]
+    if others:
+        raise ConfigError(
+            f"the adapter trains parameters besides LoRA A/B (e.g. {others[0]}: modules_to_save, DoRA, "
+            "bias); per-example gradients of those are not supported"
+        )
 
 
 def _split_by_budget(modules: list[_Hooked], n: int, budget: int) -> list[list[_Hooked]]:

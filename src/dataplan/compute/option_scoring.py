@@ -73,7 +73,9 @@ def shared_prompt_option_logprobs(
     device = next(model.parameters()).device
     prompt = torch.as_tensor([list(prompt_ids)], device=device)
     out = model(input_ids=prompt, use_cache=True)
-    first_logp = torch.log_softmax(_at_least_fp32(out.logits[0, -1]), dim=-1)  # predicts option token 0
+    first_logp = torch.log_softmax(
+        _at_least_fp32(out.logits[0, -1]), dim=-1
+    )  # predicts option token 0
     cache = out.past_key_values
     k = len(options)
     cache.batch_repeat_interleave(k)
@@ -85,7 +87,9 @@ def shared_prompt_option_logprobs(
     logits = model(
         input_ids=ids, attention_mask=full_mask, past_key_values=cache, use_cache=False
     ).logits
-    logp = torch.log_softmax(_at_least_fp32(logits), dim=-1)  # position j predicts option token j + 1
+    logp = torch.log_softmax(
+        _at_least_fp32(logits), dim=-1
+    )  # position j predicts option token j + 1
     scores = []
     for row, opt in enumerate(options):
         total = float(first_logp[opt[0]])

@@ -97,7 +97,14 @@ def load_examples(
                 "task.json or a datasets folder)",
                 path=p,
             )
-    examples = [_to_example(rec, line, p, fields, require_answer) for line, rec in records]
+    try:
+        examples = [_to_example(rec, line, p, fields, require_answer) for line, rec in records]
+    except UnicodeDecodeError as err:
+        raise InputError(f"not UTF-8 text ({err.reason} at byte {err.start})", path=p) from None
+    except csv.Error as err:
+        raise InputError(f"malformed CSV ({err})", path=p) from None
+    except OSError as err:
+        raise InputError(f"cannot read ({err.strerror or err})", path=p) from None
     if not examples:
         raise InputError("no examples found", path=p)
     _check_unique_ids(examples, p, fields, kind)
@@ -121,16 +128,30 @@ def _to_example(
             raise InputError("empty answer", path=path, line=line, field=fields.answer)
     elif require_answer:
         raise InputError("missing answer", path=path, line=line, field=fields.answer)
-    choices = rec.get("choices")
-    if choices is not None and not _is_missing(choices):
-        choices = tuple(_as_text(c, path, line, "choices") for c in choices)
-    else:
-        choices = None
+    choices = _choices(rec.get("choices"), path, line)
     rid = rec.get(fields.id)
     ex_id = str(line) if _is_missing(rid) else str(rid)
     return Example(
         id=ex_id, prompt=prompt, answer=answer, choices=choices, source=str(path), line=line
     )
+
+
+def _choices(value: Any, path: Path, line: int) -> tuple[str, ...] | None:
+    """Options of a multiple-choice example: a list, or a JSON list in a text cell (CSV)."""
+    if hasattr(value, "tolist"):  # numpy arrays from Parquet
+        value = value.tolist()
+    if value is None or _is_missing(value) or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            value = None
+    if not isinstance(value, (list, tuple)) or len(value) < 2:
+        raise InputError(
+            "expected a list of at least two options", path=path, line=line, field="choices"
+        )
+    return tuple(_as_text(c, path, line, "choices") for c in value)
 
 
 def _check_unique_ids(examples: list[Example], path: Path, fields: Fields, kind: str) -> None:
@@ -164,6 +185,11 @@ def _as_text(value: Any, path: Path, line: int, name: str) -> str:
     raise InputError(f"expected text, got {type(value).__name__}", path=path, line=line, field=name)
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def _read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
     with path.open(encoding="utf-8") as fh:
         for lineno, raw in enumerate(fh, start=1):
@@ -180,6 +206,8 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
 def _read_json(path: Path, fields: Fields) -> Iterable[tuple[int, Any]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise InputError(f"not UTF-8 text ({err.reason} at byte {err.start})", path=path) from None
     except json.JSONDecodeError as err:
         raise InputError(f"malformed JSON ({err.msg})", path=path, line=err.lineno) from None
     if isinstance(data, dict) and "examples" in data:
@@ -210,6 +238,19 @@ def bigbench_records(
         rec: dict[str, Any] = {"prompt": prompt}
         if "target_scores" in ex:
             scores = ex["target_scores"]
+            if (
+                not isinstance(scores, Mapping)
+                or not scores
+                or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in scores.values()
+                )
+            ):
+                raise InputError(
+                    "expected a non-empty object of numeric scores",
+                    path=path,
+                    line=k,
+                    field="target_scores",
+                )
             rec["choices"] = list(scores)
             rec["answer"] = max(scores, key=lambda c: scores[c])
         elif "target" in ex:
@@ -221,7 +262,7 @@ def bigbench_records(
 
 
 def _read_csv(path: Path) -> Iterator[tuple[int, Any]]:
-    with path.open(encoding="utf-8", newline="") as fh:
+    with path.open(encoding="utf-8-sig", newline="") as fh:  # -sig: tolerate a byte-order mark
         reader = csv.DictReader(fh)
         if reader.fieldnames is None:
             raise InputError("empty CSV file (no header)", path=path)
@@ -237,7 +278,7 @@ def _read_parquet(path: Path) -> Iterable[tuple[int, Any]]:
     try:
         table = pq.read_table(path)
     except Exception as err:  # pyarrow raises several unrelated types for a bad file
-        raise InputError(f"cannot read Parquet ({err})", path=path) from None
+        raise InputError(f"cannot read Parquet ({_first_line(err)})", path=path) from None
     return list(enumerate(table.to_pylist(), start=1))
 
 
@@ -248,7 +289,7 @@ def _read_datasets_folder(path: Path, split: str | None) -> Iterable[tuple[int, 
         ds = datasets.load_from_disk(str(path))
     except (FileNotFoundError, ValueError) as err:
         raise InputError(
-            f"not a datasets folder written by save_to_disk ({err})", path=path
+            f"not a datasets folder written by save_to_disk ({_first_line(err)})", path=path
         ) from None
     if isinstance(ds, datasets.DatasetDict):
         names = list(ds)

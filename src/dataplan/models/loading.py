@@ -59,7 +59,13 @@ def resolve_model_path(name_or_path: str) -> str:
     if name_or_path in BUILTIN_MODELS:
         return str(builtin_model_path(name_or_path))
     path = Path(name_or_path).expanduser()
-    if path.exists():
+    try:
+        exists = path.exists()
+    except OSError as err:
+        raise ModelLoadError(
+            f"{name_or_path}: cannot read model path ({err.strerror or err})"
+        ) from None
+    if exists:
         if not (path / "config.json").exists():
             raise ModelLoadError(f"{path}: not a model folder (no config.json)")
         return str(path)
@@ -101,7 +107,8 @@ def load_model(
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=dt, trust_remote_code=trust_remote_code
         )
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        # RuntimeError: shape mismatches and safetensors errors; KeyError: unknown architecture.
         raise ModelLoadError(f"{path}: cannot load model ({_first_line(err)})") from None
     model.to(dev)
     model.eval()

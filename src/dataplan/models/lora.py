@@ -26,6 +26,10 @@ class LoraSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if isinstance(self.target_modules, tuple) and (
+            not self.target_modules or not all(self.target_modules)
+        ):
+            raise ConfigError("LoRA target modules must be non-empty names")
         if self.r < 1:
             raise ConfigError(f"LoRA rank must be >= 1, got {self.r}")
         if not 0.0 <= self.dropout < 1.0:
@@ -53,7 +57,10 @@ def attach_lora(model: torch.nn.Module, settings: LoraSettings) -> torch.nn.Modu
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
-        peft_model = get_peft_model(model, config)
+        try:
+            peft_model = get_peft_model(model, config)
+        except ValueError as err:  # e.g. target modules not found in the model
+            raise ConfigError(f"cannot attach LoRA: {str(err).splitlines()[0]}") from None
     return peft_model
 
 

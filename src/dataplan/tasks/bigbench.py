@@ -67,10 +67,13 @@ def archive_path() -> Path:
     log.info("downloading %s (once) into %s", ARCHIVE, target.parent)
     digest = hashlib.sha256()
     with atomic_path(target) as tmp:
-        with urllib.request.urlopen(url, timeout=300) as resp, tmp.open("wb") as out:
-            while chunk := resp.read(1 << 20):
-                digest.update(chunk)
-                out.write(chunk)
+        try:
+            with urllib.request.urlopen(url, timeout=300) as resp, tmp.open("wb") as out:
+                while chunk := resp.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+        except OSError as err:
+            raise DataplanError(f"downloading {ARCHIVE} failed ({err}); try again") from None
         if digest.hexdigest() != sha256:
             raise DataplanError(f"{ARCHIVE}: checksum mismatch after download; try again")
     return target

@@ -181,9 +181,9 @@ def split_task(spec: TaskSpec, examples: list[Example]) -> dict[str, list[Exampl
 def load_task(name: str, split: str = "pool") -> list[Example]:
     """A built-in task's examples: ``pool`` (training), ``test`` (held out) or ``all``."""
     spec = get_task(name)
+    if split not in ("pool", "test", "all"):
+        raise ConfigError(f"split must be pool, test or all, got {split!r}")
     examples = _all_examples(spec)
     if split == "all":
         return examples
-    if split not in ("pool", "test"):
-        raise ConfigError(f"split must be pool, test or all, got {split!r}")
     return split_task(spec, examples)[split]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ def read_results(path: Path) -> dict[str, dict[str, float]]:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError("file not found", path=path) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"cannot read ({err})", path=path) from None
     except json.JSONDecodeError as err:
         raise InputError(f"malformed JSON ({err.msg})", path=path, line=err.lineno) from None
     if not isinstance(data, dict) or not data:
@@ -48,7 +51,9 @@ def read_results(path: Path) -> dict[str, dict[str, float]]:
             raise InputError("expected an object of metric values", path=path, field=n)
         for name, value in metrics.items():
             if value is not None and (
-                isinstance(value, bool) or not isinstance(value, (int, float))
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
             ):
                 raise InputError(
                     f"expected a number, got {value!r}", path=path, field=f"{n}.{name}"

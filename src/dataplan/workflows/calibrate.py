@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from dataplan.errors import ConfigError
-from dataplan.io import write_json
+from dataplan.io import atomic_path, write_json
 from dataplan.maths.forecast import fit_calibration, leave_one_out_scores
 from dataplan.workflows.curve import CurveConfig, measure_curve
 from dataplan.workflows.estimate import EstimateConfig, estimate
@@ -149,7 +149,8 @@ def summarise(cfg: CalibrateConfig, rows: list[dict[str, Any]], out: Path) -> di
     }
     write_json(out / "calibration.json", calibration.to_dict())
     write_json(out / "study.json", result)
-    (out / "table.md").write_text(markdown_table(rows, evaluation), encoding="utf-8")
+    with atomic_path(out / "table.md") as tmp:
+        tmp.write_text(markdown_table(rows, evaluation), encoding="utf-8")
     _scatter(out / "scatter.png", rows, calibration)
     return result
 

@@ -113,6 +113,16 @@ class EstimateConfig:
             raise ConfigError("give --calibration or --coef/--intercept, not both")
         if not 0.0 < self.interval < 1.0:
             raise ConfigError("--interval must be in (0, 1)")
+        if self.n_max is not None and self.n_max < 2:
+            raise ConfigError(f"--n-max must be at least 2, got {self.n_max}")
+        for name in ("coef", "intercept", "ceiling"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ConfigError(f"--{name} must be a finite number")
+        if self.annotate_out is not None and not self.annotate_out.endswith(".jsonl"):
+            raise ConfigError(
+                f"{self.annotate_out}: --annotate-out writes JSONL; give a .jsonl path"
+            )
         LoraSettings(r=self.lora_r, alpha=self.lora_alpha)  # validates
 
     def lora(self, seed: int) -> LoraSettings:
@@ -146,6 +156,11 @@ class EstimateConfig:
         d = {k: getattr(self, k) for k in keys}
         d["data"] = None if self.data is None else str(Path(self.data).resolve())
         d["data_sha256"] = data_digest
+        from dataplan.models.device import resolve_device, resolve_dtype
+
+        d["dtype_resolved"] = str(resolve_dtype(self.dtype, resolve_device(self.device)))
+        if self.adapter is not None:
+            d["adapter"] = str(Path(self.adapter).resolve())
         return d
 
 
@@ -182,7 +197,9 @@ def _digest_file(path: Path) -> str:
         for p in sorted(path.rglob("*")):
             if p.is_file():
                 h.update(p.relative_to(path).as_posix().encode())
-                h.update(p.read_bytes())
+                with p.open("rb") as fh:
+                    while chunk := fh.read(1 << 20):
+                        h.update(chunk)
     else:
         with path.open("rb") as fh:
             while chunk := fh.read(1 << 20):
@@ -362,6 +379,7 @@ def estimate(cfg: EstimateConfig, loaded=None) -> EstimateResult:
         cfg.run_dir = str(Path("runs") / f"estimate-{time.strftime('%Y%m%d-%H%M%S')}")
     run = RunFolder(cfg.run_dir, cfg.compute_settings(digest))
     run.check()
+    log.info("run folder %s (rerun with --run-dir %s to resume)", run.path, run.path)
     timings["load_data"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -419,7 +437,7 @@ def estimate(cfg: EstimateConfig, loaded=None) -> EstimateResult:
             zero_shot_accuracy=None,
             forecast=None,
             note=f"wrote {len(chosen)} low-confidence examples to {cfg.annotate_out}: fill in "
-            f"'{cfg.answer_field}' and rerun with --labeled {cfg.annotate_out}",
+            f"'{cfg.answer_field}' and rerun with --labeled {cfg.annotate_out} --run-dir {run.path}",
             run_dir=str(run.path),
             model=loaded.describe(),
             config=asdict(cfg),
@@ -464,7 +482,11 @@ def estimate(cfg: EstimateConfig, loaded=None) -> EstimateResult:
             if zero_shot is None:
                 note = "--target-accuracy needs --zero-shot-accuracy for an unlabelled pool"
             else:
-                tau = normalise_target(cfg.target_accuracy, zero_shot, cfg.ceiling)
+                tau = (
+                    normalise_target(cfg.target_accuracy, zero_shot, cfg.ceiling)
+                    if cfg.ceiling > zero_shot
+                    else float("nan")
+                )
                 if not 0.0 < tau < 1.0:
                     note = (
                         f"target accuracy {cfg.target_accuracy} is {tau:.3f} on the normalised scale "

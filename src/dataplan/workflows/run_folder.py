@@ -33,6 +33,8 @@ class RunFolder:
 
     def check(self) -> None:
         """Raise :class:`ConfigError` if the folder holds a run with other settings."""
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"{self.path}: exists and is not a folder")
         saved_path = self.path / self.CONFIG
         if not saved_path.exists():
             if self.path.exists() and any(self.path.iterdir()):
@@ -51,7 +53,12 @@ class RunFolder:
     def open(self) -> RunFolder:
         """Create the folder (after :meth:`check`) and record settings and versions."""
         self.check()
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(
+                f"{self.path}: cannot create the run folder ({err.strerror or err})"
+            ) from None
         if not (self.path / self.CONFIG).exists():
             write_json(self.path / self.CONFIG, self.config)
         write_json(self.path / self.VERSIONS, versions())
