@@ -150,3 +150,12 @@ def test_no_calibration_reports_coslow_and_says_so(tiny_model_dir, tmp_path):
 def test_config_validation(tmp_path, kw, fragment):
     with pytest.raises(ConfigError, match=fragment):
         _cfg("m", tmp_path / "d.jsonl", tmp_path / "run", **kw)
+
+
+def test_estimate_frozen_gradient_space(tiny_model_dir, tmp_path):
+    data = _pool(tmp_path / "pool.jsonl")
+    res = estimate(
+        _cfg(tiny_model_dir, data, tmp_path / "run", gradient_space="frozen", adapter_seeds=(0, 1))
+    )
+    assert len(res.cos_low_per_seed) == 1 and np.isfinite(res.cos_low)
+    assert list((tmp_path / "run").glob("gradients-low-*-frozen.safetensors"))

@@ -154,3 +154,25 @@ def test_adapter_training_other_parameters_is_refused(char_tokenizer):
     )
     with pytest.raises(ConfigError, match="besides LoRA"):
         gradient_gram(get_peft_model(model, cfg), _encoded(char_tokenizer), 0, progress=False)
+
+
+def test_frozen_space_matches_reference_on_frozen_weights(char_tokenizer):
+    """The seed-free limit: per-example gradients of the adapted frozen weights themselves."""
+    model = _peft(char_tokenizer, nonzero_b=False)
+    enc = _encoded(char_tokenizer)
+    fast = gradient_gram(model, enc, 0, batch_size=3, space="frozen", progress=False)
+    pairs = lora_pairs(model)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for pair in pairs:
+        pair.base.weight.requires_grad_(True)
+    with model.disable_adapter():
+        ref = gradient_gram_reference(model, enc)
+    torch.testing.assert_close(fast, ref, rtol=1e-6, atol=1e-12)
+    # A fresh adapter's B-gradients are a random projection of these: related, not equal.
+    lora = gradient_gram(_peft(char_tokenizer, nonzero_b=False), enc, 0, progress=False)
+    assert not torch.allclose(cosine_from_gram_t(lora), cosine_from_gram_t(fast))
+
+
+def cosine_from_gram_t(g):
+    return torch.as_tensor(cosine_from_gram(g))

@@ -182,6 +182,12 @@ def estimate(
             help="Seeds of the fresh adapters; CoS-Low is their mean, the spread is reported."
         ),
     ] = "0",
+    gradient_space: Annotated[
+        str,
+        typer.Option(
+            help="lora (the paper's fresh-adapter gradients) or frozen (seed-free: gradients of the adapted weights)."
+        ),
+    ] = "lora",
     random_baseline: Annotated[
         bool,
         typer.Option(
@@ -240,6 +246,7 @@ def estimate(
         lora_targets=lora_targets,
         adapter=None if adapter is None else str(adapter),
         adapter_seeds=_seeds(adapter_seeds),
+        gradient_space=gradient_space,
         random_baseline=random_baseline,
         calibration=calibration,
         coef=coef,

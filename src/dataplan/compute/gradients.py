@@ -138,7 +138,7 @@ class _Hooked:
     @property
     def n_params(self) -> int:
         out = self.module.weight.shape[0]
-        inner = (
+        inner = (  # r for the A-projected frozen path, else the module's own input size
             self.transform.weight.shape[0]
             if self.transform is not None
             else self.module.weight.shape[1]
@@ -245,6 +245,7 @@ def gradient_gram(
     batch_size: int = 8,
     max_buffer_bytes: int = 4 * 2**30,
     fresh_adapter_shortcut: bool = True,
+    space: str = "lora",
     progress: bool = True,
 ) -> torch.Tensor:
     """Gram matrix K (N×N, float64) of the per-example LoRA gradients (fast batched path).
@@ -258,13 +259,23 @@ def gradient_gram(
             layers are split into groups that fit, one pass over the data per group.
         fresh_adapter_shortcut: with B = 0, switch the adapter off and compute the B-gradients
             from the frozen layers (exact; see the module docstring).
+        space: ``"lora"`` — gradients of the adapter (CoS-Low as published); ``"frozen"`` — the
+            seed-free limit: gradients of the adapted frozen weights W themselves,
+            ∂ℓ_i/∂W = Σ_t δ_it x_itᵀ, of which a fresh adapter's B-gradient is a random
+            projection by A [our addition; needs out×in floats per layer and example].
         progress: show a progress bar.
     """
     n = len(encoded)
     pairs = lora_pairs(model)
     _check_only_lora_trainable(model, pairs)
-    frozen = fresh_adapter_shortcut and all(p.b_is_zero for p in pairs)
-    modules = _hooked_modules(pairs, frozen)
+    if space not in ("lora", "frozen"):
+        raise ConfigError(f"gradient space must be lora or frozen, got {space!r}")
+    if space == "frozen":
+        frozen = True
+        modules = [_Hooked(p.base) for p in pairs]
+    else:
+        frozen = fresh_adapter_shortcut and all(p.b_is_zero for p in pairs)
+        modules = _hooked_modules(pairs, frozen)
     direct = batch_size >= n
     groups = [modules] if direct else _split_by_budget(modules, n, max_buffer_bytes)
     device = next(p for p in model.parameters() if p.requires_grad).device

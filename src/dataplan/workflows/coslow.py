@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from dataplan.compute.gradients import gradient_gram, lora_parameter_count
+from dataplan.compute.gradients import gradient_gram, lora_pairs, lora_parameter_count
 from dataplan.data.formatting import PromptFormatter
 from dataplan.data.loading import Example
 from dataplan.errors import ConfigError, InputError
@@ -95,6 +95,7 @@ def coslow(
     adapter: str | None = None,
     formatter: PromptFormatter | None = None,
     batch_size: int = 8,
+    space: str = "lora",
     progress: bool = True,
 ) -> CosLowResult:
     """CoS-Low (or CoS over any example set) of labelled ``examples`` on ``loaded``'s model.
@@ -120,9 +121,13 @@ def coslow(
             encoded,
             loaded.tokenizer.pad_token_id,
             batch_size=batch_size,
+            space=space,
             progress=progress,
         )
         n_params = lora_parameter_count(peft_model)
+        if space == "frozen":
+            label = "frozen weights (seed-free)"
+            n_params = sum(p.base.weight.numel() for p in lora_pairs(peft_model))
     finally:
         loaded.model = peft_model.unload()
         loaded.model.eval()

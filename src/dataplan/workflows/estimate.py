@@ -72,6 +72,7 @@ class EstimateConfig:
     lora_targets: str = "all-linear"
     adapter: str | None = None
     adapter_seeds: tuple[int, ...] = (0,)
+    gradient_space: str = "lora"
     random_baseline: bool = True
     calibration: str | None = None
     coef: float | None = None
@@ -123,6 +124,8 @@ class EstimateConfig:
             raise ConfigError(
                 f"{self.annotate_out}: --annotate-out writes JSONL; give a .jsonl path"
             )
+        if self.gradient_space not in ("lora", "frozen"):
+            raise ConfigError("--gradient-space must be lora or frozen")
         LoraSettings(r=self.lora_r, alpha=self.lora_alpha)  # validates
 
     def lora(self, seed: int) -> LoraSettings:
@@ -295,6 +298,8 @@ def _cached_coslow(
     from dataplan.io import atomic_path
 
     name = f"gradients-{kind}-{_examples_digest(examples)}-seed{seed}.safetensors"
+    if cfg.gradient_space == "frozen":  # seed-free: one Gram whatever the adapter seed
+        name = f"gradients-{kind}-{_examples_digest(examples)}-frozen.safetensors"
     if cfg.adapter is not None:
         name = f"gradients-{kind}-{_examples_digest(examples)}-adapter.safetensors"
     ids = [ex.id for ex in examples]
@@ -313,6 +318,7 @@ def _cached_coslow(
         adapter=cfg.adapter,
         formatter=formatter,
         batch_size=cfg.gradient_batch_size,
+        space=cfg.gradient_space,
         progress=cfg.progress,
     )
     with atomic_path(run.file(name)) as tmp:
@@ -447,7 +453,9 @@ def estimate(cfg: EstimateConfig, loaded=None) -> EstimateResult:
         )
 
     t0 = time.perf_counter()
-    seeds = (None,) if cfg.adapter is not None else cfg.adapter_seeds
+    seeds = (
+        (None,) if cfg.adapter is not None or cfg.gradient_space == "frozen" else cfg.adapter_seeds
+    )
     results = [_cached_coslow(run, loaded, formatter, labelled, cfg, s or 0, "low") for s in seeds]
     per_seed = [r.coslow for r in results]
     cos_low = float(np.mean(per_seed))
