@@ -700,6 +700,127 @@ def calibrate(
     )
 
 
+scaling_app = typer.Typer(
+    help="Dataset-volume scaling laws: fit runs, plan a compute budget.", no_args_is_help=True
+)
+app.add_typer(scaling_app, name="scaling")
+
+
+@scaling_app.command("fit")
+def scaling_fit(
+    runs: Annotated[
+        Path,
+        typer.Argument(
+            help="Runs file (CSV or Parquet): n_examples, mean_tokens, model_params, performance, …"
+        ),
+    ],
+    form: Annotated[str, typer.Option(help="volume, tokens, examples or chinchilla.")] = "volume",
+    holdout: Annotated[
+        str, typer.Option(help="run (leave one run out) or a column to leave one group out.")
+    ] = "run",
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the fit starts and the bootstrap.")] = 0,
+    out: Annotated[
+        Path | None, typer.Option(help="Save the fitted law as JSON (for `scaling plan`).")
+    ] = None,
+    plot: Annotated[Path | None, typer.Option(help="Save a PNG of the fit over the runs.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Fit a scaling law robustly, with bootstrap intervals and held-out comparison of the forms."""
+    _setup_logging(True)
+    from dataplan.workflows.scaling import fit_runs, plot_fit
+
+    d = fit_runs(runs, form=form, holdout=holdout, n_bootstrap=bootstrap, seed=seed)
+    if out is not None:
+        from dataplan.io import write_json
+
+        write_json(out, d)
+    if plot is not None:
+        plot_fit(d, runs, plot)
+    if json_out:
+        emit_json(
+            {
+                k: v
+                for k, v in d.items()
+                if not k.startswith("bootstrap_") and k != "normalised_params"
+            }
+        )
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{d['equation']} on {d['n_runs']} runs")
+    for col in ("parameter", "value", "interval"):
+        table.add_column(col)
+    for name, value in d["params"].items():
+        iv = d["intervals"].get(name)
+        table.add_row(
+            name,
+            f"{value:.4g}",
+            "fixed"
+            if name in d["fixed"]
+            else ("—" if iv is None else f"[{iv[0]:.4g}, {iv[1]:.4g}]"),
+        )
+    console.print(table)
+    comp = Table(title=f"forms by held-out error (leave one {d['heldout']['by']} out)")
+    for col in ("form", "equation", "RMSE", "MAE"):
+        comp.add_column(col)
+    for row in d["comparison"]:
+        comp.add_row(
+            row["form"],
+            row.get("equation", row.get("error", "")),
+            fmt(row.get("heldout_rmse")),
+            fmt(row.get("heldout_mae")),
+        )
+    console.print(comp)
+    for note in d["notes"]:
+        console.print(f"[yellow]note:[/yellow] {note}")
+
+
+@scaling_app.command("plan")
+def scaling_plan(
+    fit: Annotated[Path, typer.Option("--fit", help="Law JSON written by `scaling fit --out`.")],
+    compute_tokens: Annotated[float, typer.Option(help="Training tokens the budget buys.")],
+    max_examples: Annotated[int | None, typer.Option(help="Most examples available.")] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Save a PNG of predicted performance against compute.")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The (N, L̄, strategy) with the best predicted performance for a compute budget."""
+    _setup_logging(True)
+    import json as _json
+
+    from dataplan.workflows.scaling import plan, plot_plan
+
+    try:
+        law = _json.loads(fit.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{fit}: cannot read the fitted law ({err})") from None
+    result = plan(law, compute_tokens, max_examples=max_examples)
+    if plot is not None:
+        plot_plan(law, plot, max_examples=max_examples)
+    if json_out:
+        emit_json(result)
+        return
+    b = result["best"]
+    iv = b["interval"]
+    rows = [
+        ("budget (tokens)", f"{compute_tokens:,.0f}"),
+        ("best strategy", b["strategy"]),
+        ("examples N", f"{b['n_examples']:,}"),
+        ("mean tokens L̄", f"{b['mean_tokens']:.1f}"),
+        ("epochs", f"{b['epochs']:.2f}"),
+        (
+            "predicted performance",
+            fmt(b["predicted_performance"], 3)
+            + ("" if iv is None else f"  [{iv[0]:.3f}, {iv[1]:.3f}]"),
+        ),
+    ]
+    console.print(key_value_table("dataplan scaling plan", rows))
+    for note in result["notes"]:
+        console.print(f"[yellow]note:[/yellow] {note}")
+
+
 tasks_app = typer.Typer(
     help="The built-in task suite (BIG-bench and reasoning-gym).", no_args_is_help=True
 )

@@ -1,0 +1,187 @@
+"""Scaling-law fits: recovery of known parameters, degenerate inputs, form comparison."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dataplan.maths.scaling import ScalingInputError, ScalingLaw, compare_forms
+
+
+def synthetic_runs(form="volume", noise=0.005, seed=0, model_sizes=(1.35e8,)):
+    rng = np.random.default_rng(seed)
+    n = np.repeat([32, 64, 128, 256, 512, 1024], 4 * len(model_sizes))
+    mean_tokens = rng.choice([40.0, 80.0, 120.0, 200.0], size=n.size)
+    m = np.tile(np.repeat(model_sizes, 4), 6)
+    v = n * mean_tokens
+    if form == "volume":
+        perf = 0.02 * v**0.25 * (m / 1e8) ** 0.1 + 0.05
+    else:  # examples only
+        perf = 0.05 * n**0.3 + 0.1
+    perf = perf + rng.normal(0, noise, size=n.size)
+    return {"n_examples": n, "mean_tokens": mean_tokens, "model_params": m, "performance": perf}
+
+
+def test_recovers_known_volume_law_with_single_model_size():
+    runs = synthetic_runs()
+    law = ScalingLaw("volume", n_bootstrap=60, seed=1).fit(runs)
+    p = law.params_
+    assert p["beta"] == pytest.approx(0.25, abs=0.03)
+    assert p["gamma"] == 0.0 and "γ is not identifiable" in law.notes_[0]
+    truth = 0.02 * (1.35e8 / 1e8) ** 0.1
+    assert p["A"] == pytest.approx(truth, rel=0.35)
+    assert p["E"] == pytest.approx(0.05, abs=0.06)
+    lo, hi = law.intervals_["beta"]
+    assert lo < 0.25 < hi
+    assert law.heldout_["rmse"] < 0.02
+
+
+def test_recovers_gamma_with_several_model_sizes():
+    runs = synthetic_runs(model_sizes=(1.35e8, 3.6e8, 1.7e9), noise=0.002)
+    law = ScalingLaw("volume", n_bootstrap=0).fit(runs)
+    assert law.params_["gamma"] == pytest.approx(0.1, abs=0.03)
+    assert law.params_["beta"] == pytest.approx(0.25, abs=0.03)
+
+
+def test_prediction_matches_truth_and_roundtrips():
+    runs = synthetic_runs(noise=0.001)
+    law = ScalingLaw("volume", n_bootstrap=40).fit(runs)
+    query = {"n_examples": [100, 2000], "mean_tokens": [50, 100], "model_params": [1.35e8, 1.35e8]}
+    truth = 0.02 * (np.array([5000, 200000]) ** 0.25) * 1.35**0.1 + 0.05
+    mean, (lo, hi) = law.predict(query, interval=True)
+    np.testing.assert_allclose(mean, truth, rtol=0.05)
+    assert np.all(lo <= mean) and np.all(mean <= hi)
+    again = ScalingLaw.from_dict(law.to_dict())
+    np.testing.assert_allclose(again.predict(query), mean)
+
+
+def test_compare_forms_prefers_the_true_form():
+    rows = compare_forms(synthetic_runs(noise=0.002), n_bootstrap=0)
+    assert rows[0]["form"] == "volume"
+    by = {r["form"]: r for r in rows}
+    assert by["volume"]["heldout_rmse"] < by["examples"]["heldout_rmse"]
+    rows = compare_forms(synthetic_runs("examples", noise=0.002), n_bootstrap=0)
+    assert rows[0]["form"] in ("examples", "chinchilla")
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (
+            lambda r: r.update(
+                n_examples=np.full_like(r["n_examples"], 64),
+                mean_tokens=np.full_like(r["mean_tokens"], 50.0),
+            ),
+            "same volume",
+        ),
+        (lambda r: r["mean_tokens"].__setitem__(3, 0.0), "mean_tokens must be positive"),
+        (lambda r: r["performance"].__setitem__(2, np.nan), "performance has NaN at run 2"),
+        (lambda r: [r.__setitem__(k, v[:3]) for k, v in list(r.items())], "3 runs cannot fit"),
+        (lambda r: r.pop("model_params"), "missing column"),
+    ],
+)
+def test_degenerate_inputs_raise(mutate, message):
+    runs = {k: np.array(v, dtype=float) for k, v in synthetic_runs().items()}
+    mutate(runs)
+    with pytest.raises(ScalingInputError, match=message):
+        ScalingLaw("volume", n_bootstrap=0).fit(runs)
+
+
+def test_examples_form_with_all_runs_at_one_n():
+    runs = synthetic_runs()
+    runs["n_examples"] = np.full_like(runs["n_examples"], 128)
+    with pytest.raises(ScalingInputError, match="same n_examples"):
+        ScalingLaw("examples", n_bootstrap=0).fit(runs)
+
+
+def _write_runs(path, runs, strategies=("random", "shortest", "longest", "stratified")):
+    import pandas as pd
+
+    frame = pd.DataFrame(runs)
+    frame["strategy"] = [strategies[i % len(strategies)] for i in range(len(frame))]
+    frame["task"] = "toy"
+    frame["seed"] = 0
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_scaling_cli_fit_and_plan(tmp_path, capsys):
+    import json
+
+    from test_cli import run_main
+
+    path = _write_runs(tmp_path / "runs.csv", synthetic_runs())
+    code, out, err = run_main(
+        [
+            "scaling",
+            "fit",
+            str(path),
+            "--form",
+            "volume",
+            "--bootstrap",
+            "40",
+            "--out",
+            str(tmp_path / "law.json"),
+            "--plot",
+            str(tmp_path / "fit.png"),
+            "--json",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    d = json.loads(out)
+    assert set(d["params"]) == {"A", "beta", "gamma", "E"} and d["params"]["gamma"] == 0.0
+    assert d["intervals"]["beta"][0] < d["params"]["beta"] < d["intervals"]["beta"][1]
+    assert {r["form"] for r in d["comparison"]} == {"volume", "tokens", "examples", "chinchilla"}
+    assert (tmp_path / "fit.png").exists()
+    code, out, err = run_main(
+        [
+            "scaling",
+            "plan",
+            "--fit",
+            str(tmp_path / "law.json"),
+            "--compute-tokens",
+            "50000",
+            "--plot",
+            str(tmp_path / "plan.png"),
+            "--json",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    best = json.loads(out)["best"]
+    assert best["volume"] <= 50000 and best["epochs"] >= 1.0
+    assert best["interval"][0] <= best["predicted_performance"] <= best["interval"][1]
+    assert (tmp_path / "plan.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (
+            "n_examples,mean_tokens,model_params,performance\n64,50,1e8,0.5\n64,50,1e8,0.6\n64,50,1e8,0.55\n64,50,1e8,0.52\n64,50,1e8,0.5\n",
+            "same volume",
+        ),
+        (
+            "n_examples,mean_tokens,model_params,performance\n64,-5,1e8,0.5\n",
+            "mean_tokens must be positive",
+        ),
+        (
+            "n_examples,mean_tokens,model_params,performance\n64,50,1e8,high\n",
+            'runs.csv:2: field "performance": not a number',
+        ),
+        ("n_examples,mean_tokens,performance\n64,50,0.5\n", 'field "model_params": missing column'),
+        (
+            "n_examples,mean_tokens,model_params,performance\n64,50,1e8,0.5\n128,50,1e8,0.6\n",
+            "cannot fit the 3 free parameters",
+        ),
+    ],
+)
+def test_scaling_cli_degenerate_input_exit_2(tmp_path, capsys, content, fragment):
+    from test_cli import run_main
+
+    path = tmp_path / "runs.csv"
+    path.write_text(content)
+    code, out, err = run_main(["scaling", "fit", str(path), "--json"], capsys)
+    assert code == 2 and out == ""
+    assert fragment in err, err
