@@ -185,3 +185,75 @@ def test_scaling_cli_degenerate_input_exit_2(tmp_path, capsys, content, fragment
     code, out, err = run_main(["scaling", "fit", str(path), "--json"], capsys)
     assert code == 2 and out == ""
     assert fragment in err, err
+
+
+def test_subsampling_strategies():
+    from dataplan.workflows.scaling_runs import subsample
+
+    lengths = np.array([5, 1, 9, 3, 7, 2, 8, 4, 6, 10])
+    assert sorted(lengths[subsample(lengths, 3, "shortest", 0)]) == [1, 2, 3]
+    assert sorted(lengths[subsample(lengths, 3, "longest", 0)]) == [8, 9, 10]
+    strat = lengths[subsample(lengths, 5, "stratified", 0)]
+    assert sorted(strat)[0] <= 2 and sorted(strat)[-1] >= 9  # spans the length range
+    r1, r2 = subsample(lengths, 4, "random", 1), subsample(lengths, 4, "random", 1)
+    assert list(r1) == list(r2) and len(set(r1)) == 4
+
+
+def test_scaling_runs_end_to_end(tiny_model_dir, tmp_path, capsys):
+    import json
+
+    import pandas as pd
+
+    from test_cli import run_main
+
+    data = tmp_path / "task.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"prompt": "x" * (1 + i % 9), "answer": "ab"[i % 2], "choices": ["a", "b"]})
+            + "\n"
+            for i in range(40)
+        )
+    )
+    out = tmp_path / "runs.csv"
+    args = [
+        "scaling",
+        "runs",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(data),
+        "--n",
+        "4,8",
+        "--strategies",
+        "shortest,longest",
+        "--compute-tokens",
+        "200",
+        "--max-test",
+        "4",
+        "--cache",
+        str(tmp_path / "cache"),
+        "--out",
+        str(out),
+        "--json",
+    ]
+    code, _, err = run_main(args, capsys)
+    assert code == 0, err
+    frame = pd.read_csv(out)
+    assert len(frame) == 4
+    assert {
+        "n_examples",
+        "mean_tokens",
+        "model_params",
+        "performance",
+        "strategy",
+        "tokens_seen",
+        "task",
+        "seed",
+    } <= set(frame.columns)
+    short = frame[frame.strategy == "shortest"].mean_tokens.to_numpy()
+    long = frame[frame.strategy == "longest"].mean_tokens.to_numpy()
+    assert np.all(short < long)
+    assert np.all(np.abs(frame.tokens_seen - 200) < frame.mean_tokens * 8)  # ~C per run
+    assert (frame.metric == "loglik_accuracy").all()
+    code, _, _ = run_main(args, capsys)  # resumes from the cache
+    assert code == 0 and len(list((tmp_path / "cache").glob("*.json"))) == 4

@@ -706,6 +706,66 @@ scaling_app = typer.Typer(
 app.add_typer(scaling_app, name="scaling")
 
 
+@scaling_app.command("runs")
+def scaling_runs_cmd(
+    out: Annotated[Path, typer.Option(help="Runs file to write (.csv or .parquet).")],
+    model: ModelOpt = "smollm2-135m-instruct",
+    task: Annotated[str | None, typer.Option(help="A suite task.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Labelled task file instead of --task.")] = None,
+    n: Annotated[
+        str, typer.Option("--n", help="Numbers of training examples.")
+    ] = "32,64,128,256,512",
+    strategies: Annotated[
+        str, typer.Option(help="Subsampling: random, shortest, longest, stratified.")
+    ] = "random,shortest,longest,stratified",
+    compute_tokens: Annotated[
+        float | None, typer.Option(help="Training tokens per run (steps = C / (batch · L̄)).")
+    ] = None,
+    seeds: Annotated[str, typer.Option(help="Seeds.")] = "0",
+    learning_rate: Annotated[float, typer.Option(help="Fine-tuning learning rate.")] = 5e-4,
+    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 8,
+    max_test: Annotated[int | None, typer.Option(help="Test examples.")] = 200,
+    cache: Annotated[
+        Path | None, typer.Option(help="Result cache (shared with `curve`; resumes from it).")
+    ] = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Fine-tune at each (N, strategy) under a compute budget and record one row per run."""
+    _setup_logging(quiet or json_out)
+    from dataplan.compute.training import TrainSettings
+    from dataplan.workflows.curve import CurveConfig
+    from dataplan.workflows.scaling_runs import scaling_runs
+
+    sizes = _ints(n, "--n")
+    cfg = CurveConfig(
+        model=model,
+        task=task,
+        data=None if data is None else str(data),
+        budgets=(0, *sizes),
+        seeds=_ints(seeds, "--seeds"),
+        train=TrainSettings(learning_rate=learning_rate, batch_size=batch_size),
+        max_test=max_test,
+        cache=None if cache is None else str(cache),
+        device=device,
+        dtype=dtype,
+        progress=not (quiet or json_out),
+    )
+    rows = scaling_runs(
+        cfg,
+        sizes=sizes,
+        strategies=tuple(s.strip() for s in strategies.split(",") if s.strip()),
+        compute_tokens=compute_tokens,
+        out=out,
+    )
+    if json_out:
+        emit_json({"out": str(out), "runs": rows})
+        return
+    console.print(f"wrote {len(rows)} runs to {out}")
+
+
 @scaling_app.command("fit")
 def scaling_fit(
     runs: Annotated[

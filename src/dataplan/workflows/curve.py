@@ -166,16 +166,29 @@ def evaluate(
     return out
 
 
-def run_point(loaded, formatter, pool, test, cfg: CurveConfig, n: int, seed: int) -> dict[str, Any]:
-    """Fine-tune on n examples with ``seed`` (n = 0: no training) and evaluate."""
+def train_and_evaluate(
+    loaded,
+    formatter,
+    subset: list[Example],
+    test: list[Example],
+    cfg: CurveConfig,
+    seed: int,
+    train=None,
+) -> dict[str, Any]:
+    """Fine-tune a copy of the model on ``subset`` (none: zero-shot) and evaluate on ``test``.
+
+    LoRA adapters are removed afterwards; full fine-tuning works on a freshly loaded copy.
+    ``train`` overrides ``cfg.train`` (e.g. a compute-bounded step count).
+    """
     from dataplan.compute.training import finetune
     from dataplan.workflows.coslow import encode_labelled
 
+    train = train or cfg.train
     start = time.perf_counter()
     train_log: dict[str, Any] | None = None
     model = loaded.model
-    if n > 0:
-        if cfg.train.method == "full":
+    if subset:
+        if train.method == "full":
             from dataplan.models.loading import load_model
 
             model = load_model(
@@ -184,24 +197,27 @@ def run_point(loaded, formatter, pool, test, cfg: CurveConfig, n: int, seed: int
                 dtype=cfg.dtype,
                 trust_remote_code=cfg.trust_remote_code,
             ).model
-        encoded = encode_labelled(formatter, training_subset(pool, n, seed))
-        model, train_log = finetune(
-            model, encoded, loaded.tokenizer.pad_token_id, cfg.train, seed=seed
-        )
+        encoded = encode_labelled(formatter, subset)
+        model, train_log = finetune(model, encoded, loaded.tokenizer.pad_token_id, train, seed=seed)
     try:
         metrics = evaluate(loaded, formatter, test, cfg, model=model)
     finally:
-        if n > 0 and cfg.train.method == "lora":
+        if subset and train.method == "lora":
             loaded.model = model.unload()
             loaded.model.eval()
     return {
-        "budget": n,
         "seed": seed,
         "n_test": len(test),
         **metrics,
         "train": train_log,
         "seconds": time.perf_counter() - start,
     }
+
+
+def run_point(loaded, formatter, pool, test, cfg: CurveConfig, n: int, seed: int) -> dict[str, Any]:
+    """Fine-tune on the first n examples of the seeded pool order (n = 0: none) and evaluate."""
+    subset = training_subset(pool, n, seed) if n > 0 else []
+    return {"budget": n, **train_and_evaluate(loaded, formatter, subset, test, cfg, seed)}
 
 
 def _plot(

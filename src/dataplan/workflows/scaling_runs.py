@@ -1,0 +1,176 @@
+"""``dataplan scaling runs``: fine-tune at each (N, subsampling strategy) under a compute budget.
+
+Subsampling strategies of the training pool (token length = prompt + answer + end tokens):
+
+- ``random``: a seeded random sample of N;
+- ``shortest`` / ``longest``: the N shortest / longest examples (ties in pool order);
+- ``stratified``: the pool sorted by length, cut into N equal strata, one example drawn from
+  each with the seed — the pool's length distribution in miniature.
+
+Under a compute budget C (training tokens) the number of optimiser steps is
+``ceil(C / (min(batch_size, N) · L̄))`` [our choice], so every run sees about C tokens whatever N and L̄;
+without one, the curve's steps rule applies. ``tokens_seen = steps · batch_size · L̄``.
+Each run is cached and resumable like ``dataplan curve`` (same machinery); the runs file has
+one row per run: ``task, strategy, seed, n_examples, mean_tokens, tokens_seen, model_params,
+performance, metric`` and the other metrics.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dataplan.data.formatting import PromptFormatter
+from dataplan.data.loading import Example
+from dataplan.errors import ConfigError
+from dataplan.io import write_json
+from dataplan.workflows.curve import (
+    CurveConfig,
+    _digest,
+    _examples_digest,
+    load_splits,
+    train_and_evaluate,
+)
+
+STRATEGIES = ("random", "shortest", "longest", "stratified")
+
+
+def token_lengths(formatter: PromptFormatter, examples: list[Example]) -> np.ndarray:
+    """Training tokens of each example: prompt + answer + end-of-turn."""
+    return np.array(
+        [len(formatter.encode(e.prompt, e.answer).input_ids(with_end=True)) for e in examples]
+    )
+
+
+def subsample(lengths: np.ndarray, n: int, strategy: str, seed: int) -> np.ndarray:
+    """Indices of the N examples a strategy picks (see module docstring)."""
+    if not 0 < n <= lengths.size:
+        raise ConfigError(f"N = {n} is outside the pool of {lengths.size}")
+    rng = np.random.default_rng([seed, 5])
+    order = np.argsort(lengths, kind="stable")
+    if strategy == "random":
+        return np.sort(rng.choice(lengths.size, size=n, replace=False))
+    if strategy == "shortest":
+        return order[:n]
+    if strategy == "longest":
+        return order[::-1][:n]
+    if strategy == "stratified":
+        edges = np.linspace(0, lengths.size, n + 1).astype(int)
+        return np.array([order[rng.integers(lo, hi)] for lo, hi in itertools.pairwise(edges)])
+    raise ConfigError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+
+
+def headline(metrics: dict[str, Any], task_metric: str) -> tuple[str, float]:
+    """Option log-likelihood accuracy when the task has options, else its own metric."""
+    if metrics.get("loglik_accuracy") is not None:
+        return "loglik_accuracy", metrics["loglik_accuracy"]
+    return task_metric, metrics[task_metric]
+
+
+def scaling_runs(
+    cfg: CurveConfig,
+    *,
+    sizes: tuple[int, ...],
+    strategies: tuple[str, ...],
+    compute_tokens: float | None,
+    out: str | Path,
+    loaded=None,
+) -> list[dict[str, Any]]:
+    """Run (or resume) every (N, strategy, seed) and write the runs file (CSV or Parquet)."""
+    from dataplan.models.builtin import cache_dir
+    from dataplan.models.loading import load_model
+
+    bad = [s for s in strategies if s not in STRATEGIES]
+    if bad:
+        raise ConfigError(f"unknown strategy {bad[0]!r}; choose from {', '.join(STRATEGIES)}")
+    if compute_tokens is not None and not compute_tokens > 0:
+        raise ConfigError("--compute-tokens must be positive")
+    out = Path(out)
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        raise ConfigError(f"{out}: write runs to a .csv or .parquet file")
+    pool, test, label = load_splits(replace(cfg, budgets=(0, *sizes)))
+    task_metric = "exact_match"
+    if cfg.task is not None:
+        from dataplan.tasks.registry import get_task
+
+        task_metric = get_task(cfg.task).metric
+    if loaded is None:
+        loaded = load_model(
+            cfg.model, device=cfg.device, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code
+        )
+    formatter = PromptFormatter(
+        loaded.tokenizer, use_chat_template=cfg.chat_template, system_prompt=cfg.system_prompt
+    )
+    lengths = token_lengths(formatter, pool)
+    model_params = int(sum(p.numel() for p in loaded.model.parameters()))
+    cache = Path(cfg.cache) if cfg.cache else cache_dir() / "curves"
+    base = {
+        "model": cfg.model,
+        "pool": _examples_digest(pool),
+        "test": _examples_digest(test),
+        "train": cfg.train.to_dict(),
+        "eval": {
+            "max_new_tokens": cfg.max_new_tokens,
+            "chat_template": cfg.chat_template,
+            "system_prompt": cfg.system_prompt,
+        },
+        "dtype": cfg.dtype,
+        "compute_tokens": compute_tokens,
+    }
+    from tqdm.auto import tqdm
+
+    rows = []
+    jobs = [(n, s, seed) for n in sizes for s in strategies for seed in cfg.seeds]
+    for n, strategy, seed in tqdm(jobs, desc=f"scaling runs {label}", disable=not cfg.progress):
+        idx = subsample(lengths, n, strategy, seed)
+        mean_tokens = float(lengths[idx].mean())
+        train = cfg.train
+        if compute_tokens is not None:
+            per_step = min(train.batch_size, n) * mean_tokens  # the Trainer's batch is at most n
+            steps = max(1, math.ceil(compute_tokens / per_step))
+            train = replace(train, min_steps=steps, max_steps=steps)
+        steps = train.steps_for(n)
+        key = {**base, "n": n, "strategy": strategy, "seed": seed}
+        path = cache / f"{label}-scaling-n{n}-{strategy}-s{seed}-{_digest(key)}.json"
+        if path.exists():
+            result = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            result = train_and_evaluate(
+                loaded, formatter, [pool[i] for i in idx], test, cfg, seed, train
+            )
+            result["settings"] = key
+            write_json(path, result)
+        metric, performance = headline(result, task_metric)
+        rows.append(
+            {
+                "task": label,
+                "strategy": strategy,
+                "seed": seed,
+                "n_examples": n,
+                "mean_tokens": mean_tokens,
+                "tokens_seen": float(steps * min(train.batch_size, n) * mean_tokens),
+                "model_params": model_params,
+                "performance": performance,
+                "metric": metric,
+                "exact_match": result["exact_match"],
+                "token_f1": result["token_f1"],
+                "loglik_accuracy": result["loglik_accuracy"],
+            }
+        )
+    import pandas as pd
+
+    from dataplan.io import atomic_path
+
+    frame = pd.DataFrame(rows)
+    with atomic_path(out) as tmp:
+        if out.suffix.lower() == ".csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            frame.to_parquet(tmp, index=False)
+    return rows
