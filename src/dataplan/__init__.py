@@ -34,6 +34,13 @@ _LAZY = {
     "coslow": "dataplan.workflows.coslow",
     "estimate": "dataplan.workflows.estimate",
     "EstimateConfig": "dataplan.workflows.estimate",
+    "measure_curve": "dataplan.workflows.curve",
+    "CurveConfig": "dataplan.workflows.curve",
+    "calibrate": "dataplan.workflows.calibrate",
+    "CalibrateConfig": "dataplan.workflows.calibrate",
+    "load_task": "dataplan.tasks.registry",
+    "ScalingLaw": "dataplan.maths.scaling",
+    "compare_forms": "dataplan.maths.scaling",
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]
