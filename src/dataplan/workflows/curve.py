@@ -249,14 +249,14 @@ def _plot(
     plt.close(fig)
 
 
-def measure_curve(cfg: CurveConfig, loaded=None) -> dict[str, Any]:
-    """Run (or resume) every (budget, seed) point and write the curve files; returns the summary."""
-    from dataplan.models.loading import load_model
+def point_cache(cfg: CurveConfig) -> Path:
+    """Folder of the cached (budget, seed, settings) results."""
+    return Path(cfg.cache) if cfg.cache else cache_dir() / "curves"
 
-    pool, test, label = load_splits(cfg)
-    cache = Path(cfg.cache) if cfg.cache else cache_dir() / "curves"
-    out_dir = Path(cfg.out_dir) if cfg.out_dir else Path("runs") / f"curve-{label}"
-    settings = {
+
+def point_settings(cfg: CurveConfig, pool: list[Example], test: list[Example]) -> dict[str, Any]:
+    """What determines a cached result besides its budget/subset and seed (its cache key)."""
+    return {
         "model": cfg.model,
         "pool": _examples_digest(pool),
         "test": _examples_digest(test),
@@ -268,6 +268,16 @@ def measure_curve(cfg: CurveConfig, loaded=None) -> dict[str, Any]:
         },
         "dtype": cfg.dtype,
     }
+
+
+def measure_curve(cfg: CurveConfig, loaded=None) -> dict[str, Any]:
+    """Run (or resume) every (budget, seed) point and write the curve files; returns the summary."""
+    from dataplan.models.loading import load_model
+
+    pool, test, label = load_splits(cfg)
+    cache = point_cache(cfg)
+    out_dir = Path(cfg.out_dir) if cfg.out_dir else Path("runs") / f"curve-{label}"
+    settings = point_settings(cfg, pool, test)
     points: dict[tuple[int, int], dict[str, Any]] = {}
     todo = []
     for n in cfg.budgets:

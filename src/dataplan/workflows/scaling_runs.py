@@ -33,8 +33,9 @@ from dataplan.io import write_json
 from dataplan.workflows.curve import (
     CurveConfig,
     _digest,
-    _examples_digest,
     load_splits,
+    point_cache,
+    point_settings,
     train_and_evaluate,
 )
 
@@ -83,7 +84,6 @@ def scaling_runs(
     loaded=None,
 ) -> list[dict[str, Any]]:
     """Run (or resume) every (N, strategy, seed) and write the runs file (CSV or Parquet)."""
-    from dataplan.models.builtin import cache_dir
     from dataplan.models.loading import load_model
 
     bad = [s for s in strategies if s not in STRATEGIES]
@@ -109,20 +109,8 @@ def scaling_runs(
     )
     lengths = token_lengths(formatter, pool)
     model_params = int(sum(p.numel() for p in loaded.model.parameters()))
-    cache = Path(cfg.cache) if cfg.cache else cache_dir() / "curves"
-    base = {
-        "model": cfg.model,
-        "pool": _examples_digest(pool),
-        "test": _examples_digest(test),
-        "train": cfg.train.to_dict(),
-        "eval": {
-            "max_new_tokens": cfg.max_new_tokens,
-            "chat_template": cfg.chat_template,
-            "system_prompt": cfg.system_prompt,
-        },
-        "dtype": cfg.dtype,
-        "compute_tokens": compute_tokens,
-    }
+    cache = point_cache(cfg)
+    base = {**point_settings(cfg, pool, test), "compute_tokens": compute_tokens}
     from tqdm.auto import tqdm
 
     rows = []
