@@ -242,3 +242,27 @@ def test_shared_prompt_scoring_equals_full_sequences(char_tokenizer):
     )
     for (f, nf), (r, nr) in zip(fast, ref, strict=True):
         assert nf == nr and f == pytest.approx(r, rel=1e-9)
+
+
+def test_batched_prompts_option_scoring_equals_full_sequences(char_tokenizer):
+    import torch
+
+    from conftest import make_tiny_llama
+    from dataplan.compute.option_scoring import batched_option_logprobs
+    from dataplan.data.formatting import Encoded
+
+    model = make_tiny_llama(len(char_tokenizer), dtype=torch.float64)
+    fmt = PromptFormatter(char_tokenizer)
+    prompts = [
+        fmt.prompt_ids(p) for p in ("short?", "a considerably longer question here?", "mid one?")
+    ]
+    options = [
+        [[*fmt.answer_ids(c), *fmt.end_ids] for c in choices]
+        for choices in (("red", "blue"), ("x", "a long option", "yz"), ("only",))
+    ]
+    fast = batched_option_logprobs(model, prompts, options, char_tokenizer.pad_token_id)
+    for p, opts, got in zip(prompts, options, fast, strict=True):
+        enc = [Encoded(tuple(p), tuple(o[:-1]), tuple(o[-1:])) for o in opts]
+        ref = sequence_logprobs(model, enc, 0)
+        for (f, nf), (r, nr) in zip(got, ref, strict=True):
+            assert nf == nr and f == pytest.approx(r, rel=1e-9)

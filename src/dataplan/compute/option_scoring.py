@@ -64,39 +64,58 @@ def sequence_logprobs(
 def shared_prompt_option_logprobs(
     model, prompt_ids: Sequence[int], options: Sequence[Sequence[int]], pad_id: int
 ) -> list[tuple[float, int]]:
-    """(Σ log p(option | prompt), tokens) of every option, the prompt computed once.
+    """(Σ log p(option | prompt), tokens) of every option of one prompt (see the batched form)."""
+    return batched_option_logprobs(model, [prompt_ids], [options], pad_id)[0]
 
-    The prompt runs once with a KV cache; the cache is repeated for the K options, which run
-    together right-padded. Scores equal :func:`sequence_logprobs` of each full sequence (tested),
-    at the cost of one prompt instead of K.
+
+@torch.no_grad()
+def batched_option_logprobs(
+    model,
+    prompts: Sequence[Sequence[int]],
+    options: Sequence[Sequence[Sequence[int]]],
+    pad_id: int,
+) -> list[list[tuple[float, int]]]:
+    """(Σ log p(option | prompt), tokens) of every option of every prompt, each prompt once.
+
+    The E prompts run together, left-padded (explicit position ids), filling a KV cache; the cache
+    rows are then repeated so that every option (R in all) continues its own prompt, right-padded.
+    Scores equal :func:`sequence_logprobs` of each full sequence (tested), at the cost of E
+    prompts instead of R.
     """
     device = next(model.parameters()).device
-    prompt = torch.as_tensor([list(prompt_ids)], device=device)
-    out = model(input_ids=prompt, use_cache=True)
+    ids_p, mask_p = pad_batch(prompts, pad_id, side="left")
+    ids_p, mask_p = ids_p.to(device), mask_p.to(device)
+    pos_p = (mask_p.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=ids_p, attention_mask=mask_p, position_ids=pos_p, use_cache=True)
     first_logp = torch.log_softmax(
-        _at_least_fp32(out.logits[0, -1]), dim=-1
-    )  # predicts option token 0
+        _at_least_fp32(out.logits[:, -1]), dim=-1
+    )  # (E, V): option token 0
     cache = out.past_key_values
-    k = len(options)
-    cache.batch_repeat_interleave(k)
-    ids, mask = pad_batch(options, pad_id, side="right")
-    ids, mask = ids.to(device), mask.to(device)
-    full_mask = torch.cat(
-        [torch.ones(k, prompt.shape[1], dtype=mask.dtype, device=device), mask], dim=1
-    )
+    owner = [e for e, opts in enumerate(options) for _ in opts]
+    flat = [list(o) for opts in options for o in opts]
+    index = torch.as_tensor(owner, device=device)
+    cache.batch_select_indices(index)  # (R, …): row r continues prompt owner[r]
+    ids_o, mask_o = pad_batch(flat, pad_id, side="right")
+    ids_o, mask_o = ids_o.to(device), mask_o.to(device)
+    full_mask = torch.cat([mask_p[index], mask_o], dim=1)
+    pos_o = mask_p.sum(-1)[index][:, None] + torch.arange(ids_o.shape[1], device=device)[None, :]
     logits = model(
-        input_ids=ids, attention_mask=full_mask, past_key_values=cache, use_cache=False
+        input_ids=ids_o,
+        attention_mask=full_mask,
+        position_ids=pos_o,
+        past_key_values=cache,
+        use_cache=False,
     ).logits
     logp = torch.log_softmax(
         _at_least_fp32(logits), dim=-1
     )  # position j predicts option token j + 1
-    scores = []
-    for row, opt in enumerate(options):
-        total = float(first_logp[opt[0]])
+    scores: list[list[tuple[float, int]]] = [[] for _ in prompts]
+    for row, (e, opt) in enumerate(zip(owner, flat, strict=True)):
+        total = float(first_logp[e, opt[0]])
         if len(opt) > 1:
-            targets = ids[row, 1 : len(opt)]
+            targets = ids_o[row, 1 : len(opt)]
             total += float(logp[row, : len(opt) - 1].gather(-1, targets.unsqueeze(-1)).sum())
-        scores.append((total, len(opt)))
+        scores[e].append((total, len(opt)))
     return scores
 
 
@@ -107,18 +126,26 @@ def option_predictions(
     pad_id: int,
     *,
     length_normalise: bool = False,
+    batch_size: int = 16,
     progress: bool = False,
 ) -> list[str]:
     """The highest-likelihood option of every example (each must have ``choices``); ties go to
     the first option."""
-    predictions = []
-    for ex in tqdm(examples, desc="options", disable=not progress):
+    for ex in examples:
         if not ex.choices:
             raise ValueError(f"example {ex.id} has no choices")
-        options = [[*formatter.answer_ids(c), *formatter.end_ids] for c in ex.choices]
-        scores = shared_prompt_option_logprobs(
-            model, formatter.prompt_ids(ex.prompt), options, pad_id
-        )
-        values = [logp / count if length_normalise else logp for logp, count in scores]
-        predictions.append(ex.choices[max(range(len(values)), key=values.__getitem__)])
+    order = sorted(range(len(examples)), key=lambda i: -len(examples[i].prompt))
+    predictions: list[str] = [""] * len(examples)
+    for start in tqdm(range(0, len(order), batch_size), desc="options", disable=not progress):
+        idx = order[start : start + batch_size]
+        prompts = [formatter.prompt_ids(examples[i].prompt) for i in idx]
+        options = [
+            [[*formatter.answer_ids(c), *formatter.end_ids] for c in examples[i].choices]
+            for i in idx
+        ]
+        for i, scores in zip(
+            idx, batched_option_logprobs(model, prompts, options, pad_id), strict=True
+        ):
+            values = [logp / count if length_normalise else logp for logp, count in scores]
+            predictions[i] = examples[i].choices[max(range(len(values)), key=values.__getitem__)]
     return predictions
