@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,6 @@ class CosLowResult:
     ids: list[str]
     adapter: str
     n_params: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self, *, with_matrix: bool = True) -> dict[str, Any]:
         d: dict[str, Any] = {
