@@ -55,3 +55,9 @@ class ConfigError(DataplanError):
 
 class ModelLoadError(DataplanError):
     """A model or adapter that cannot be found or loaded."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (library messages can span many lines)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

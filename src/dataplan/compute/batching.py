@@ -38,3 +38,12 @@ def pad_batch(
         else:
             raise ValueError(f"side must be 'left' or 'right', got {side!r}")
     return ids, mask
+
+
+def forward_kept_logits(model, ids: torch.Tensor, mask: torch.Tensor, keep: int) -> torch.Tensor:
+    """Logits of the last ``keep`` positions, (B, keep, V), computing only those when the
+    architecture supports ``logits_to_keep`` (the vocabulary projection is the costly part)."""
+    try:
+        return model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits[:, -keep:]
+    except TypeError:  # an architecture without logits_to_keep: compute all and slice
+        return model(input_ids=ids, attention_mask=mask).logits[:, -keep:]

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from dataplan.compute.batching import length_sorted_batches, pad_batch
+from dataplan.compute.batching import forward_kept_logits, length_sorted_batches, pad_batch
 from dataplan.data.formatting import Encoded
 from dataplan.errors import ConfigError
 
@@ -118,13 +118,6 @@ def per_example_answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch
     ).view(labels.shape)
     counts = (labels != -100).sum(dim=1).clamp(min=1)
     return flat.sum(dim=1) / counts
-
-
-def _forward_logits(model, ids, mask, keep: int) -> torch.Tensor:
-    try:
-        return model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits[:, -keep:]
-    except TypeError:  # an architecture without logits_to_keep: compute all and slice
-        return model(input_ids=ids, attention_mask=mask).logits[:, -keep:]
 
 
 @dataclass
@@ -293,7 +286,7 @@ def gradient_gram(
                 for idx in batches:
                     ids, mask, labels, keep = answer_only_batch([encoded[i] for i in idx], pad_id)
                     acc.rows = torch.as_tensor(idx)
-                    logits = _forward_logits(model, ids.to(device), mask.to(device), keep)
+                    logits = forward_kept_logits(model, ids.to(device), mask.to(device), keep)
                     per_example_answer_loss(logits, labels.to(device)).sum().backward()
                     bar.update(len(idx))
                 acc.reduce_buffers()

@@ -15,20 +15,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from dataplan.compute.batching import length_sorted_batches, pad_batch
+from dataplan.compute.batching import forward_kept_logits, length_sorted_batches, pad_batch
 from dataplan.data.formatting import Encoded, PromptFormatter
 from dataplan.data.loading import Example
 
 
 def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.promote_types(t.dtype, torch.float32))
-
-
-def _kept_logits(model, ids: torch.Tensor, mask: torch.Tensor, keep: int) -> torch.Tensor:
-    try:
-        return model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits[:, -keep:]
-    except TypeError:  # an architecture without logits_to_keep
-        return model(input_ids=ids, attention_mask=mask).logits[:, -keep:]
 
 
 @torch.no_grad()
@@ -48,7 +41,7 @@ def sequence_logprobs(
         # Only the positions that predict option tokens need logits (the vocabulary is large).
         first = min(len(encoded[i].prompt_ids) - 1 for i in idx)
         keep = t_max - first
-        logits = _kept_logits(model, ids.to(device), mask.to(device), keep)  # (B, keep, V)
+        logits = forward_kept_logits(model, ids.to(device), mask.to(device), keep)  # (B, keep, V)
         logp = F.log_softmax(_at_least_fp32(logits), dim=-1)
         for row, i in enumerate(idx):
             e = encoded[i]

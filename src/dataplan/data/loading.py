@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dataplan.errors import InputError
+from dataplan.errors import InputError, first_line
 
 
 @dataclass(frozen=True)
@@ -184,11 +184,6 @@ def _as_text(value: Any, path: Path, line: int, name: str) -> str:
     raise InputError(f"expected text, got {type(value).__name__}", path=path, line=line, field=name)
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def _read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
     with path.open(encoding="utf-8") as fh:
         for lineno, raw in enumerate(fh, start=1):
@@ -277,7 +272,7 @@ def _read_parquet(path: Path) -> Iterable[tuple[int, Any]]:
     try:
         table = pq.read_table(path)
     except Exception as err:  # pyarrow raises several unrelated types for a bad file
-        raise InputError(f"cannot read Parquet ({_first_line(err)})", path=path) from None
+        raise InputError(f"cannot read Parquet ({first_line(err)})", path=path) from None
     return list(enumerate(table.to_pylist(), start=1))
 
 
@@ -288,7 +283,7 @@ def _read_datasets_folder(path: Path, split: str | None) -> Iterable[tuple[int, 
         ds = datasets.load_from_disk(str(path))
     except (FileNotFoundError, ValueError) as err:
         raise InputError(
-            f"not a datasets folder written by save_to_disk ({_first_line(err)})", path=path
+            f"not a datasets folder written by save_to_disk ({first_line(err)})", path=path
         ) from None
     if isinstance(ds, datasets.DatasetDict):
         names = list(ds)

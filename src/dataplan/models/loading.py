@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from dataplan.errors import ModelLoadError
+from dataplan.errors import ModelLoadError, first_line
 from dataplan.models.builtin import BUILTIN_MODELS, builtin_model_path
 from dataplan.models.device import resolve_device, resolve_dtype
 
@@ -82,7 +82,7 @@ def load_tokenizer(path: str, *, trust_remote_code: bool = False):
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
-        raise ModelLoadError(f"{path}: cannot load tokenizer ({_first_line(err)})") from None
+        raise ModelLoadError(f"{path}: cannot load tokenizer ({first_line(err)})") from None
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -109,15 +109,10 @@ def load_model(
         )
     except (OSError, ValueError, RuntimeError, KeyError) as err:
         # RuntimeError: shape mismatches and safetensors errors; KeyError: unknown architecture.
-        raise ModelLoadError(f"{path}: cannot load model ({_first_line(err)})") from None
+        raise ModelLoadError(f"{path}: cannot load model ({first_line(err)})") from None
     model.to(dev)
     model.eval()
     log.info("loaded %s (%s) on %s as %s", name_or_path, type(model).__name__, dev, dt)
     return LoadedModel(
         model=model, tokenizer=tokenizer, name=name_or_path, path=path, device=dev, dtype=dt
     )
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
