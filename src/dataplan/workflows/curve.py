@@ -18,7 +18,6 @@ always-majority-label baseline and a PNG.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -36,8 +35,9 @@ from dataplan.data.scoring import (
     majority_share,
     mean_token_f1,
 )
+from dataplan.digests import examples_digest, json_digest
 from dataplan.errors import ConfigError
-from dataplan.io import to_json, write_json
+from dataplan.io import write_json
 from dataplan.maths.auc import data_efficiency_auc
 from dataplan.models.builtin import cache_dir
 
@@ -87,14 +87,6 @@ class CurveConfig:
         self.budgets = tuple(sorted(set(self.budgets)))
         if self.train is None:
             self.train = TrainSettings()
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(to_json(obj, indent=None).encode()).hexdigest()[:16]
-
-
-def _examples_digest(examples: list[Example]) -> str:
-    return _digest([[e.id, e.prompt, e.answer, list(e.choices or ())] for e in examples])
 
 
 def load_splits(cfg: CurveConfig) -> tuple[list[Example], list[Example], str]:
@@ -259,8 +251,8 @@ def point_settings(cfg: CurveConfig, pool: list[Example], test: list[Example]) -
 
     return {
         "model": model_identity(cfg.model),
-        "pool": _examples_digest(pool),
-        "test": _examples_digest(test),
+        "pool": examples_digest(pool),
+        "test": examples_digest(test),
         "train": cfg.train.to_dict(),
         "eval": {
             "max_new_tokens": cfg.max_new_tokens,
@@ -286,7 +278,7 @@ def measure_curve(cfg: CurveConfig, loaded=None) -> dict[str, Any]:
             key = {**settings, "budget": n, "seed": seed}
             if n == 0:
                 key.pop("train")
-            path = cache / f"{label}-n{n}-s{seed}-{_digest(key)}.json"
+            path = cache / f"{label}-n{n}-s{seed}-{json_digest(key)}.json"
             if path.exists():
                 points[(n, seed)] = json.loads(path.read_text(encoding="utf-8"))
             else:

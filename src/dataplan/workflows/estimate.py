@@ -13,11 +13,9 @@ Steps (each cached in the run folder, so an interrupted run resumes):
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,8 +26,9 @@ from dataplan.calibrations import get_calibration, has_calibration
 from dataplan.data.formatting import PromptFormatter
 from dataplan.data.loading import Example, Fields, load_examples
 from dataplan.data.scoring import exact_match
+from dataplan.digests import examples_key, file_digest, task_digest
 from dataplan.errors import ConfigError, InputError, ModelLoadError
-from dataplan.io import read_parquet, to_json, versions, write_jsonl, write_parquet
+from dataplan.io import read_parquet, versions, write_jsonl, write_parquet
 from dataplan.maths.forecast import Calibration, Forecast, forecast, normalise_target
 from dataplan.models.lora import LoraSettings
 from dataplan.workflows.coslow import CosLowResult, coslow
@@ -198,22 +197,6 @@ class EstimateResult:
         return d
 
 
-def _digest_file(path: Path) -> str:
-    h = hashlib.sha256()
-    if path.is_dir():
-        for p in sorted(path.rglob("*")):
-            if p.is_file():
-                h.update(p.relative_to(path).as_posix().encode())
-                with p.open("rb") as fh:
-                    while chunk := fh.read(1 << 20):
-                        h.update(chunk)
-    else:
-        with path.open("rb") as fh:
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
-    return h.hexdigest()
-
-
 def load_pool(cfg: EstimateConfig) -> tuple[list[Example], str, str]:
     """The pool's examples, a digest of its source, and a label for messages."""
     if cfg.task is not None:
@@ -223,16 +206,13 @@ def load_pool(cfg: EstimateConfig) -> tuple[list[Example], str, str]:
         examples = load_task(cfg.task)
         # The examples' content, not just the task's name: a change in how the suite formats
         # a task (e.g. options shown in the prompt) must not reuse a stale run folder.
-        h = hashlib.sha256(f"task:{spec.name}:{spec.path}".encode())
-        for e in examples:
-            h.update(to_json([e.id, e.prompt, e.answer, e.choices], indent=None).encode())
-        digest = h.hexdigest()
+        digest = task_digest(spec.name, spec.path, examples)
         label = f"task {spec.name}"
     else:
         path = Path(cfg.data)  # type: ignore[arg-type]
         fields = Fields(cfg.prompt_field, cfg.answer_field, cfg.id_field)
         examples = load_examples(path, fields=fields, split=cfg.split)
-        digest = _digest_file(path)
+        digest = file_digest(path)
         label = str(path)
     if cfg.max_pool is not None and len(examples) > cfg.max_pool:
         rng = np.random.default_rng([cfg.seed, 2])
@@ -293,13 +273,6 @@ def _pool_scores(run: RunFolder, cfg: EstimateConfig, loaded, formatter, pool: l
     return result
 
 
-def _examples_digest(examples: Sequence[Example]) -> str:
-    h = hashlib.sha256()
-    for ex in examples:
-        h.update(f"{ex.id}\x00{ex.prompt}\x00{ex.answer}\x01".encode())
-    return h.hexdigest()[:12]
-
-
 def _cached_coslow(
     run: RunFolder, loaded, formatter, examples, cfg: EstimateConfig, seed: int, kind: str
 ) -> CosLowResult:
@@ -308,11 +281,11 @@ def _cached_coslow(
 
     from dataplan.io import atomic_path
 
-    name = f"gradients-{kind}-{_examples_digest(examples)}-seed{seed}.safetensors"
+    name = f"gradients-{kind}-{examples_key(examples)}-seed{seed}.safetensors"
     if cfg.gradient_space == "frozen":  # seed-free: one Gram whatever the adapter seed
-        name = f"gradients-{kind}-{_examples_digest(examples)}-frozen.safetensors"
+        name = f"gradients-{kind}-{examples_key(examples)}-frozen.safetensors"
     if cfg.adapter is not None:
-        name = f"gradients-{kind}-{_examples_digest(examples)}-adapter.safetensors"
+        name = f"gradients-{kind}-{examples_key(examples)}-adapter.safetensors"
     ids = [ex.id for ex in examples]
     if run.has(name):
         from safetensors import safe_open

@@ -28,11 +28,11 @@ import numpy as np
 
 from dataplan.data.formatting import PromptFormatter
 from dataplan.data.loading import Example
+from dataplan.digests import json_digest
 from dataplan.errors import ConfigError
 from dataplan.io import write_json
 from dataplan.workflows.curve import (
     CurveConfig,
-    _digest,
     load_splits,
     point_cache,
     point_settings,
@@ -131,7 +131,7 @@ def scaling_runs(
             train = replace(train, min_steps=steps, max_steps=steps)
         steps = train.steps_for(n)
         key = {**base, "n": n, "strategy": strategy, "seed": seed}
-        path = cache / f"{label}-scaling-n{n}-{strategy}-s{seed}-{_digest(key)}.json"
+        path = cache / f"{label}-scaling-n{n}-{strategy}-s{seed}-{json_digest(key)}.json"
         if path.exists():
             result = json.loads(path.read_text(encoding="utf-8"))
         else:

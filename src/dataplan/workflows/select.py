@@ -33,10 +33,10 @@ import numpy as np
 
 from dataplan.compute.ensemble import EnsembleSettings
 from dataplan.data.loading import Example, Fields, load_examples
+from dataplan.digests import examples_digest
 from dataplan.errors import ConfigError, InputError
 from dataplan.io import write_jsonl, write_parquet
 from dataplan.maths import selection as sel
-from dataplan.workflows.curve import _examples_digest
 from dataplan.workflows.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
@@ -215,7 +215,7 @@ def select(cfg: SelectConfig, loaded=None) -> SelectResult:
 
         if cfg.run_dir is None:
             cfg.run_dir = str(Path("runs") / f"select-{Path(cfg.data).stem}")
-        run = RunFolder(cfg.run_dir, cfg.compute_settings(_examples_digest(pool)))
+        run = RunFolder(cfg.run_dir, cfg.compute_settings(examples_digest(pool)))
         if world()[0] == 0:  # one process creates the folder; the others find it made
             run.open()
         barrier()

@@ -8,7 +8,6 @@ so a crashed run resumes shard by shard, and ``torchrun`` ranks share the shards
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,9 @@ import numpy as np
 from dataplan.compute.distributed import local_device, run_sharded, shard_ranges, world
 from dataplan.data.formatting import Encoded, PromptFormatter
 from dataplan.data.loading import Example
+from dataplan.digests import file_digest, json_digest
 from dataplan.io import atomic_path
 from dataplan.maths import selection as sel
-from dataplan.workflows.curve import _digest
 from dataplan.workflows.run_folder import RunFolder
 
 
@@ -91,18 +90,10 @@ def score_pool(
     if cfg.method in ("loss", "ifd"):
         return _loss_scores(cfg, run, loaded, formatter, encoded, pad, shards, progress)
     target_encoded = encode_labelled(formatter, target) if target else None
-    target_id = _digest([[e.prompt_ids, e.answer_ids] for e in target_encoded or []])
+    target_id = json_digest([[e.prompt_ids, e.answer_ids] for e in target_encoded or []])
     return _gradient_scores(
         cfg, run, loaded, encoded, target_encoded, target_id, pad, shards, progress
     )
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:12]
 
 
 def _loss_scores(cfg, run, loaded, formatter, encoded, pad, shards, progress):
@@ -153,7 +144,7 @@ def _gradient_scores(cfg, run, loaded, encoded, target_encoded, target_id, pad, 
     identity = settings.to_dict()
     if world_size > 1:  # the global batch (and so the training) depends on the processes
         identity["world_size"] = world_size
-    ensemble_id = _digest(identity)
+    ensemble_id = json_digest(identity)
     dirs = train_ensemble(
         loaded.model, encoded, pad, settings, run.file(f"ensemble-{ensemble_id}"), progress=progress
     )
@@ -188,8 +179,10 @@ def _gradient_scores(cfg, run, loaded, encoded, target_encoded, target_id, pad, 
             )
             seconds["target_gradients"] = round(time.perf_counter() - start, 3)
         # The adapters' own bytes, not only their settings: a retrained member invalidates.
-        weights = [_file_digest(d / "adapter_model.safetensors") for member in dirs for d in member]
-        pass_id = _digest([weights, adapters, groups, target_id if references else None])
+        weights = [
+            file_digest(d / "adapter_model.safetensors")[:12] for member in dirs for d in member
+        ]
+        pass_id = json_digest([weights, adapters, groups, target_id if references else None])
         load, save = _shard_store(run, f"{cfg.method}-{pass_id}", shards)
 
         def work(i: int, r: range) -> dict[str, np.ndarray]:
