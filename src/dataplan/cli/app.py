@@ -75,6 +75,11 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars 
 IntervalOpt = Annotated[float, typer.Option(help="Coverage of the reported intervals.")]
 
 
+def _opt_str(path: Path | None) -> str | None:
+    """An optional path option as the string the workflow configs hold (they stay JSON-ready)."""
+    return None if path is None else str(path)
+
+
 def _setup_logging(quiet: bool) -> None:
     from rich.logging import RichHandler
 
@@ -222,11 +227,11 @@ def estimate(
 
     cfg = EstimateConfig(
         model=model,
-        data=None if data is None else str(data),
+        data=_opt_str(data),
         task=task,
-        labeled=None if labeled is None else str(labeled),
-        annotate_out=None if annotate_out is None else str(annotate_out),
-        run_dir=None if run_dir is None else str(run_dir),
+        labeled=_opt_str(labeled),
+        annotate_out=_opt_str(annotate_out),
+        run_dir=_opt_str(run_dir),
         prompt_field=prompt_field,
         answer_field=answer_field,
         id_field=id_field,
@@ -244,7 +249,7 @@ def estimate(
         lora_r=lora_r,
         lora_alpha=lora_alpha,
         lora_targets=lora_targets,
-        adapter=None if adapter is None else str(adapter),
+        adapter=_opt_str(adapter),
         adapter_seeds=_seeds(adapter_seeds),
         gradient_space=gradient_space,
         random_baseline=random_baseline,
@@ -449,7 +454,7 @@ def coslow_cmd(
         loaded,
         examples,
         lora=settings,
-        adapter=None if adapter is None else str(adapter),
+        adapter=_opt_str(adapter),
         formatter=fmt_,
         batch_size=batch_size,
         progress=not (quiet or json_out),
@@ -566,15 +571,15 @@ def curve(
     cfg = CurveConfig(
         model=model,
         task=task,
-        data=None if data is None else str(data),
-        test_data=None if test_data is None else str(test_data),
+        data=_opt_str(data),
+        test_data=_opt_str(test_data),
         budgets=_ints(budgets, "--budgets"),
         seeds=_ints(seeds, "--seeds"),
         train=train,
         max_test=max_test,
         max_new_tokens=max_new_tokens,
-        out_dir=None if out_dir is None else str(out_dir),
-        cache=None if cache is None else str(cache),
+        out_dir=_opt_str(out_dir),
+        cache=_opt_str(cache),
         chat_template=chat_template,
         system_prompt=system_prompt,
         device=device,
@@ -690,12 +695,12 @@ def select_cmd(
         model=model,
         fraction=fraction,
         k=k,
-        out=None if out is None else str(out),
-        scores_out=None if scores_out is None else str(scores_out),
-        target=None if target is None else str(target),
+        out=_opt_str(out),
+        scores_out=_opt_str(scores_out),
+        target=_opt_str(target),
         seed=seed,
         lowest=lowest,
-        run_dir=None if run_dir is None else str(run_dir),
+        run_dir=_opt_str(run_dir),
         prompt_field=prompt_field,
         answer_field=answer_field,
         id_field=id_field,
@@ -812,7 +817,7 @@ def calibrate(
             learning_rate=learning_rate, epochs=epochs, min_steps=min_steps, max_steps=max_steps
         ),
         max_test=max_test,
-        cache=None if cache is None else str(cache),
+        cache=_opt_str(cache),
         device=device,
         dtype=dtype,
         progress=progress,
@@ -894,12 +899,12 @@ def scaling_runs_cmd(
     cfg = CurveConfig(
         model=model,
         task=task,
-        data=None if data is None else str(data),
+        data=_opt_str(data),
         budgets=(0, *sizes),
         seeds=_ints(seeds, "--seeds"),
         train=TrainSettings(learning_rate=learning_rate, batch_size=batch_size),
         max_test=max_test,
-        cache=None if cache is None else str(cache),
+        cache=_opt_str(cache),
         device=device,
         dtype=dtype,
         progress=not (quiet or json_out),
