@@ -932,8 +932,15 @@ def scaling_fit(
     ],
     form: Annotated[str, typer.Option(help="volume, tokens, examples or chinchilla.")] = "volume",
     holdout: Annotated[
-        str, typer.Option(help="run (leave one run out) or a column to leave one group out.")
-    ] = "run",
+        str,
+        typer.Option(
+            help="point (leave out every seed of one N, L̄, M), run, or a column to leave one "
+            "group out (e.g. strategy)."
+        ),
+    ] = "point",
+    loss: Annotated[
+        str, typer.Option(help="Robust loss: soft_l1, huber or linear (plain least squares).")
+    ] = "soft_l1",
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 200,
     seed: Annotated[int, typer.Option(help="Seed of the fit starts and the bootstrap.")] = 0,
     out: Annotated[
@@ -946,7 +953,7 @@ def scaling_fit(
     _setup_logging(True)
     from dataplan.workflows.scaling import fit_runs, plot_fit
 
-    d = fit_runs(runs, form=form, holdout=holdout, n_bootstrap=bootstrap, seed=seed)
+    d = fit_runs(runs, form=form, holdout=holdout, loss=loss, n_bootstrap=bootstrap, seed=seed)
     if out is not None:
         from dataplan.io import write_json
 
@@ -958,7 +965,7 @@ def scaling_fit(
             {
                 k: v
                 for k, v in d.items()
-                if not k.startswith("bootstrap_") and k != "normalised_params"
+                if not k.startswith("bootstrap_") and k != "internal_params"
             }
         )
         return
@@ -977,8 +984,11 @@ def scaling_fit(
             else ("—" if iv is None else f"[{iv[0]:.4g}, {iv[1]:.4g}]"),
         )
     console.print(table)
-    comp = Table(title=f"forms by held-out error (leave one {d['heldout']['by']} out)")
-    for col in ("form", "equation", "RMSE", "MAE"):
+    comp = Table(
+        title=f"forms by held-out error (leave one {d['heldout']['by']} out; runs every form "
+        "could predict)"
+    )
+    for col in ("form", "equation", "RMSE", "MAE", "runs"):
         comp.add_column(col)
     for row in d["comparison"]:
         comp.add_row(
@@ -986,6 +996,7 @@ def scaling_fit(
             row.get("equation", row.get("error", "")),
             fmt(row.get("heldout_rmse")),
             fmt(row.get("heldout_mae")),
+            str(row.get("heldout_n", "—")),
         )
     console.print(comp)
     for note in d["notes"]:
@@ -996,7 +1007,14 @@ def scaling_fit(
 def scaling_plan(
     fit: Annotated[Path, typer.Option("--fit", help="Law JSON written by `scaling fit --out`.")],
     compute_tokens: Annotated[float, typer.Option(help="Training tokens the budget buys.")],
-    max_examples: Annotated[int | None, typer.Option(help="Most examples available.")] = None,
+    max_examples: Annotated[
+        int | None,
+        typer.Option(help="Most examples available (default: the pool the runs recorded)."),
+    ] = None,
+    model_params: Annotated[
+        float | None,
+        typer.Option(help="Model size to plan for (default: the runs' median)."),
+    ] = None,
     plot: Annotated[
         Path | None, typer.Option(help="Save a PNG of predicted performance against compute.")
     ] = None,
@@ -1012,9 +1030,14 @@ def scaling_plan(
         law = _json.loads(fit.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise ConfigError(f"{fit}: cannot read the fitted law ({err})") from None
-    result = plan(law, compute_tokens, max_examples=max_examples)
+    if not isinstance(law, dict):
+        raise ConfigError(f"{fit}: not a law file written by `dataplan scaling fit --out`")
+    try:
+        result = plan(law, compute_tokens, max_examples=max_examples, model_params=model_params)
+    except ConfigError as err:
+        raise ConfigError(f"{fit}: {err}") from None
     if plot is not None:
-        plot_plan(law, plot, max_examples=max_examples)
+        plot_plan(law, plot, max_examples=max_examples, model_params=model_params)
     if json_out:
         emit_json(result)
         return
@@ -1031,6 +1054,7 @@ def scaling_plan(
             fmt(b["predicted_performance"], 3)
             + ("" if iv is None else f"  [{iv[0]:.3f}, {iv[1]:.3f}]"),
         ),
+        ("within the fitted runs", "no (extrapolated)" if b["extrapolated"] else "yes"),
     ]
     console.print(key_value_table("dataplan scaling plan", rows))
     for note in result["notes"]:

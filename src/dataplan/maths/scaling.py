@@ -10,11 +10,18 @@ dataset volume, T tokens seen in training, M model parameters)::
 
 Fitting [our choice]: robust nonlinear least squares (:func:`scipy.optimize.least_squares`
 with a soft-L1 or Huber loss) from several starting points, on features divided by their
-geometric mean (so A is on the scale of P; it is reported back in original units). With a single
-model size γ is not identifiable and is fixed at 0. Bootstrap over runs gives a percentile
-interval for every parameter and for predictions; leave-one-run-out (or leave-one-group-out)
-refits give the held-out error used to compare forms. :class:`ScalingLaw` follows the
-scikit-learn estimator contract (``fit`` returns self, fitted attributes end in ``_``).
+geometric mean (so A is on the scale of P; it is reported back in original units). Exponents
+are bounded to [−5, 5] (chinchilla's to [0, 5]): beyond that a power law over the narrow ranges
+of a fine-tuning study only means the data do not pin it down, and the bound is reported. The
+robust loss's scale is the residuals' robust spread (1.345 · 1.4826 · MAD of a plain
+least-squares fit, Huber's 95%-efficiency constant) unless given. A power in a feature needs
+at least 3 distinct values spanning a factor 1.5 (else: not identifiable, an input error); with
+a single model size γ is not identifiable and is fixed at 0. Bootstrap over runs gives a
+percentile interval for every parameter and for predictions. Held-out error refits without
+each design point (all seeds of one (N, L̄, M) together, so repeated seeds do not leak), each
+run, or each group of a column, from starts that never saw the held-out runs; forms are compared
+on the runs every form could predict. :class:`ScalingLaw` follows the scikit-learn estimator
+contract (``fit`` returns self, fitted attributes end in ``_``).
 """
 
 from __future__ import annotations
@@ -32,53 +39,97 @@ COLUMNS = ("n_examples", "mean_tokens", "model_params", "performance")
 
 @dataclass(frozen=True)
 class LawForm:
-    """A functional form: parameter names and P(params, features) on normalised features."""
+    """A functional form, fitted in a reparametrisation that stays finite where the published
+    one does not (see :data:`FORMS`).
+
+    ``params`` names the published parameters; ``func(q, x)`` is P for internal parameters q
+    (same order, exponents identical) on normalised features; ``natural(q)`` maps q to the
+    published parameters (still on normalised features).
+    """
 
     name: str
     params: tuple[str, ...]
     features: tuple[str, ...]  # columns used, after normalisation
     equation: str
-    func: Callable[[np.ndarray, dict[str, np.ndarray]], np.ndarray]
+    func: Callable[[np.ndarray, Mapping[str, np.ndarray]], np.ndarray]
+    natural: Callable[[np.ndarray], np.ndarray]
     power_of_model: str | None = "gamma"  # the exponent of M (fixed to 0 with one model size)
 
 
-def _power(p, x, base: str):
-    # p = [A, beta, gamma, E] on normalised features: A · x^β · m^γ + E
-    return p[0] * np.power(x[base], p[1]) * np.power(x["model_params"], p[2]) + p[3]
+EXPONENT_BOUND = 5.0
+MIN_DISTINCT = 3  # distinct values of a feature a power law needs
+MIN_LOG_SPREAD = math.log(1.5)  # and the factor they must span
+MAX_EVALUATIONS = 1000  # per start; well-started fits need a few dozen
+
+
+def _box_cox(log_x: np.ndarray, power: float | np.ndarray) -> np.ndarray:
+    """(x^p − 1)/p, with its limit ln x at p = 0 (stable for small p via expm1)."""
+    p = np.asarray(power, dtype=np.float64)
+    safe = np.where(p == 0, 1.0, p)
+    return np.where(p == 0, log_x, np.expm1(p * log_x) / safe)
+
+
+def _power_internal(q, x, base: str):
+    """P = a·(x^β·m^γ − 1)/β + e, q = [a, β, γ, e]: the power law A·x^β·m^γ + E with
+    A = a/β and E = e − a/β. Unlike (A, E), (a, e) stay finite as β → 0 (the law's logarithmic
+    limit a·ln x + e), which is where plain fits of a flat curve slide off to A → ∓∞, E → ±∞."""
+    u = q[1] * np.log(x[base]) + q[2] * np.log(x["model_params"])
+    beta = q[1] if q[1] != 0 else 1.0
+    h = np.log(x[base]) if q[1] == 0 else np.expm1(u) / beta
+    return q[0] * h + q[3]
+
+
+def _ratio(a: float, b: float) -> float:
+    """a / b, ±inf for b = 0 (a logarithmic limit), 0 for a = b = 0."""
+    if b != 0:
+        return a / b
+    return math.copysign(math.inf, a) if a else 0.0
+
+
+def _power_natural(q):
+    a, beta, gamma, e = (float(v) for v in q)
+    big_a = _ratio(a, beta)
+    return np.array([big_a, beta, gamma, e - big_a])
+
+
+def _chinchilla_internal(q, x):
+    """P = e + a·(1 − N^−α)/α + b·(1 − L̄^−β)/β, q = [e, a, α, b, β]: Chinchilla's
+    E − A·N^−α − B·L̄^−β with A = a/α, B = b/β, E = e + A + B (finite as α, β → 0)."""
+    return (
+        q[0]
+        + q[1] * _box_cox(np.log(x["n_examples"]), -q[2])
+        + q[3] * _box_cox(np.log(x["mean_tokens"]), -q[4])
+    )
+
+
+def _chinchilla_natural(q):
+    e, a, alpha, b, beta = (float(v) for v in q)
+    big_a, big_b = _ratio(a, alpha), _ratio(b, beta)
+    return np.array([e + big_a + big_b, big_a, alpha, big_b, beta])
+
+
+def _power_form(name: str, base: str, symbol: str) -> LawForm:
+    return LawForm(
+        name,
+        ("A", "beta", "gamma", "E"),
+        (base, "model_params"),
+        f"P = A·{symbol}^β·M^γ + E",
+        lambda q, x: _power_internal(q, x, base),
+        _power_natural,
+    )
 
 
 FORMS: dict[str, LawForm] = {
-    "volume": LawForm(
-        "volume",
-        ("A", "beta", "gamma", "E"),
-        ("volume", "model_params"),
-        "P = A·V^β·M^γ + E",
-        lambda p, x: _power(p, x, "volume"),
-    ),
-    "tokens": LawForm(
-        "tokens",
-        ("A", "beta", "gamma", "E"),
-        ("tokens_seen", "model_params"),
-        "P = A·T^β·M^γ + E",
-        lambda p, x: _power(p, x, "tokens_seen"),
-    ),
-    "examples": LawForm(
-        "examples",
-        ("A", "beta", "gamma", "E"),
-        ("n_examples", "model_params"),
-        "P = A·N^β·M^γ + E",
-        lambda p, x: _power(p, x, "n_examples"),
-    ),
+    "volume": _power_form("volume", "volume", "V"),
+    "tokens": _power_form("tokens", "tokens_seen", "T"),
+    "examples": _power_form("examples", "n_examples", "N"),
     "chinchilla": LawForm(
         "chinchilla",
         ("E", "A", "alpha", "B", "beta"),
         ("n_examples", "mean_tokens"),
         "P = E − A·N^(−α) − B·L̄^(−β)",
-        lambda p, x: (
-            p[0]
-            - p[1] * np.power(x["n_examples"], -p[2])
-            - p[3] * np.power(x["mean_tokens"], -p[4])
-        ),
+        _chinchilla_internal,
+        _chinchilla_natural,
         power_of_model=None,
     ),
 }
@@ -88,58 +139,132 @@ class ScalingInputError(ValueError):
     """Runs that cannot identify the law (the CLI reports it as bad input)."""
 
 
-def runs_features(runs: Mapping[str, Sequence[float]]) -> dict[str, np.ndarray]:
-    """Validated feature arrays: the four columns, volume V = N·L̄, and tokens_seen.
+def _bad_values(name: str, v: np.ndarray, *, positive: bool) -> None:
+    bad = np.flatnonzero(~np.isfinite(v))
+    if bad.size:
+        raise ScalingInputError(f"column {name} has {v[bad[0]]} at run {int(bad[0])}")
+    if positive:
+        bad = np.flatnonzero(~(v > 0))
+        if bad.size:
+            raise ScalingInputError(f"{name} must be positive (run {int(bad[0])} has {v[bad[0]]})")
+
+
+def runs_features(
+    runs: Mapping[str, Sequence[float]], *, need_tokens: bool = False
+) -> dict[str, np.ndarray]:
+    """Validated feature arrays: the four columns, volume V = N·L̄, and tokens_seen if present.
+
+    Args:
+        need_tokens: the ``tokens_seen`` column is required (the tokens form) and validated.
 
     Raises:
-        ScalingInputError: missing columns, NaNs, or non-positive sizes.
+        ScalingInputError: missing columns, NaN or infinite values, or non-positive sizes.
     """
     missing = [c for c in COLUMNS if c not in runs]
+    if need_tokens and "tokens_seen" not in runs:
+        missing.append("tokens_seen")
     if missing:
         raise ScalingInputError(f"missing column(s): {', '.join(missing)}")
-    x = {c: np.asarray(runs[c], dtype=np.float64) for c in COLUMNS}
+    x = {c: np.asarray(runs[c], dtype=np.float64).reshape(-1) for c in COLUMNS}
     n = x["n_examples"].size
     if any(v.shape != (n,) for v in x.values()):
         raise ScalingInputError("columns must have equal length")
     for c, v in x.items():
-        if np.isnan(v).any():
-            raise ScalingInputError(
-                f"column {c} has NaN at run {int(np.flatnonzero(np.isnan(v))[0])}"
-            )
+        _bad_values(c, v, positive=c != "performance")
     x["volume"] = x["n_examples"] * x["mean_tokens"]
-    x["tokens_seen"] = (
-        np.asarray(runs["tokens_seen"], dtype=np.float64)
-        if "tokens_seen" in runs
-        else x["volume"].copy()
-    )
-    for c in ("n_examples", "mean_tokens", "model_params", "volume", "tokens_seen"):
-        bad = np.flatnonzero(~(x[c] > 0))
-        if bad.size:
-            raise ScalingInputError(f"{c} must be positive (run {int(bad[0])} has {x[c][bad[0]]})")
+    if need_tokens:
+        t = np.asarray(runs["tokens_seen"], dtype=np.float64).reshape(-1)
+        if t.shape != (n,):
+            raise ScalingInputError("columns must have equal length")
+        _bad_values("tokens_seen", t, positive=True)
+        x["tokens_seen"] = t
     return x
 
 
-def _normalise(x: dict[str, np.ndarray], refs: dict[str, float]) -> dict[str, np.ndarray]:
+def identifiability_problem(name: str, v: np.ndarray) -> str | None:
+    """Why a power law in feature ``v`` cannot be identified from these runs, or None."""
+    logs = np.log(v)
+    distinct = int(np.unique(np.round(logs, 6)).size)
+    if distinct < MIN_DISTINCT:
+        what = "the same" if distinct == 1 else f"only {distinct} distinct values of"
+        return (
+            f"all runs have {what} {name}: a power law needs at least {MIN_DISTINCT} distinct "
+            "values"
+        )
+    if np.ptp(logs) < MIN_LOG_SPREAD:
+        return (
+            f"{name} spans only {v.min():.6g}–{v.max():.6g} (× {math.exp(np.ptp(logs)):.4g}): a power "
+            f"law needs at least a factor {math.exp(MIN_LOG_SPREAD):g}"
+        )
+    return None
+
+
+def _identifiable(spec: LawForm, x: Mapping[str, np.ndarray]) -> bool:
+    return all(
+        identifiability_problem(c, x[c]) is None for c in spec.features if c != "model_params"
+    )
+
+
+def _normalise(x: Mapping[str, np.ndarray], refs: dict[str, float]) -> dict[str, np.ndarray]:
     return {k: x[k] / refs[k] for k in refs}
 
 
+def _bounds(form: LawForm) -> tuple[np.ndarray, np.ndarray]:
+    lo = np.full(len(form.params), -np.inf)
+    hi = np.full(len(form.params), np.inf)
+    for i, name in enumerate(form.params):
+        if name in ("beta", "gamma", "alpha"):
+            lo[i] = 0.0 if form.name == "chinchilla" else -EXPONENT_BOUND
+            hi[i] = EXPONENT_BOUND
+    return lo, hi
+
+
 def _starts(
-    form: LawForm, y: np.ndarray, n_starts: int, rng: np.random.Generator
+    form: LawForm,
+    xn: Mapping[str, np.ndarray],
+    y: np.ndarray,
+    n_starts: int,
+    *,
+    fixed_gamma: bool,
 ) -> list[np.ndarray]:
-    span = max(float(np.ptp(y)), 1e-3)
-    starts = []
-    for k in range(n_starts):
-        if form.name == "chinchilla":
-            expo = 0.5 if k == 0 else rng.uniform(0.05, 2.0)
-            starts.append(
-                np.array(
-                    [y.max() + 0.1 * span, span / 2, expo, span / 2, expo * rng.uniform(0.5, 1.5)]
-                )
+    """Starting points by variable projection: for fixed exponents every form is linear in its
+    other (internal) parameters, so a grid of exponents with the linear least-squares fit of
+    the rest gives the ``n_starts`` best exponent combinations (deterministic, no seed needed).
+
+    Power forms: β ∈ [−2, 2] (41 values), γ ∈ [−1, 1] (11) unless fixed; chinchilla:
+    α, β ∈ [0, 3] (16 values each). Each start has shape (params,).
+    """
+    if form.name == "chinchilla":
+        grid = np.linspace(0.0, 3.0, 16)
+        log_n, log_l = np.log(xn["n_examples"]), np.log(xn["mean_tokens"])
+        combos = [(al, be) for al in grid for be in grid]
+        columns = [
+            (np.ones_like(y), _box_cox(log_n, -al), _box_cox(log_l, -be)) for al, be in combos
+        ]
+    else:
+        base = form.features[0]
+        gammas = np.zeros(1) if fixed_gamma else np.linspace(-1.0, 1.0, 11)
+        combos = [(be, ga) for be in np.linspace(-2.0, 2.0, 41) for ga in gammas]
+        columns = [
+            (
+                _power_internal(np.array([1.0, be, ga, 0.0]), xn, base),
+                np.ones_like(y),
             )
+            for be, ga in combos
+        ]
+    scored = []
+    for (e1, e2), cols in zip(combos, columns, strict=True):
+        design = np.stack(cols, axis=1)
+        coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+        sse = float(np.sum((design @ coef - y) ** 2))
+        if form.name == "chinchilla":
+            start = np.array([coef[0], coef[1], e1, coef[2], e2])
         else:
-            beta = [0.3, -0.3, 0.1, 1.0][k] if k < 4 else rng.uniform(-1.5, 1.5)
-            starts.append(np.array([span / 2 * np.sign(beta or 1), beta, 0.0, float(np.median(y))]))
-    return starts
+            start = np.array([coef[0], e1, e2, coef[1]])
+        if np.all(np.isfinite(start)) and np.isfinite(sse):
+            scored.append((sse, start))
+    scored.sort(key=lambda t: t[0])
+    return [start for _, start in scored[: max(1, n_starts)]]
 
 
 @dataclass
@@ -147,11 +272,12 @@ class FitResult:
     params: np.ndarray
     cost: float
     success: bool
+    residuals: np.ndarray
 
 
 def fit_params(
     form: LawForm,
-    xn: dict[str, np.ndarray],
+    xn: Mapping[str, np.ndarray],
     y: np.ndarray,
     *,
     fixed_gamma: bool,
@@ -159,10 +285,11 @@ def fit_params(
     f_scale: float,
     starts: list[np.ndarray],
 ) -> FitResult:
-    """Best of several robust least-squares fits (normalised features)."""
+    """Best of several robust, exponent-bounded least-squares fits (normalised features)."""
     free = [
         i for i, name in enumerate(form.params) if not (fixed_gamma and name == form.power_of_model)
     ]
+    lo, hi = _bounds(form)
 
     def full(q):
         p = np.zeros(len(form.params))
@@ -176,14 +303,22 @@ def fit_params(
 
     best: FitResult | None = None
     for s in starts:
+        x0 = np.clip(s[free], lo[free], hi[free])
         try:
             sol = optimize.least_squares(
-                residual, s[free], loss=loss, f_scale=f_scale, max_nfev=2000
+                residual,
+                x0,
+                bounds=(lo[free], hi[free]),
+                loss=loss,
+                f_scale=f_scale,
+                max_nfev=MAX_EVALUATIONS,
             )
         except (ValueError, np.linalg.LinAlgError):
             continue
+        if not np.all(np.isfinite(sol.x)):
+            continue
         if best is None or sol.cost < best.cost:
-            best = FitResult(full(sol.x), float(sol.cost), bool(sol.success))
+            best = FitResult(full(sol.x), float(sol.cost), bool(sol.success), sol.fun)
     if best is None:
         raise ScalingInputError("the fit failed from every starting point")
     return best
@@ -194,16 +329,21 @@ class ScalingLaw:
 
     Args:
         form: ``volume``, ``tokens``, ``examples`` or ``chinchilla``.
-        loss: robust loss of :func:`scipy.optimize.least_squares` (``soft_l1``, ``huber``, ``linear``).
-        f_scale: residual scale at which the robust loss turns linear (performance units).
-        n_starts: starting points of the nonlinear fit.
+        loss: robust loss of :func:`scipy.optimize.least_squares` (``soft_l1``, ``huber``,
+            ``linear``).
+        f_scale: residual scale at which the robust loss turns linear (performance units);
+            None: from the data (module docstring).
+        n_starts: starting points of the nonlinear fit (also of every held-out refit).
         n_bootstrap: bootstrap resamples for the intervals (0 to skip).
         level: coverage of the intervals.
-        holdout: ``run`` (leave one run out) or a column name to leave one group out.
+        holdout: ``point`` (leave one design point out: every seed of one (N, L̄, M)), ``run``
+            (leave one run out) or a column name (leave one group out, e.g. ``strategy``).
         seed: seed of the starts and the bootstrap.
 
     Fitted attributes: ``params_`` (original units), ``intervals_``, ``fixed_``, ``notes_``,
-    ``heldout_`` (``{"rmse", "mae", "n"}``), ``refs_`` (normalisers), ``bootstrap_params_``.
+    ``heldout_`` (``{"rmse", "mae", "n", "by", "errors"}``), ``refs_`` (normalisers),
+    ``f_scale_``, ``ranges_`` (the fitted runs' range of each feature), ``converged_``,
+    ``bootstrap_params_`` (normalised), ``n_runs_``.
     """
 
     def __init__(
@@ -211,17 +351,21 @@ class ScalingLaw:
         form: str = "volume",
         *,
         loss: str = "soft_l1",
-        f_scale: float = 0.05,
+        f_scale: float | None = None,
         n_starts: int = 8,
         n_bootstrap: int = 200,
         level: float = 0.95,
-        holdout: str = "run",
+        holdout: str = "point",
         seed: int = 0,
     ):
         if form not in FORMS:
             raise ValueError(f"unknown form {form!r}; choose from {', '.join(FORMS)}")
+        if loss not in ("soft_l1", "huber", "linear", "cauchy", "arctan"):
+            raise ValueError(f"unknown loss {loss!r}; choose soft_l1, huber or linear")
         if not 0 < level < 1:
             raise ValueError("level must be in (0, 1)")
+        if f_scale is not None and not f_scale > 0:
+            raise ValueError("f_scale must be positive")
         self.form = form
         self.loss = loss
         self.f_scale = f_scale
@@ -234,7 +378,7 @@ class ScalingLaw:
     # -- fitting ---------------------------------------------------------------------------
     def fit(self, runs: Mapping[str, Sequence[float]]) -> ScalingLaw:
         spec = FORMS[self.form]
-        x = runs_features(runs)
+        x = runs_features(runs, need_tokens="tokens_seen" in spec.features)
         y = x["performance"]
         self.notes_: list[str] = []
         fixed = spec.power_of_model is not None and np.ptp(x["model_params"]) == 0
@@ -246,27 +390,66 @@ class ScalingLaw:
                 f"{y.size} runs cannot fit the {k} free parameters of the {self.form} form"
             )
         for col in spec.features:
-            if col != "model_params" and np.ptp(x[col]) == 0:
-                raise ScalingInputError(
-                    f"all runs have the same {col}: the {self.form} law is not identifiable"
-                )
+            problem = None if col == "model_params" else identifiability_problem(col, x[col])
+            if problem:
+                raise ScalingInputError(f"{problem}; the {self.form} law is not identifiable")
         self.refs_ = {c: float(np.exp(np.mean(np.log(x[c])))) for c in spec.features}
+        self.ranges_ = {
+            c: [float(x[c].min()), float(x[c].max())]
+            for c in ("n_examples", "mean_tokens", "volume", "tokens_seen", "model_params")
+            if c in x
+        }
+        if "tokens_seen" not in x and "tokens_seen" in runs:
+            t = np.asarray(runs["tokens_seen"], dtype=np.float64)
+            if np.all(np.isfinite(t)):
+                self.ranges_["tokens_seen"] = [float(t.min()), float(t.max())]
         xn = _normalise(x, self.refs_)
         rng = np.random.default_rng(self.seed)
-        starts = _starts(spec, y, self.n_starts, rng)
+        starts = _starts(spec, xn, y, self.n_starts, fixed_gamma=fixed)
+        self.f_scale_ = self.f_scale or self._robust_scale(spec, xn, y, fixed, starts)
         best = fit_params(
-            spec, xn, y, fixed_gamma=fixed, loss=self.loss, f_scale=self.f_scale, starts=starts
+            spec, xn, y, fixed_gamma=fixed, loss=self.loss, f_scale=self.f_scale_, starts=starts
         )
         self.fixed_ = {spec.power_of_model: 0.0} if fixed else {}
         self._p = best.params
         self.params_ = self._to_original(best.params)
         self.converged_ = best.success
-        # Bootstrap: refit on resampled runs from the best fit.
+        if not best.success:
+            self.notes_.append("the optimiser stopped before converging: treat the fit as rough")
+        lo, hi = _bounds(spec)
+        for i, name in enumerate(spec.params):
+            value = best.params[i]
+            if name in self.fixed_:
+                continue
+            if np.isclose(value, hi[i]) or (lo[i] != 0 and np.isclose(value, lo[i])):
+                self.notes_.append(
+                    f"{name} reached its bound ({value:g}): the runs do not pin the law down"
+                )
+            elif abs(value) < 1e-6 and name != spec.power_of_model:
+                self.notes_.append(
+                    f"{name} ≈ 0: the law is logarithmic in its feature (the published A, E are "
+                    "unbounded; predictions use the finite reparametrisation)"
+                )
+        self._bootstrap(spec, xn, y, fixed, best.params, rng)
+        self.heldout_ = self._heldout(runs, x, xn, y, spec, fixed)
+        self.n_runs_ = int(y.size)
+        return self
+
+    def _robust_scale(self, spec, xn, y, fixed, starts) -> float:
+        """Huber's scale: 1.345 · 1.4826 · MAD of the residuals of a plain least-squares fit."""
+        r = fit_params(
+            spec, xn, y, fixed_gamma=fixed, loss="linear", f_scale=1.0, starts=starts
+        ).residuals
+        mad = float(np.median(np.abs(r - np.median(r))))
+        floor = 1e-3 * max(float(np.ptp(y)), float(np.abs(y).max()), 1e-12)
+        return max(1.345 * 1.4826 * mad, floor)
+
+    def _bootstrap(self, spec, xn, y, fixed, p0, rng) -> None:
         boots = []
         for _ in range(self.n_bootstrap):
             idx = rng.integers(0, y.size, size=y.size)
             xs = {c: v[idx] for c, v in xn.items()}
-            if any(np.ptp(xs[c]) == 0 for c in spec.features if c != "model_params"):
+            if not _identifiable(spec, xs):
                 continue
             try:
                 r = fit_params(
@@ -275,13 +458,20 @@ class ScalingLaw:
                     y[idx],
                     fixed_gamma=fixed,
                     loss=self.loss,
-                    f_scale=self.f_scale,
-                    starts=[best.params],
+                    f_scale=self.f_scale_,
+                    starts=[p0],
                 )
             except ScalingInputError:
                 continue
-            boots.append(r.params)
+            if np.all(np.isfinite(r.params)):
+                boots.append(r.params)
         self.bootstrap_params_ = np.array(boots) if boots else np.empty((0, len(spec.params)))
+        self.n_bootstrap_ok_ = len(boots)
+        if self.n_bootstrap and len(boots) < 10:
+            self.notes_.append(
+                f"only {len(boots)} of {self.n_bootstrap} bootstrap refits were identifiable: "
+                "no intervals"
+            )
         alpha = (1 - self.level) / 2
         self.intervals_ = {}
         for name in spec.params:
@@ -291,23 +481,30 @@ class ScalingLaw:
             orig = np.array([self._to_original(b)[name] for b in boots])
             lo, hi = np.quantile(orig, [alpha, 1 - alpha])
             self.intervals_[name] = (float(lo), float(hi))
-        self.heldout_ = self._heldout(x, xn, y, spec, fixed, best.params)
-        self.n_runs_ = int(y.size)
-        return self
 
-    def _heldout(self, x, xn, y, spec, fixed, p0) -> dict[str, Any]:
-        groups = np.arange(y.size) if self.holdout == "run" else x.get(self.holdout)
-        if groups is None:
-            raise ScalingInputError(f"unknown hold-out column {self.holdout!r}")
+    def _groups(self, runs, x) -> np.ndarray:
+        if self.holdout == "run":
+            return np.arange(x["performance"].size)
+        if self.holdout == "point":
+            keys = np.stack([x["n_examples"], x["mean_tokens"], x["model_params"]], axis=1)
+            return np.unique(keys, axis=0, return_inverse=True)[1].reshape(-1)
+        if self.holdout not in runs:
+            raise ScalingInputError(
+                f"unknown hold-out column {self.holdout!r} (use point, run or a column of the runs)"
+            )
+        labels = [str(v) for v in runs[self.holdout]]
+        return np.unique(labels, return_inverse=True)[1]
+
+    def _heldout(self, runs, x, xn, y, spec, fixed) -> dict[str, Any]:
+        groups = self._groups(runs, x)
         errors = np.full(y.size, np.nan)
         for g in np.unique(groups):
             test = groups == g
             train = ~test
             xs = {c: v[train] for c, v in xn.items()}
-            if train.sum() <= len(spec.params) - int(fixed) or any(
-                np.ptp(xs[c]) == 0 for c in spec.features if c != "model_params"
-            ):
+            if train.sum() <= len(spec.params) - int(fixed) or not _identifiable(spec, xs):
                 continue
+            # Starts from the training fold only: the full-data optimum has seen the held-out runs.
             try:
                 r = fit_params(
                     spec,
@@ -315,8 +512,8 @@ class ScalingLaw:
                     y[train],
                     fixed_gamma=fixed,
                     loss=self.loss,
-                    f_scale=self.f_scale,
-                    starts=[p0],
+                    f_scale=self.f_scale_,
+                    starts=_starts(spec, xs, y[train], min(self.n_starts, 3), fixed_gamma=fixed),
                 )
             except ScalingInputError:
                 continue
@@ -328,20 +525,24 @@ class ScalingLaw:
             "mae": float(np.mean(np.abs(errors[ok]))) if ok.any() else None,
             "n": int(ok.sum()),
             "by": self.holdout,
+            "errors": [float(e) if np.isfinite(e) else None for e in errors],
         }
 
     # -- units -----------------------------------------------------------------------------
-    def _to_original(self, p: np.ndarray) -> dict[str, float]:
-        """Parameters in original units (undo the feature normalisation)."""
+    def _to_original(self, q: np.ndarray) -> dict[str, float]:
+        """Published parameters in original units (undo the reparametrisation, then the
+        feature normalisation); an exponent of exactly 0 gives infinite A and E."""
         spec = FORMS[self.form]
-        d = dict(zip(spec.params, (float(v) for v in p), strict=True))
+        d = dict(zip(spec.params, (float(v) for v in spec.natural(q)), strict=True))
         r = self.refs_
-        if spec.name == "chinchilla":
-            d["A"] = d["A"] * r["n_examples"] ** d["alpha"]
-            d["B"] = d["B"] * r["mean_tokens"] ** d["beta"]
-        else:
-            base = spec.features[0]
-            d["A"] = d["A"] * r[base] ** (-d["beta"]) * r["model_params"] ** (-d["gamma"])
+        with np.errstate(over="ignore", invalid="ignore"):
+            if spec.name == "chinchilla":
+                d["A"] = float(d["A"] * np.power(r["n_examples"], d["alpha"]))
+                d["B"] = float(d["B"] * np.power(r["mean_tokens"], d["beta"]))
+            else:
+                base = spec.features[0]
+                scale = np.power(r[base], -d["beta"]) * np.power(r["model_params"], -d["gamma"])
+                d["A"] = float(d["A"] * scale)
         return d
 
     # -- prediction ------------------------------------------------------------------------
@@ -350,12 +551,16 @@ class ScalingLaw:
             raise RuntimeError("call fit() first")
 
     def predict(self, runs: Mapping[str, Sequence[float]], *, interval: bool = False):
-        """Predicted performance (and, with ``interval``, the bootstrap percentile band)."""
+        """Predicted performance (and, with ``interval``, the bootstrap percentile band).
+
+        ``runs`` needs ``n_examples``, ``mean_tokens`` and ``model_params`` (and ``tokens_seen``
+        for the tokens form).
+        """
         self._check_fitted()
         cols = dict(runs)
         cols.setdefault("performance", np.zeros(len(np.atleast_1d(cols["n_examples"]))))
-        x = runs_features(cols)
         spec = FORMS[self.form]
+        x = runs_features(cols, need_tokens="tokens_seen" in spec.features)
         xn = _normalise(x, self.refs_)
         mean = spec.func(self._p, xn)
         if not interval:
@@ -378,6 +583,7 @@ class ScalingLaw:
             "heldout": self.heldout_,
             "n_runs": self.n_runs_,
             "converged": self.converged_,
+            "ranges": self.ranges_,
             "settings": {
                 "loss": self.loss,
                 "f_scale": self.f_scale,
@@ -387,50 +593,81 @@ class ScalingLaw:
                 "holdout": self.holdout,
                 "seed": self.seed,
             },
+            "f_scale": self.f_scale_,
             "refs": self.refs_,
-            "normalised_params": self._p.tolist(),
-            "bootstrap_normalised_params": self.bootstrap_params_.tolist(),
+            "internal_params": self._p.tolist(),
+            "bootstrap_internal_params": self.bootstrap_params_.tolist(),
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ScalingLaw:
-        law = cls(d["form"], **d["settings"])
-        law.params_ = dict(d["params"])
-        law.intervals_ = {k: (None if v is None else tuple(v)) for k, v in d["intervals"].items()}
-        law.fixed_ = dict(d["fixed"])
-        law.notes_ = list(d["notes"])
-        law.heldout_ = dict(d["heldout"])
-        law.n_runs_ = int(d["n_runs"])
-        law.converged_ = bool(d["converged"])
-        law.refs_ = dict(d["refs"])
-        law._p = np.asarray(d["normalised_params"], dtype=np.float64)
-        law.bootstrap_params_ = np.asarray(
-            d["bootstrap_normalised_params"], dtype=np.float64
-        ).reshape(-1, len(FORMS[d["form"]].params))
+        """The law saved by :meth:`to_dict`.
+
+        Raises:
+            ScalingInputError: if ``d`` is not such a law (missing or malformed fields).
+        """
+        try:
+            law = cls(d["form"], **d["settings"])
+            law.params_ = {k: float(v) for k, v in d["params"].items()}
+            law.intervals_ = {
+                k: (None if v is None else tuple(v)) for k, v in d["intervals"].items()
+            }
+            law.fixed_ = dict(d["fixed"])
+            law.notes_ = list(d["notes"])
+            law.heldout_ = dict(d["heldout"])
+            law.n_runs_ = int(d["n_runs"])
+            law.converged_ = bool(d["converged"])
+            law.refs_ = {k: float(v) for k, v in d["refs"].items()}
+            law.f_scale_ = float(d["f_scale"])
+            law.ranges_ = {k: [float(a), float(b)] for k, (a, b) in d["ranges"].items()}
+            law._p = np.asarray(d["internal_params"], dtype=np.float64)
+            n_params = len(FORMS[d["form"]].params)
+            law.bootstrap_params_ = np.asarray(
+                d["bootstrap_internal_params"], dtype=np.float64
+            ).reshape(-1, n_params)
+            if law._p.shape != (n_params,) or set(law.refs_) != set(FORMS[d["form"]].features):
+                raise ValueError("parameters do not match the form")
+        except KeyError as err:
+            raise ScalingInputError(f"not a saved scaling law (no field {err})") from None
+        except (TypeError, ValueError, AttributeError) as err:
+            raise ScalingInputError(f"not a saved scaling law ({err})") from None
         return law
 
 
 def compare_forms(
     runs: Mapping[str, Sequence[float]], forms: Sequence[str] = tuple(FORMS), **kwargs: Any
 ) -> list[dict[str, Any]]:
-    """Fit every form; rows sorted by held-out RMSE (best first). Forms that cannot fit say why."""
-    rows = []
+    """Fit every form; rows sorted by held-out RMSE, best first.
+
+    The RMSE and MAE that rank the forms are over the runs every fitted form could predict
+    (``heldout_n``), so no form is favoured by skipping its hard folds; each form's own
+    figures over all the runs it could predict are kept as ``own_rmse``/``own_n``. Forms that
+    cannot be fitted say why (``error``) and rank last.
+    """
+    laws: dict[str, ScalingLaw] = {}
+    rows: dict[str, dict[str, Any]] = {}
     for name in forms:
         try:
-            law = ScalingLaw(name, **kwargs).fit(runs)
+            laws[name] = ScalingLaw(name, **kwargs).fit(runs)
         except ScalingInputError as err:
-            rows.append({"form": name, "error": str(err), "heldout_rmse": math.inf})
-            continue
-        rows.append(
-            {
+            rows[name] = {"form": name, "error": str(err), "heldout_rmse": math.inf}
+    if laws:
+        errs = {
+            k: np.array([np.nan if e is None else e for e in law.heldout_["errors"]])
+            for k, law in laws.items()
+        }
+        common = np.logical_and.reduce([np.isfinite(e) for e in errs.values()])
+        for name, law in laws.items():
+            e = errs[name][common]
+            rows[name] = {
                 "form": name,
                 "equation": FORMS[name].equation,
-                "heldout_rmse": law.heldout_["rmse"]
-                if law.heldout_["rmse"] is not None
-                else math.inf,
-                "heldout_mae": law.heldout_["mae"],
+                "heldout_rmse": float(np.sqrt(np.mean(e**2))) if e.size else math.inf,
+                "heldout_mae": float(np.mean(np.abs(e))) if e.size else None,
+                "heldout_n": int(e.size),
+                "own_rmse": law.heldout_["rmse"],
+                "own_n": law.heldout_["n"],
                 "params": law.params_,
                 "notes": law.notes_,
             }
-        )
-    return sorted(rows, key=lambda r: r["heldout_rmse"])
+    return sorted(rows.values(), key=lambda r: r["heldout_rmse"])

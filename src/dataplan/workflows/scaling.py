@@ -2,9 +2,10 @@
 
 A runs file (CSV or Parquet, one row per fine-tuning run) has at least ``n_examples``,
 ``mean_tokens``, ``model_params`` and ``performance``; ``strategy``, ``tokens_seen``, ``task``
-and ``seed`` are used when present. ``fit`` compares the forms by held-out error and saves the
-chosen law with the runs' length profile per subsampling strategy, which ``plan`` uses to turn a
-compute budget into the best (N, L̄, strategy).
+``seed`` and ``pool_size`` are used when present. ``fit`` compares the forms by held-out error
+and saves the chosen law with the runs' length profile per subsampling strategy and the ranges
+it was fitted on, which ``plan`` uses to turn a compute budget into the best (N, L̄, strategy),
+flagging every answer that leaves the fitted ranges.
 """
 
 from __future__ import annotations
@@ -18,9 +19,19 @@ import numpy as np
 from dataplan.errors import ConfigError, InputError
 from dataplan.maths.scaling import COLUMNS, FORMS, ScalingInputError, ScalingLaw, compare_forms
 
+LOSSES = ("soft_l1", "huber", "linear")
+
 TEXT_COLUMNS = ("strategy", "task", "metric")
 # Must hold numbers (a non-number is an input error); other columns may hold labels.
-NUMERIC_COLUMNS = (*COLUMNS, "tokens_seen", "seed", "exact_match", "token_f1", "loglik_accuracy")
+NUMERIC_COLUMNS = (
+    *COLUMNS,
+    "tokens_seen",
+    "pool_size",
+    "seed",
+    "exact_match",
+    "token_f1",
+    "loglik_accuracy",
+)
 
 
 def read_runs(path: str | Path) -> dict[str, np.ndarray | list]:
@@ -76,44 +87,98 @@ def fit_runs(
     path: str | Path,
     *,
     form: str = "volume",
-    holdout: str = "run",
+    holdout: str = "point",
+    loss: str = "soft_l1",
     n_bootstrap: int = 200,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Fit ``form`` (and compare every form) on a runs file."""
     if form not in FORMS:
         raise ConfigError(f"unknown form {form!r}; choose from {', '.join(FORMS)}")
+    if loss not in LOSSES:
+        raise ConfigError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
     runs = read_runs(path)
     try:
-        law = ScalingLaw(form, holdout=holdout, n_bootstrap=n_bootstrap, seed=seed).fit(runs)
-        comparison = compare_forms(runs, holdout=holdout, n_bootstrap=0, seed=seed)
+        law = ScalingLaw(form, loss=loss, holdout=holdout, n_bootstrap=n_bootstrap, seed=seed).fit(
+            runs
+        )
+        comparison = compare_forms(runs, loss=loss, holdout=holdout, n_bootstrap=0, seed=seed)
     except ScalingInputError as err:
         raise InputError(str(err), path=path) from None
+    except ArithmeticError as err:  # defensive: the fits bound their exponents
+        raise InputError(f"the fit overflowed ({err})", path=path) from None
     d = law.to_dict()
     d["strategies"] = length_profile(runs)
     d["model_params"] = float(np.median(runs["model_params"]))
+    if "pool_size" in runs and np.all(np.isfinite(runs["pool_size"])):
+        d["pool_size"] = int(np.max(runs["pool_size"]))
     d["comparison"] = comparison
     d["runs_file"] = str(path)
     return d
 
 
+def _law(law_dict: dict[str, Any]) -> ScalingLaw:
+    try:
+        law = ScalingLaw.from_dict(law_dict)
+        float(law_dict["model_params"])
+        profile = law_dict["strategies"]
+        for prof in profile.values():
+            if len(prof["n"]) != len(prof["mean_tokens"]) or not prof["n"]:
+                raise ScalingInputError("a strategy's length profile is empty or uneven")
+    except (KeyError, TypeError, AttributeError) as err:
+        raise ConfigError(
+            f"not a law file written by `dataplan scaling fit --out` ({err!r} missing or malformed)"
+        ) from None
+    except ScalingInputError as err:
+        raise ConfigError(
+            f"not a law file written by `dataplan scaling fit --out`: {err}"
+        ) from None
+    return law
+
+
+def _outside(value: float, lo_hi: list[float] | None, slack: float = 1.0) -> bool:
+    return lo_hi is not None and not (lo_hi[0] / slack <= value <= lo_hi[1] * slack)
+
+
 def plan(
-    law_dict: dict[str, Any], compute_tokens: float, *, max_examples: int | None = None
+    law_dict: dict[str, Any],
+    compute_tokens: float,
+    *,
+    max_examples: int | None = None,
+    model_params: float | None = None,
 ) -> dict[str, Any]:
     """Best predicted (N, L̄, strategy) whose volume N·L̄ fits the budget (at least one epoch).
 
-    Candidates: for each strategy, N on a geometric grid up to ``max_examples`` (default: 4× the
-    largest N of the runs); L̄(N) interpolated in log N from the runs of that strategy (constant
-    beyond their range). Performance and interval come from the law and its bootstrap.
+    Candidates: for each strategy, N on a geometric grid from 1 to ``max_examples`` (default:
+    the pool size the runs recorded, else the largest N they measured); L̄(N) interpolated in
+    log N from the runs of that strategy (held constant beyond their range). Performance and
+    interval come from the law and its bootstrap. A candidate is ``extrapolated`` when its N or
+    volume leaves the range the law was fitted on; the notes also say when the budget is far
+    from the tokens the runs were trained on (the law does not model compute).
+
+    Raises:
+        ConfigError: a malformed law, a non-positive budget or limit, the tokens form (it
+            predicts the same performance for every split of a fixed budget), or no candidate
+            within the budget.
     """
     if not compute_tokens > 0:
         raise ConfigError("--compute-tokens must be positive")
-    law = ScalingLaw.from_dict(law_dict)
+    law = _law(law_dict)
+    if law.form == "tokens":
+        raise ConfigError(
+            "the tokens form predicts the same performance for every split of a fixed budget, "
+            "so it cannot choose (N, L̄): plan with a volume, examples or chinchilla law"
+        )
     profile = law_dict["strategies"]
     largest = max(max(p["n"]) for p in profile.values())
-    top = int(max_examples or 4 * largest)
+    default_top = int(law_dict.get("pool_size") or largest)
+    top = default_top if max_examples is None else int(max_examples)
     if top < 1:
         raise ConfigError("--max-examples must be positive")
+    m = float(law_dict["model_params"] if model_params is None else model_params)
+    if not m > 0:
+        raise ConfigError("--model-params must be positive")
+    ranges = law_dict.get("ranges", {})
     grid = np.unique(np.round(np.geomspace(1, top, 200)).astype(int))
     best: dict[str, Any] | None = None
     candidates = []
@@ -127,7 +192,7 @@ def plan(
         query = {
             "n_examples": n,
             "mean_tokens": lbar,
-            "model_params": np.full(n.size, law_dict["model_params"]),
+            "model_params": np.full(n.size, m),
             "tokens_seen": np.full(n.size, float(compute_tokens)),
         }
         mean, band = law.predict(query, interval=True)
@@ -140,6 +205,11 @@ def plan(
             "epochs": float(compute_tokens / (n[k] * lbar[k])),
             "predicted_performance": float(mean[k]),
             "interval": None if band is None else (float(band[0][k]), float(band[1][k])),
+            "extrapolated": bool(
+                _outside(n[k], ranges.get("n_examples"))
+                or _outside(n[k] * lbar[k], ranges.get("volume"))
+                or _outside(m, ranges.get("model_params"))
+            ),
         }
         candidates.append(row)
         if best is None or row["predicted_performance"] > best["predicted_performance"]:
@@ -149,21 +219,44 @@ def plan(
             f"no candidate fits {compute_tokens:g} tokens (one epoch of the smallest set is larger)"
         )
     notes = list(law.notes_)
-    if law.form == "tokens":
+    if best["extrapolated"]:
         notes.append(
-            "the tokens form predicts the same performance for every split of a fixed budget"
+            "the best candidate lies outside the runs the law was fitted on "
+            f"(N {_span(ranges.get('n_examples'))}, volume {_span(ranges.get('volume'))}): "
+            "its prediction is an extrapolation"
+        )
+    if best["n_examples"] >= top:
+        notes.append(
+            f"the best candidate uses every example allowed ({top}): more data may help further"
+        )
+    tokens = ranges.get("tokens_seen")
+    if _outside(compute_tokens, tokens, slack=1.5):
+        notes.append(
+            f"the runs were trained on {_span(tokens)} tokens; the law does not model compute, "
+            f"so at {compute_tokens:g} tokens it assumes performance still depends on the data "
+            "alone"
         )
     return {
         "compute_tokens": float(compute_tokens),
         "form": law.form,
+        "model_params": m,
+        "max_examples": top,
         "best": best,
         "per_strategy": candidates,
         "notes": notes,
     }
 
 
+def _span(lo_hi: list[float] | None) -> str:
+    return "?" if lo_hi is None else f"{lo_hi[0]:.4g}–{lo_hi[1]:.4g}"
+
+
 def plot_fit(law_dict: dict[str, Any], runs_path: str | Path, out: str | Path) -> None:
-    """Performance against volume, one colour per strategy, with the fitted law."""
+    """Performance against the form's feature, one colour per strategy, with the fitted law.
+
+    The law's curves follow each strategy's length profile (the tokens form: one curve over the
+    tokens seen); with several model sizes they are drawn at the median size.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -172,27 +265,45 @@ def plot_fit(law_dict: dict[str, Any], runs_path: str | Path, out: str | Path) -
     from dataplan.io import save_figure
 
     runs = read_runs(runs_path)
-    law = ScalingLaw.from_dict(law_dict)
+    law = _law(law_dict)
+    feature, label = {
+        "volume": ("volume", "dataset volume V = N · L̄ (tokens)"),
+        "tokens": ("tokens_seen", "tokens seen in training T"),
+        "examples": ("n_examples", "examples N"),
+        "chinchilla": ("n_examples", "examples N"),
+    }[law.form]
     strategies = runs.get("strategy") or ["all"] * len(runs["n_examples"])
-    volume = runs["n_examples"] * runs["mean_tokens"]
+    values = runs["n_examples"] * runs["mean_tokens"] if feature == "volume" else runs[feature]
+    m = law_dict["model_params"]
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for s in sorted(set(strategies)):
-        mask = np.array([t == s for t in strategies])
-        ax.scatter(volume[mask], runs["performance"][mask], label=s, s=18)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     prof = law_dict["strategies"]
-    for p in prof.values():
+    for i, s in enumerate(sorted(set(strategies))):
+        colour = colours[i % len(colours)]
+        mask = np.array([t == s for t in strategies])
+        ax.scatter(values[mask], runs["performance"][mask], label=s, s=18, color=colour)
+        if law.form == "tokens" or s not in prof:
+            continue
+        p = prof[s]
         n = np.geomspace(min(p["n"]), max(p["n"]), 60)
         lb = np.interp(np.log(n), np.log(p["n"]), p["mean_tokens"])
+        q = {"n_examples": n, "mean_tokens": lb, "model_params": np.full(n.size, m)}
+        ax.plot(n * lb if feature == "volume" else n, law.predict(q), lw=1, color=colour)
+    if law.form == "tokens":
+        t = np.geomspace(values.min(), values.max(), 60)
         q = {
-            "n_examples": n,
-            "mean_tokens": lb,
-            "model_params": np.full(n.size, law_dict["model_params"]),
+            "n_examples": np.ones(t.size),
+            "mean_tokens": np.ones(t.size),
+            "model_params": np.full(t.size, m),
+            "tokens_seen": t,
         }
-        ax.plot(n * lb, law.predict(q), lw=1)
+        ax.plot(t, law.predict(q), lw=1, color="black", label="law")
     ax.set_xscale("log")
-    ax.set_xlabel("dataset volume V = N · L̄ (tokens)")
+    ax.set_xlabel(label)
     ax.set_ylabel("performance")
-    ax.set_title(f"{FORMS[law.form].equation}", fontsize=9)
+    several = np.ptp(runs["model_params"]) > 0
+    title = FORMS[law.form].equation + (f" (curves at M = {m:.3g})" if several else "")
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     save_figure(fig, out)
@@ -200,9 +311,13 @@ def plot_fit(law_dict: dict[str, Any], runs_path: str | Path, out: str | Path) -
 
 
 def plot_plan(
-    law_dict: dict[str, Any], out: str | Path, *, max_examples: int | None = None
+    law_dict: dict[str, Any],
+    out: str | Path,
+    *,
+    max_examples: int | None = None,
+    model_params: float | None = None,
 ) -> None:
-    """Best predicted performance against compute (tokens)."""
+    """Best predicted performance against compute (tokens); dashed where extrapolated."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -214,20 +329,21 @@ def plot_plan(
         max(np.array(p["n"]) * np.array(p["mean_tokens"])) for p in law_dict["strategies"].values()
     )
     budgets = np.geomspace(largest_v / 50, largest_v * 20, 25)
-    best, lo, hi, ok = [], [], [], []
+    pts = []
     for c in budgets:
         try:
-            r = plan(law_dict, c, max_examples=max_examples)["best"]
+            r = plan(law_dict, c, max_examples=max_examples, model_params=model_params)["best"]
         except ConfigError:
             continue
-        ok.append(c)
-        best.append(r["predicted_performance"])
         iv = r["interval"] or (math.nan, math.nan)
-        lo.append(iv[0])
-        hi.append(iv[1])
+        pts.append((c, r["predicted_performance"], iv[0], iv[1], r["extrapolated"]))
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    ax.plot(ok, best, lw=2, label="best predicted")
-    ax.fill_between(ok, lo, hi, alpha=0.2, label="interval")
+    if pts:
+        c, best, lo, hi, extra = (np.array(v) for v in zip(*pts, strict=True))
+        inside = np.where(extra, np.nan, best)
+        ax.plot(c, best, lw=1.5, ls="--", color="C0", label="best predicted (extrapolated)")
+        ax.plot(c, inside, lw=2.5, color="C0", label="best predicted (within the fitted runs)")
+        ax.fill_between(c, lo, hi, alpha=0.2, color="C0", label="interval")
     ax.set_xscale("log")
     ax.set_xlabel("compute budget (training tokens)")
     ax.set_ylabel("predicted performance")

@@ -12,7 +12,7 @@ Under a compute budget C (training tokens) the number of optimiser steps is
 without one, the curve's steps rule applies. ``tokens_seen = steps · batch_size · L̄``.
 Each run is cached and resumable like ``dataplan curve`` (same machinery); the runs file has
 one row per run: ``task, strategy, seed, n_examples, mean_tokens, tokens_seen, model_params,
-performance, metric`` and the other metrics.
+pool_size, performance, metric`` and the other metrics.
 """
 
 from __future__ import annotations
@@ -150,6 +150,7 @@ def scaling_runs(
                 "mean_tokens": mean_tokens,
                 "tokens_seen": float(steps * min(train.batch_size, n) * mean_tokens),
                 "model_params": model_params,
+                "pool_size": len(pool),
                 "performance": performance,
                 "metric": metric,
                 "exact_match": result["exact_match"],
