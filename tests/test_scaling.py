@@ -140,7 +140,13 @@ def test_scaling_cli_fit_and_plan(tmp_path, capsys):
     d = json.loads(out)
     assert set(d["params"]) == {"A", "beta", "gamma", "E"} and d["params"]["gamma"] == 0.0
     assert d["intervals"]["beta"][0] < d["params"]["beta"] < d["intervals"]["beta"][1]
-    assert {r["form"] for r in d["comparison"]} == {"volume", "tokens", "examples", "chinchilla"}
+    assert {r["form"] for r in d["comparison"]} == {
+        "volume",
+        "tokens",
+        "examples",
+        "chinchilla",
+        "constant",
+    }
     assert (tmp_path / "fit.png").exists()
     code, out, err = run_main(
         [
@@ -353,7 +359,8 @@ def test_near_constant_tokens_make_only_the_tokens_form_fail():
     assert "spans only" in rows["tokens"]["error"]
     assert rows["tokens"]["heldout_rmse"] == np.inf
     fitted = [r for r in rows.values() if "error" not in r]
-    assert len(fitted) == 3 and len({r["heldout_n"] for r in fitted}) == 1
+    assert len(fitted) == 4 and len({r["heldout_n"] for r in fitted}) == 1  # 3 forms + constant
+    assert rows["volume"]["heldout_rmse"] < 0.5 * rows["constant"]["heldout_rmse"]
     assert ScalingLaw("volume", n_bootstrap=0).fit(runs).params_["beta"] == pytest.approx(
         0.25, abs=0.03
     )

@@ -642,7 +642,9 @@ def compare_forms(
     The RMSE and MAE that rank the forms are over the runs every fitted form could predict
     (``heldout_n``), so no form is favoured by skipping its hard folds; each form's own
     figures over all the runs it could predict are kept as ``own_rmse``/``own_n``. Forms that
-    cannot be fitted say why (``error``) and rank last.
+    cannot be fitted say why (``error``) and rank last. A ``constant`` row (P = E, the training
+    fold's mean: what the tokens form reduces to when every run sees the same budget) is the
+    yardstick a law must beat.
     """
     laws: dict[str, ScalingLaw] = {}
     rows: dict[str, dict[str, Any]] = {}
@@ -657,6 +659,23 @@ def compare_forms(
             for k, law in laws.items()
         }
         common = np.logical_and.reduce([np.isfinite(e) for e in errs.values()])
+        first = next(iter(laws.values()))
+        groups = first._groups(runs, runs_features(runs))
+        y = np.asarray(runs["performance"], dtype=np.float64)
+        constant = np.full(y.size, np.nan)
+        for g in np.unique(groups):
+            test = groups == g
+            if (~test).sum() >= 2:
+                constant[test] = y[~test].mean() - y[test]
+        e = constant[common & np.isfinite(constant)]
+        rows["constant"] = {
+            "form": "constant",
+            "equation": "P = E (mean of the training fold)",
+            "heldout_rmse": float(np.sqrt(np.mean(e**2))) if e.size else math.inf,
+            "heldout_mae": float(np.mean(np.abs(e))) if e.size else None,
+            "heldout_n": int(e.size),
+            "baseline": True,
+        }
         for name, law in laws.items():
             e = errs[name][common]
             rows[name] = {
