@@ -674,6 +674,7 @@ def compare_forms(
             "heldout_rmse": float(np.sqrt(np.mean(e**2))) if e.size else math.inf,
             "heldout_mae": float(np.mean(np.abs(e))) if e.size else None,
             "heldout_n": int(e.size),
+            "heldout_errors": e.tolist(),
             "baseline": True,
         }
         for name, law in laws.items():
@@ -684,6 +685,7 @@ def compare_forms(
                 "heldout_rmse": float(np.sqrt(np.mean(e**2))) if e.size else math.inf,
                 "heldout_mae": float(np.mean(np.abs(e))) if e.size else None,
                 "heldout_n": int(e.size),
+                "heldout_errors": e.tolist(),  # prediction − truth on the common runs, in order
                 "own_rmse": law.heldout_["rmse"],
                 "own_n": law.heldout_["n"],
                 "params": law.params_,
