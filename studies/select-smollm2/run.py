@@ -55,7 +55,7 @@ def corrupt(examples, fraction: float, seed: int):
 
 
 def pool_files(task: str, noise: float) -> tuple[Path, Path, list[str]]:
-    from dataplan.io import write_jsonl
+    from dataplan.io import write_json, write_jsonl
     from dataplan.tasks.registry import load_task
 
     pool = load_task(task, "pool")
@@ -70,6 +70,11 @@ def pool_files(task: str, noise: float) -> tuple[Path, Path, list[str]]:
     pool_path, target_path = folder / f"{label}.jsonl", folder / f"{label}-target.jsonl"
     write_jsonl(pool_path, (e.to_record() for e in chosen))
     write_jsonl(target_path, (e.to_record() for e in target))
+    if noise:
+        write_json(
+            folder / f"{label}-corrupted.json",
+            {"fraction": noise, "seed": 0, "n": len(bad), "ids": bad},
+        )
     return pool_path, target_path, bad
 
 
@@ -87,19 +92,27 @@ def main() -> None:
     HERE, POOL, TEST = args.out_dir, args.pool, args.test
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = args.methods.split(",")
+    tasks = args.tasks.split(",")
+    unknown = [m for m in methods if m not in METHODS] + [t for t in tasks if t not in TASKS]
+    if unknown:  # fail now, not hours in
+        parser.error(f"unknown method or task: {', '.join(unknown)}")
+
+    from dataclasses import replace
 
     from dataplan.data.formatting import PromptFormatter
+    from dataplan.data.loading import load_examples
+    from dataplan.digests import examples_digest
     from dataplan.io import to_json, write_json
     from dataplan.models.loading import load_model
     from dataplan.tasks.registry import get_task, load_task
-    from dataplan.workflows.curve import CurveConfig, train_and_evaluate
+    from dataplan.workflows.curve import CurveConfig, point_settings, train_and_evaluate
     from dataplan.workflows.select import SelectConfig, select
 
     loaded = load_model(args.model)
     formatter = PromptFormatter(loaded.tokenizer)
     results = {}
     points = HERE / "points"
-    for task in args.tasks.split(","):
+    for task in tasks:
         noise = TASKS.get(task, 0.0)
         pool_path, target_path, bad = pool_files(task, noise)
         label = pool_path.stem
@@ -109,6 +122,16 @@ def main() -> None:
         has_options = all(e.choices for e in test)
         options = kind in ("classification", "multiple_choice") and has_options
         metric = "loglik_accuracy" if options else "exact_match"
+        if not options:  # exact-match tasks: scoring every option would be wasted compute
+            test = [replace(e, choices=None) for e in test]
+        pool_examples = load_examples(pool_path)
+        target_examples = load_examples(target_path)
+        identity = {
+            **point_settings(curve_cfg, pool_examples, test),
+            "target": examples_digest(target_examples),
+            "noise": noise,
+            "target_size": TARGET,
+        }
         rows = results.setdefault(label, {})
         for method in methods:
             for seed in seeds:
@@ -122,8 +145,18 @@ def main() -> None:
                     "fraction": FRACTION,
                     "members": MEMBERS,
                     "epochs": EPOCHS,
-                    "train": curve_cfg.train.to_dict(),
                     "test": TEST,
+                    "identity": identity,
+                    "selection": SelectConfig(
+                        method=method,
+                        data=str(pool_path),
+                        model=args.model,
+                        fraction=FRACTION,
+                        target=examples_digest(target_examples) if method == "gradsim" else None,
+                        members=MEMBERS if method != "random" else None,
+                        epochs=EPOCHS,
+                        seed=sel_seed,
+                    ).method_settings(),
                 }
                 digest = hashlib.sha256(to_json(key, indent=None).encode()).hexdigest()[:12]
                 path = points / f"{label}-{method}-s{seed}-{digest}.json"
@@ -153,17 +186,17 @@ def main() -> None:
                     ids = [e.id for e in chosen.selected]
                     point = {
                         **key,
+                        **{k: v for k, v in out.items() if k not in ("seed",)},
                         "metric": metric,
                         "performance": out[metric],
-                        "exact_match": out["exact_match"],
-                        "loglik_accuracy": out["loglik_accuracy"],
+                        "k": len(ids),
+                        "n_pool": len(pool_examples),
                         "selected_ids": ids,
                         "corrupted_share": float(np.mean([i in set(bad) for i in ids]))
                         if bad
                         else None,
                         "select_seconds": select_seconds,
                         "select_stage_seconds": chosen.seconds,
-                        "train_eval_seconds": out["seconds"],
                     }
                     write_json(path, point)
                 print(
@@ -174,59 +207,96 @@ def main() -> None:
 
 
 def write_report(results: dict) -> None:
+    """results.json, table.md and select.png from the points of this invocation.
+
+    Scored methods select once (seed 0) and their seeds vary only the fine-tune; ``random``
+    varies selection and fine-tune. Training seeds are shared by all methods, so per-seed
+    differences to ``random`` are paired. ``test_se`` is the binomial standard error of one
+    evaluation on the test set, which the spread over seeds does not include.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dataplan.io import save_figure, write_json
+    from dataplan.io import atomic_path, save_figure, write_json
 
     summary = {}
     lines = [
-        "| task | metric | " + " | ".join(METHODS) + " |",
-        "|---|---|" + "---|" * len(METHODS),
+        "| task | metric | k / pool | test | " + " | ".join(METHODS) + " |",
+        "|---|---|---|---|" + "---|" * len(METHODS),
     ]
     for label, rows in results.items():
-        summary[label] = {}
+        first = next(iter(rows.values()))[0]
+        summary[label] = {
+            "metric": first["metric"],
+            "k": first["k"],
+            "n_pool": first["n_pool"],
+            "n_test": first["n_test"],
+            "fraction": FRACTION,
+            "methods": {},
+        }
         cells = []
-        metric = next(iter(rows.values()))[0]["metric"]
         for method in METHODS:
             pts = rows.get(method, [])
             if not pts:
                 cells.append("—")
                 continue
             perf = np.array([p["performance"] for p in pts])
+            mean = float(perf.mean())
             entry = {
-                "mean": float(perf.mean()),
-                "std": float(perf.std(ddof=1)) if len(perf) > 1 else 0.0,
-                "n_seeds": len(perf),
+                "mean": mean,
+                "std": float(perf.std(ddof=1)) if len(perf) > 1 else None,
+                "seeds": [p["seed"] for p in pts],
+                "per_seed": perf.tolist(),
+                "test_se": float(np.sqrt(mean * (1 - mean) / first["n_test"])),
+                "prediction_majority_share": float(
+                    np.mean([p.get("prediction_majority_share") or 0.0 for p in pts])
+                ),
             }
             shares = [p["corrupted_share"] for p in pts if p["corrupted_share"] is not None]
             if shares:
                 entry["corrupted_share"] = float(np.mean(shares))
-            summary[label][method] = entry
-            cell = f"{entry['mean']:.3f} ± {entry['std']:.3f}"
+            summary[label]["methods"][method] = entry
+            spread = "n=1" if entry["std"] is None else f"± {entry['std']:.3f}"
+            cell = f"{mean:.3f} {spread}"
             if shares:
-                cell += f" (corrupted {entry['corrupted_share']:.0%})"
+                cell += f" (kept {entry['corrupted_share']:.0%} corrupted)"
             cells.append(cell)
-        lines.append(f"| {label} | {metric} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {label} | {first['metric']} | {first['k']} / {first['n_pool']} | "
+            f"{first['n_test']} | " + " | ".join(cells) + " |"
+        )
+        # Cost when first computed (later seeds reuse the cached ensemble and scores).
+        stages = [p.get("select_stage_seconds") or {} for pts in rows.values() for p in pts]
+        summary[label]["ensemble_training_seconds"] = max(
+            (st.get("ensemble_training", 0.0) for st in stages), default=None
+        )
+        summary[label]["scoring_seconds"] = {
+            m: max((p.get("select_stage_seconds") or {}).get("scoring", 0.0) for p in pts)
+            for m, pts in rows.items()
+        }
     write_json(HERE / "results.json", summary)
-    (HERE / "table.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with atomic_path(HERE / "table.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     fig, ax = plt.subplots(figsize=(8, 4))
     width = 0.8 / len(METHODS)
     for j, method in enumerate(METHODS):
         xs, ys, es = [], [], []
         for i, label in enumerate(summary):
-            if method in summary[label]:
+            entry = summary[label]["methods"].get(method)
+            if entry:
                 xs.append(i + j * width)
-                ys.append(summary[label][method]["mean"])
-                es.append(summary[label][method]["std"])
+                ys.append(entry["mean"])
+                es.append(entry["std"] or 0.0)
         ax.bar(xs, ys, width, yerr=es, label=method, capsize=2)
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(summary))], list(summary), fontsize=8)
+    ticks = [f"{label}\n({summary[label]['metric']})" for label in summary]
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(summary))], ticks, fontsize=7)
     ax.set_ylabel("test performance (mean ± std over seeds)")
     ax.set_title(f"SmolLM2-135M fine-tuned on {FRACTION:.0%} subsets of {POOL}", fontsize=9)
     ax.legend(fontsize=7, ncol=3)
     save_figure(fig, HERE / "select.png")
+    plt.close(fig)
     print("\n".join(lines))
 
 
