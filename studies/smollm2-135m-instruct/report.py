@@ -24,6 +24,60 @@ def fmt(v, d=3):
     return "—" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{d}f}"
 
 
+def seeds_section(fit_rows: list[dict]) -> list[str]:
+    """Spread across seeds (seeds.sh): per budget mean ± std and the AUC of each seed."""
+    from dataplan.maths.auc import data_efficiency_auc
+    from dataplan.tasks.registry import get_task
+    from dataplan.workflows.calibrate import auto_metric
+
+    folder = HERE / "seeds"
+    tasks = (
+        sorted(d for d in folder.iterdir() if (d / "points.json").exists())
+        if folder.exists()
+        else []
+    )
+    if not tasks:
+        return []
+    lines = [
+        "## Spread across seeds",
+        "",
+        "Seeds 1 and 2 (another subset order and training randomness) beside the study's seed 0 "
+        "(`seeds.sh`).",
+        "",
+        "| task | metric | n=0 | n=16 | n=64 | n=256 | AUC per seed | AUC std |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    stds = []
+    for d in tasks:
+        summary = json.loads((d / "summary.json").read_text())
+        points = json.loads((d / "points.json").read_text())
+        spec = get_task(d.name)
+        metric = auto_metric(summary["auc"], spec.metric, spec.kind)
+        cells = []
+        for n in (0, 16, 64, 256):
+            mean = summary["curve"][str(n)][metric]
+            std = summary["spread_over_seeds"][str(n)][metric]
+            cells.append(f"{mean:.3f} ± {std:.3f}")
+        aucs = []
+        for seed in summary["seeds"]:
+            series = {p["budget"]: p[metric] for p in points if p["seed"] == seed}
+            aucs.append(data_efficiency_auc(series, grid=(16, 64, 256)))
+        stds.append(float(np.std(aucs, ddof=1)))
+        lines.append(
+            f"| {d.name} | {metric} | {' | '.join(cells)} | "
+            f"{', '.join(f'{a:.3f}' for a in aucs)} | {stds[-1]:.3f} |"
+        )
+    if fit_rows:
+        between = float(np.std([r["auc"] for r in fit_rows], ddof=1))
+        lines += [
+            "",
+            f"Mean AUC standard deviation across seeds: {np.mean(stds):.3f}; across the fitted "
+            f"tasks the AUC varies with standard deviation {between:.3f}. A single-seed AUC "
+            "carries that seed noise into the calibration.",
+        ]
+    return [*lines, ""]
+
+
 def main() -> None:
     from dataplan.maths.forecast import fit_calibration, leave_one_out_scores
     from dataplan.tasks.registry import get_task
@@ -121,6 +175,7 @@ def main() -> None:
             f"| *paper (8B models)* | *{PAPER['spearman']}* | — | *{PAPER['mae']}* |",
             "",
         ]
+    lines += seeds_section(fit_rows)
     inv = HERE / "investigate" / "investigation.md"
     if inv.exists():
         lines += ["## Why CoS-Low predicts as it does: variants", "", inv.read_text(), ""]
