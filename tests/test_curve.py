@@ -130,6 +130,22 @@ def test_leave_one_out_scores_by_hand():
     slope, intercept = np.polyfit(x[keep], y[keep], 1)
     assert res["predictions"][2] == pytest.approx(slope * x[2] + intercept)
     assert res["spearman"] == pytest.approx(1.0) and res["mae"] < 0.03
+    assert res["in_sample_spearman"] == pytest.approx(1.0)  # y rises with x, noise too small
+
+
+def test_leave_one_out_correlation_is_negative_without_signal():
+    """The documented trap: x unrelated to y (in-sample ρ = 0 exactly here) still gives a
+    strongly negative leave-one-out Spearman, which is why the in-sample ρ is reported too."""
+    import numpy as np
+
+    from dataplan.maths.forecast import leave_one_out_scores
+
+    x = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    y = np.array([0.3, 0.5, 0.1, 0.1, 0.5, 0.3])  # symmetric: no monotone relation to x
+    res = leave_one_out_scores(x, y)
+    assert res["in_sample_spearman"] == pytest.approx(0.0, abs=1e-12)
+    assert res["in_sample_p"] > 0.9
+    assert res["spearman"] < -0.5
 
 
 def test_calibrate_end_to_end_on_tiny_tasks(tiny_model_dir, tmp_path, capsys):

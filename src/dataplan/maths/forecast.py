@@ -274,7 +274,11 @@ def leave_one_out_scores(x: Sequence[float], y: Sequence[float]) -> dict[str, An
 
     For each task k the line y = a·x + b is fitted on the other tasks and predicts y_k; the
     held-out predictions are compared with y by Spearman and Pearson correlation and mean
-    absolute error. Returns ``{"spearman", "pearson", "mae", "predictions"}``.
+    absolute error. Beside them, the in-sample Spearman ρ(x, y) and its two-sided p-value:
+    when x carries no signal, each held-out y is predicted from the others' mean, which moves
+    opposite to it, so leave-one-out correlations come out negative on few tasks.
+    Returns ``{"spearman", "pearson", "mae", "predictions", "in_sample_spearman",
+    "in_sample_p"}``.
     """
     xa = np.asarray(x, dtype=np.float64)
     ya = np.asarray(y, dtype=np.float64)
@@ -289,7 +293,10 @@ def leave_one_out_scores(x: Sequence[float], y: Sequence[float]) -> dict[str, An
         fit = stats.linregress(xa[keep], ya[keep])
         preds[k] = fit.slope * xa[k] + fit.intercept
     constant = np.ptp(preds) == 0 or np.ptp(ya) == 0
+    rho = None if np.ptp(xa) == 0 or np.ptp(ya) == 0 else stats.spearmanr(xa, ya)
     return {
+        "in_sample_spearman": None if rho is None else float(rho.statistic),
+        "in_sample_p": None if rho is None else float(rho.pvalue),
         "spearman": None if constant else float(stats.spearmanr(preds, ya).statistic),
         "pearson": None if constant else float(stats.pearsonr(preds, ya).statistic),
         "mae": float(np.mean(np.abs(preds - ya))),

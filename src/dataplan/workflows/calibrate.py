@@ -181,7 +181,8 @@ def summarise(cfg: CalibrateConfig, rows: list[dict[str, Any]], out: Path) -> di
         if any(v is None for v in x):
             continue
         scores = leave_one_out_scores(x, auc)
-        evaluation[key] = {"label": title, **{k: scores[k] for k in ("spearman", "pearson", "mae")}}
+        keys = ("spearman", "pearson", "mae", "in_sample_spearman", "in_sample_p")
+        evaluation[key] = {"label": title, **{k: scores[k] for k in keys}}
         if key == "cos_low":
             for r, p in zip(rows, scores["predictions"], strict=True):
                 r["predicted_auc_loo"] = p
@@ -191,6 +192,8 @@ def summarise(cfg: CalibrateConfig, rows: list[dict[str, Any]], out: Path) -> di
             loo_spearman=evaluation["cos_low"]["spearman"],
             loo_pearson=evaluation["cos_low"]["pearson"],
             loo_mae=evaluation["cos_low"]["mae"],
+            spearman=evaluation["cos_low"]["in_sample_spearman"],
+            spearman_p=evaluation["cos_low"]["in_sample_p"],
         )
     result = {
         "name": cfg.name,
@@ -224,13 +227,22 @@ def markdown_table(rows: list[dict[str, Any]], evaluation: dict[str, Any]) -> st
             f"{'yes' if r.get('in_fit', True) else 'no'} | {f(r['cos_low'], 4)} | {f(r.get('predicted_auc_loo'))} | "
             f"{f(r.get('error'))} | {f(r.get('cos_random'), 4)} | {f(r.get('mean_grad_norm'), 2)} | {f(r.get('mean_confidence_pool'))} |"
         )
-    lines += ["", "| predictor | LOO Spearman | LOO Pearson | LOO MAE |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "| predictor | LOO Spearman | LOO Pearson | LOO MAE | in-sample Spearman (p) |",
+        "|---|---|---|---|---|",
+    ]
     for e in evaluation.values():
 
         def g(v):
             return "—" if v is None else f"{v:.3f}"
 
-        lines.append(f"| {e['label']} | {g(e['spearman'])} | {g(e['pearson'])} | {g(e['mae'])} |")
+        rho, p = e.get("in_sample_spearman"), e.get("in_sample_p")
+        in_sample = "—" if rho is None else f"{rho:+.3f} ({p:.2f})"
+        lines.append(
+            f"| {e['label']} | {g(e['spearman'])} | {g(e['pearson'])} | {g(e['mae'])} | "
+            f"{in_sample} |"
+        )
     return "\n".join(lines) + "\n"
 
 
