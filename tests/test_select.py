@@ -127,12 +127,33 @@ def test_seeded_and_resumable(tmp_path, tiny_model_dir, monkeypatch):
     again = select(_cfg(tmp_path, tiny_model_dir, "gsnr", k=3, fraction=None))
     np.testing.assert_array_equal(first.scores, again.scores)
     assert [e.id for e in again.selected] == [e.id for e in first.selected[:3]]
-    # gradnorm with the same ensemble settings reuses the trained adapters (scoring is new).
-    monkeypatch.undo()
-    monkeypatch.setattr(training, "finetune", boom)
+    # gradnorm with the same ensemble settings reuses the trained adapters and gsnr's cached
+    # late-checkpoint norms: neither training nor gradient statistics run again.
     norms = select(_cfg(tmp_path, tiny_model_dir, "gradnorm", members=3))
     table = read_parquet(tmp_path / "run" / "scores-gsnr.parquet")
     np.testing.assert_allclose(norms.scores, table["grad_norm_late"], rtol=1e-12)
+
+
+def test_gradsim_pass_serves_gsnr_and_gradnorm(tmp_path, tiny_model_dir, monkeypatch):
+    """Statistics are cached per adapter: gradsim's pass (every member and checkpoint, with
+    inner products) leaves nothing for gsnr to compute, and its norms are the ones gsnr would
+    have computed itself."""
+    _write_pool(tmp_path / "pool.jsonl", n=20)
+    _write_pool(tmp_path / "target.jsonl", n=4, seed=1)
+    target = str(tmp_path / "target.jsonl")
+    select(_cfg(tmp_path, tiny_model_dir, "gradsim", members=3, target=target))
+    import dataplan.compute.example_stats as stats
+
+    def boom(*a, **kw):
+        raise AssertionError("recomputed although cached")
+
+    monkeypatch.setattr(stats, "gradient_stats", boom)
+    shared = select(_cfg(tmp_path, tiny_model_dir, "gsnr"))
+    monkeypatch.undo()
+    alone = select(_cfg(tmp_path, tiny_model_dir, "gsnr", run_dir=str(tmp_path / "alone")))
+    np.testing.assert_allclose(shared.scores, alone.scores, rtol=1e-5)
+    sim_table = read_parquet(tmp_path / "gradsim.parquet")
+    np.testing.assert_allclose(sim_table["grad_norm_late"], shared.columns["grad_norm_late"])
 
 
 def test_other_seed_other_ensemble(tmp_path, tiny_model_dir):

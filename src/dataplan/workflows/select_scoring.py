@@ -1,9 +1,12 @@
 """Model-based scores of ``dataplan select``: proxy losses, and ensemble gradient statistics.
 
 Each pass over the pool is cut into shards (``cfg.shard_size`` examples); every shard's arrays are
-saved in the run folder as ``shards/<pass>-<size>-<i>.safetensors`` (start/stop recorded inside;
-``<pass>`` names the method and digests the ensemble, adapters and target set it used)
-so a crashed run resumes shard by shard, and ``torchrun`` ranks share the shards.
+saved in the run folder as ``shards/<array>-<size>-<i>.safetensors`` (start/stop recorded
+inside), so a crashed run resumes shard by shard, and ``torchrun`` ranks share the shards.
+Proxy losses are named by method (``loss-…``, ``ifd-…``); gradient statistics by what they are
+of — ``sq-<adapter weights>`` (per-example squared norms), ``inner-<adapter weights>-<target>``
+(inner products with a target's mean gradient), ``sum-<member weights>`` (the classic SNR's
+norm of the members' sum) — so every method that reads an adapter shares its pass.
 """
 
 from __future__ import annotations
@@ -178,30 +181,66 @@ def _gradient_scores(cfg, run, loaded, encoded, target_encoded, target_id, pad, 
                 ]
             )
             seconds["target_gradients"] = round(time.perf_counter() - start, 3)
-        # The adapters' own bytes, not only their settings: a retrained member invalidates.
-        weights = [
-            file_digest(d / "adapter_model.safetensors")[:12] for member in dirs for d in member
-        ]
-        pass_id = json_digest([weights, adapters, groups, target_id if references else None])
-        load, save = _shard_store(run, f"{cfg.method}-{pass_id}", shards)
+        # Statistics are cached per adapter — named by its weights' digest, so a retrained
+        # member invalidates — not per method: methods that read the same adapters share
+        # passes (gradnorm reuses gsnr's late norms; gradsim's pass, which yields every
+        # member's and checkpoint's norms with its inner products, serves both).
+        weight_of = {
+            adapter_name(m, c): file_digest(dirs[m][c] / "adapter_model.safetensors")[:12]
+            for m in range(members)
+            for c in range(n_cp)
+        }
+        stores = {("sq", a): _shard_store(run, f"sq-{weight_of[a]}", shards) for a in adapters}
+        if references:
+            for a in adapters:
+                name = f"inner-{weight_of[a]}-{target_id}"
+                stores[("inner", a)] = _shard_store(run, name, shards)
+        if groups:
+            group_id = json_digest([weight_of[a] for a in groups["late"]])
+            stores[("sum", "late")] = _shard_store(run, f"sum-{group_id}", shards)
+
+        def assemble(found: dict) -> dict[str, np.ndarray]:
+            out = {"sq_norms": np.stack([found[("sq", a)]["v"] for a in adapters])}
+            if references:
+                out["inner"] = np.stack([found[("inner", a)]["v"] for a in adapters])
+            if groups:
+                out["sq_norm_of_sum"] = found[("sum", "late")]["v"][None, :]
+            return out
+
+        def load(i: int) -> dict[str, np.ndarray] | None:
+            found = {key: store[0](i) for key, store in stores.items()}
+            return None if any(v is None for v in found.values()) else assemble(found)
 
         def work(i: int, r: range) -> dict[str, np.ndarray]:
+            found = {key: store[0](i) for key, store in stores.items()}
+            missing = {key for key, v in found.items() if v is None}
+            need_sum = ("sum", "late") in missing
+            need = [
+                a
+                for a in adapters
+                if ("sq", a) in missing
+                or ("inner", a) in missing
+                or (need_sum and a in groups["late"])
+            ]
             stats = gradient_stats(
                 model,
                 [encoded[j] for j in r],
                 pad,
-                adapters,
-                references=references,
-                sum_groups=groups,
+                need,
+                references={a: references[a] for a in need if a in references},
+                sum_groups=groups if need_sum else None,
                 batch_size=cfg.stats_batch_size,
                 progress=progress,
             )
-            out = {"sq_norms": np.stack([stats.sq_norms[a] for a in adapters])}
-            if references:
-                out["inner"] = np.stack([stats.inner[a] for a in adapters])
-            if groups:
-                out["sq_norm_of_sum"] = stats.sq_norm_of_sum["late"][None, :]
-            return save(i, out)
+            for a in need:
+                found[("sq", a)] = stores[("sq", a)][1](i, {"v": stats.sq_norms[a]})
+                if ("inner", a) in stores:
+                    found[("inner", a)] = stores[("inner", a)][1](i, {"v": stats.inner[a]})
+            if need_sum:
+                found[("sum", "late")] = stores[("sum", "late")][1](
+                    i, {"v": stats.sq_norm_of_sum["late"]}
+                )
+            return assemble(found)
 
         start = time.perf_counter()
         parts = run_sharded(shards, work, cached=load)
