@@ -25,6 +25,9 @@ import numpy as np
 
 HERE = Path(__file__).parent
 METHODS = ("random", "gsnr", "gradnorm", "gradsim", "ifd", "loss")
+# gradsim's pass computes every member's and checkpoint's statistics, which gsnr and gradnorm
+# then read from the cache: run it first.
+COMPUTE_ORDER = ("gradsim", "gsnr", "gradnorm", "random", "ifd", "loss")
 TASKS = {  # task -> fraction of corrupted labels
     "intent_recognition": 0.3,
     "arithmetic_2_digit_addition": 0.0,
@@ -133,7 +136,7 @@ def main() -> None:
             "target_size": TARGET,
         }
         rows = results.setdefault(label, {})
-        for method in methods:
+        for method in sorted(methods, key=COMPUTE_ORDER.index):
             for seed in seeds:
                 sel_seed = seed if method == "random" else 0
                 key = {
