@@ -214,6 +214,19 @@ def main() -> None:
             f"| *paper (8B models)* | *{PAPER['spearman']}* | — | *{PAPER['mae']}* |",
             "",
         ]
+        if cal.coef < 0:
+            from scipy import stats
+
+            rho = stats.spearmanr([r["cos_low"] for r in fit_rows], y)
+            lines += [
+                f"The fitted slope is negative ({cal.coef:.3f}): on this model, tasks whose "
+                f"low-confidence gradients agree more (higher CoS-Low) had *lower* AUC (in-sample "
+                f"Spearman {rho.statistic:+.2f}, p = {rho.pvalue:.2f}), the opposite of the "
+                "paper's finding on 8B models. A positive leave-one-out Spearman here means the "
+                "downward line ranks held-out tasks, not that CoS-Low works as the paper "
+                "describes; the shipped calibration carries a caution for that reason.",
+                "",
+            ]
         lines += rank_correlations(fit_rows)
     lines += seeds_section(fit_rows)
     inv = HERE / "investigate" / "investigation.md"

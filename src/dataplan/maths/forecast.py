@@ -75,8 +75,9 @@ class Calibration:
         rho = self.extra.get("loo_spearman")
         if self.coef <= 0:
             return (
-                f"calibration {self.name!r} has a non-positive slope ({self.coef:.3f}): CoS-Low "
-                "does not rank tasks by data efficiency for this model; treat n* as a guess"
+                f"calibration {self.name!r} has a non-positive slope ({self.coef:.3f}): a higher "
+                "CoS-Low does not mean more data-efficient on this model (the paper's finding on "
+                "8B models); treat n* as a guess"
             )
         if rho is not None and rho < 0.3:
             tasks = f" over {self.n_tasks} tasks" if self.n_tasks else ""
