@@ -16,7 +16,6 @@ interrupted study resumes. Outputs: results.json, table.md, select.png.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -104,8 +103,8 @@ def main() -> None:
 
     from dataplan.data.formatting import PromptFormatter
     from dataplan.data.loading import load_examples
-    from dataplan.digests import examples_digest
-    from dataplan.io import to_json, write_json
+    from dataplan.digests import examples_digest, json_digest
+    from dataplan.io import write_json
     from dataplan.models.loading import load_model
     from dataplan.tasks.registry import get_task, load_task
     from dataplan.workflows.curve import CurveConfig, point_settings, train_and_evaluate
@@ -139,6 +138,21 @@ def main() -> None:
         for method in sorted(methods, key=COMPUTE_ORDER.index):
             for seed in seeds:
                 sel_seed = seed if method == "random" else 0
+                sel_cfg = SelectConfig(
+                    method=method,
+                    data=str(pool_path),
+                    model=args.model,
+                    fraction=FRACTION,
+                    target=str(target_path) if method == "gradsim" else None,
+                    members=MEMBERS if method != "random" else None,
+                    epochs=EPOCHS,
+                    seed=sel_seed,
+                    run_dir=str(HERE / "runs" / label),
+                    progress=True,
+                )
+                selection = sel_cfg.method_settings()
+                if method == "gradsim":  # the target's content, not its path
+                    selection["target"] = examples_digest(target_examples)
                 key = {
                     "task": label,
                     "method": method,
@@ -150,38 +164,14 @@ def main() -> None:
                     "epochs": EPOCHS,
                     "test": TEST,
                     "identity": identity,
-                    "selection": SelectConfig(
-                        method=method,
-                        data=str(pool_path),
-                        model=args.model,
-                        fraction=FRACTION,
-                        target=examples_digest(target_examples) if method == "gradsim" else None,
-                        members=MEMBERS if method != "random" else None,
-                        epochs=EPOCHS,
-                        seed=sel_seed,
-                    ).method_settings(),
+                    "selection": selection,
                 }
-                digest = hashlib.sha256(to_json(key, indent=None).encode()).hexdigest()[:12]
-                path = points / f"{label}-{method}-s{seed}-{digest}.json"
+                path = points / f"{label}-{method}-s{seed}-{json_digest(key)}.json"
                 if path.exists():
                     point = json.loads(path.read_text())
                 else:
                     start = time.perf_counter()
-                    chosen = select(
-                        SelectConfig(
-                            method=method,
-                            data=str(pool_path),
-                            model=args.model,
-                            fraction=FRACTION,
-                            target=str(target_path) if method == "gradsim" else None,
-                            members=MEMBERS if method != "random" else None,
-                            epochs=EPOCHS,
-                            seed=sel_seed,
-                            run_dir=str(HERE / "runs" / label),
-                            progress=True,
-                        ),
-                        loaded=loaded,
-                    )
+                    chosen = select(sel_cfg, loaded=loaded)
                     select_seconds = time.perf_counter() - start
                     out = train_and_evaluate(
                         loaded, formatter, chosen.selected, test, curve_cfg, seed=seed
