@@ -247,6 +247,14 @@ def write_report(results: dict) -> None:
                     np.mean([p.get("prediction_majority_share") or 0.0 for p in pts])
                 ),
             }
+            base = {p["seed"]: p["performance"] for p in rows.get("random", [])}
+            paired = [p["performance"] - base[p["seed"]] for p in pts if p["seed"] in base]
+            if method != "random" and paired:  # same training seed: a paired difference
+                entry["delta_vs_random"] = {
+                    "mean": float(np.mean(paired)),
+                    "std": float(np.std(paired, ddof=1)) if len(paired) > 1 else None,
+                    "n": len(paired),
+                }
             shares = [p["corrupted_share"] for p in pts if p["corrupted_share"] is not None]
             if shares:
                 entry["corrupted_share"] = float(np.mean(shares))
@@ -269,6 +277,24 @@ def write_report(results: dict) -> None:
             m: max((p.get("select_stage_seconds") or {}).get("scoring", 0.0) for p in pts)
             for m, pts in rows.items()
         }
+    scored = [m for m in METHODS if m != "random"]
+    lines += [
+        "",
+        "Paired difference to random (same training seed), mean ± std over seeds:",
+        "",
+        "| task | " + " | ".join(scored) + " |",
+        "|---|" + "---|" * len(scored),
+    ]
+    for label, entry in summary.items():
+        cells = []
+        for method in scored:
+            delta = entry["methods"].get(method, {}).get("delta_vs_random")
+            if delta is None:
+                cells.append("—")
+            else:
+                spread = "n=1" if delta["std"] is None else f"± {delta['std']:.3f}"
+                cells.append(f"{delta['mean']:+.3f} {spread}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     write_json(HERE / "results.json", summary)
     with atomic_path(HERE / "table.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -13,7 +13,7 @@ from the estimate's own run folder (pool confidences, the 32 chosen low-confiden
 - ``cos_random``         CoS of 32 random pool examples (from the estimate).
 
 Each variant's leave-one-task-out Spearman, Pearson and MAE against the curve AUC follow, as for
-CoS-Low in `dataplan calibrate`. Cached per task in investigate/<task>.json; resumable; the
+CoS-Low in `dataplan calibrate`, over the calibration's fit set (``--all-tasks`` for every task). Cached per task in investigate/<task>.json; resumable; the
 summary is investigate/investigation.{json,md}.
 
     .venv/bin/python studies/smollm2-135m-instruct/investigate.py
@@ -134,6 +134,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m-instruct", help="for a smoke run")
     parser.add_argument("--out-dir", type=Path, default=OUT, help="for a smoke run")
+    parser.add_argument(
+        "--all-tasks",
+        action="store_true",
+        help="every task with an estimate, not only the calibration's fit set (study.json in_fit)",
+    )
     args = parser.parse_args()
     OUT = args.out_dir
     from dataplan.io import write_json
@@ -141,6 +146,12 @@ def main() -> None:
     from dataplan.models.loading import load_model
 
     tasks = sorted(p.name for p in (STUDY / "estimates").iterdir() if (p / "result.json").exists())
+    if not args.all_tasks:
+        # The leave-one-task-out figures of `calibrate` are over the fit set (tasks that learn);
+        # the variants are compared on the same tasks.
+        study = json.loads((STUDY / "study.json").read_text())
+        in_fit = {row["task"] for row in study["tasks"] if row.get("in_fit")}
+        tasks = [t for t in tasks if t in in_fit]
     loaded = load_model(args.model)
     rows = []
     for task in tasks:
