@@ -2,7 +2,8 @@
 
 Reads study/curves/<task>/summary.json, study/estimates/<task>/result.json, the cached curve
 points (their measured seconds), study/study.json (the calibration, when `calibrate` has run
-to the end) and investigate/investigation.json (when the investigation has run).
+to the end), investigate/investigation.md (when the investigation has run) and findings.md
+(the hand-written conclusions, when written).
 
     .venv/bin/python studies/smollm2-135m-instruct/report.py
 """
@@ -232,6 +233,9 @@ def main() -> None:
     inv = HERE / "investigate" / "investigation.md"
     if inv.exists():
         lines += ["## Why CoS-Low predicts as it does: variants", "", inv.read_text(), ""]
+    findings = HERE / "findings.md"  # the hand-written reading of the numbers above
+    if findings.exists():
+        lines += ["## What we conclude", "", findings.read_text(encoding="utf-8").strip(), ""]
     total_points = sum(point_seconds.values())
     est_seconds = [r["estimate_seconds"] for r in rows if r["estimate_seconds"]]
     lines += [
