@@ -99,8 +99,11 @@ def seeds_section(fit_rows: list[dict]) -> list[str]:
             std = summary["spread_over_seeds"][str(n)][metric]
             cells.append(f"{mean:.3f} ± {std:.3f}")
         aucs = []
+        # n = 0 (no training) is measured once, for the first seed, and shared by every seed.
+        zero = next(p[metric] for p in points if p["budget"] == 0)
         for seed in summary["seeds"]:
             series = {p["budget"]: p[metric] for p in points if p["seed"] == seed}
+            series.setdefault(0, zero)
             aucs.append(data_efficiency_auc(series, grid=(16, 64, 256)))
         stds.append(float(np.std(aucs, ddof=1)))
         lines.append(
