@@ -152,11 +152,15 @@ def main() -> None:
         row["learning_gain"] = learning_gain(row)
         row["in_fit"] = bool(row["learning_gain"] >= 0.05)
         rows.append(row)
-    point_seconds = {}
+    point_seconds: dict[str, float] = {}  # the study's own points (seed 0)
+    seed_seconds = 0.0  # the extra seeds of seeds.sh
     for f in (HERE / "points").glob("*.json"):
         d = json.loads(f.read_text())
         task = f.name.rsplit("-n", 1)[0]
-        point_seconds[task] = point_seconds.get(task, 0.0) + d["seconds"]
+        if d.get("seed", 0) == 0:
+            point_seconds[task] = point_seconds.get(task, 0.0) + d["seconds"]
+        else:
+            seed_seconds += d["seconds"]
     fit_rows = [r for r in rows if r["in_fit"]]
     lines = [
         "# Ground truth: measured data-efficiency curves and the calibration of the built-in model",
@@ -251,6 +255,9 @@ def main() -> None:
             f"(recorded for {len(est_seconds)} tasks)."
             if est_seconds
             else "CoS-Low estimates: ≈2–3 min per task (not recorded for the first tasks)."
+        )
+        + (
+            f" Extra seeds (seeds.sh): {seed_seconds / 3600:.2f} CPU-hours." if seed_seconds else ""
         ),
         "",
     ]
