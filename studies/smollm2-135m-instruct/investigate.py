@@ -13,8 +13,9 @@ from the estimate's own run folder (pool confidences, the 32 chosen low-confiden
 - ``cos_random``         CoS of 32 random pool examples (from the estimate).
 
 Each variant's leave-one-task-out Spearman, Pearson and MAE against the curve AUC follow, as for
-CoS-Low in `dataplan calibrate`, over the calibration's fit set (``--all-tasks`` for every task). Cached per task in investigate/<task>.json; resumable; the
-summary is investigate/investigation.{json,md}.
+CoS-Low in `dataplan calibrate`, over the calibration's fit set (``--all-tasks`` for every
+task). Cached per task in investigate/<task>.json; resumable; the summary is
+investigate/investigation.{json,md}.
 
     .venv/bin/python studies/smollm2-135m-instruct/investigate.py
 """
