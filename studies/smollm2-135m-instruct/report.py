@@ -126,6 +126,9 @@ def main() -> None:
     from dataplan.tasks.registry import get_task
     from dataplan.workflows.calibrate import auto_metric, learning_gain
 
+    study_json = HERE / "study" / "study.json"
+    # The fit set follows calibrate's own rule and threshold (as investigate.py reads it).
+    min_gain = json.loads(study_json.read_text())["min_gain"] if study_json.exists() else 0.05
     rows = []
     for est in sorted((HERE / "study" / "estimates").iterdir()):
         curve = HERE / "study" / "curves" / est.name / "summary.json"
@@ -150,7 +153,7 @@ def main() -> None:
             "estimate_seconds": sum(result.get("compute_seconds", {}).values()) or None,
         }
         row["learning_gain"] = learning_gain(row)
-        row["in_fit"] = bool(row["learning_gain"] >= 0.05)
+        row["in_fit"] = bool(row["learning_gain"] >= min_gain)
         rows.append(row)
     point_seconds: dict[str, float] = {}  # the study's own points (seed 0)
     seed_seconds = 0.0  # the extra seeds of seeds.sh
