@@ -106,7 +106,8 @@ def _write_runs(path, runs, strategies=("random", "shortest", "longest", "strati
     import pandas as pd
 
     frame = pd.DataFrame(runs)
-    frame["strategy"] = [strategies[i % len(strategies)] for i in range(len(frame))]
+    if "strategy" not in frame:
+        frame["strategy"] = [strategies[i % len(strategies)] for i in range(len(frame))]
     frame["task"] = "toy"
     frame["seed"] = 0
     frame.to_csv(path, index=False)
@@ -140,13 +141,9 @@ def test_scaling_cli_fit_and_plan(tmp_path, capsys):
     d = json.loads(out)
     assert set(d["params"]) == {"A", "beta", "gamma", "E"} and d["params"]["gamma"] == 0.0
     assert d["intervals"]["beta"][0] < d["params"]["beta"] < d["intervals"]["beta"][1]
-    assert {r["form"] for r in d["comparison"]} == {
-        "volume",
-        "tokens",
-        "examples",
-        "chinchilla",
-        "constant",
-    }
+    forms = {"volume", "tokens", "examples", "chinchilla", "constant"}
+    # the runs hold 4 strategies: every form also with one intercept per strategy
+    assert {r["form"] for r in d["comparison"]} == forms | {f"{f}+strategy" for f in forms}
     assert (tmp_path / "fit.png").exists()
     code, out, err = run_main(
         [
@@ -417,3 +414,93 @@ def test_scaling_cli_holdout_by_strategy_and_bad_law_file(tmp_path, capsys):
         ["scaling", "plan", "--fit", str(tmp_path / "law.json"), "--compute-tokens", "5e4"], capsys
     )
     assert code == 2 and "law.json" in err and "not a law file" in err
+
+
+OFFSETS = {"longest": -0.03, "random": 0.08, "shortest": -0.07, "stratified": 0.02}  # mean 0
+
+
+def runs_with_strategy_offsets(noise=0.003, seed=0):
+    """The volume law plus a known intercept per strategy (strategies assigned in turn)."""
+    runs = synthetic_runs(noise=noise, seed=seed)
+    names = ("random", "shortest", "longest", "stratified")
+    runs["strategy"] = [names[i % 4] for i in range(len(runs["n_examples"]))]
+    runs["performance"] = runs["performance"] + np.array([OFFSETS[s] for s in runs["strategy"]])
+    return runs
+
+
+def test_strategy_effects_recover_the_offsets_and_win_held_out():
+    runs = runs_with_strategy_offsets()
+    law = ScalingLaw("volume", strategy_effects=True, n_bootstrap=40).fit(runs)
+    assert law.strategies_ == sorted(OFFSETS)
+    for name, truth in OFFSETS.items():
+        assert law.params_[f"delta[{name}]"] == pytest.approx(truth, abs=0.01)
+        lo, hi = law.intervals_[f"delta[{name}]"]
+        assert lo < law.params_[f"delta[{name}]"] < hi
+    assert law.params_["E"] == pytest.approx(0.05, abs=0.02)
+    assert law.params_["beta"] == pytest.approx(0.25, abs=0.03)
+    query = {
+        "n_examples": [100, 100],
+        "mean_tokens": [50, 50],
+        "model_params": [1.35e8, 1.35e8],
+        "strategy": ["random", "shortest"],
+    }
+    truth = 0.02 * 5000**0.25 * 1.35**0.1 + 0.05 + np.array([0.08, -0.07])
+    np.testing.assert_allclose(law.predict(query), truth, atol=0.01)
+    again = ScalingLaw.from_dict(law.to_dict())
+    np.testing.assert_allclose(again.predict(query), law.predict(query))
+    with pytest.raises(ScalingInputError, match="needs the strategy column"):
+        law.predict({k: v for k, v in query.items() if k != "strategy"})
+    with pytest.raises(ScalingInputError, match="'mixed' was not among the fitted runs"):
+        law.predict({**query, "strategy": ["mixed", "random"]})
+    by = {r["form"]: r for r in compare_forms(runs, n_bootstrap=0)}
+    assert min(by, key=lambda f: by[f]["heldout_rmse"]) in ("volume+strategy", "examples+strategy")
+    assert by["volume+strategy"]["heldout_rmse"] < 0.3 * by["volume"]["heldout_rmse"]
+    assert by["volume+strategy"]["heldout_rmse"] < by["constant+strategy"]["heldout_rmse"]
+    plain = by["volume"]
+    assert by["volume+strategy"]["heldout_n"] == plain["heldout_n"] == len(runs["n_examples"])
+
+
+def test_strategy_effects_need_several_strategies():
+    runs = synthetic_runs()
+    with pytest.raises(ScalingInputError, match="need a strategy column"):
+        ScalingLaw("volume", strategy_effects=True, n_bootstrap=0).fit(runs)
+    runs["strategy"] = ["random"] * len(runs["n_examples"])
+    with pytest.raises(ScalingInputError, match="at least 2 strategies"):
+        ScalingLaw("volume", strategy_effects=True, n_bootstrap=0).fit(runs)
+    rows = compare_forms(runs, n_bootstrap=0)  # one strategy: no +strategy rows
+    assert not any("strategy" in r["form"] for r in rows)
+
+
+def test_holding_out_a_strategy_ranks_strategy_effects_last():
+    rows = compare_forms(runs_with_strategy_offsets(), holdout="strategy", n_bootstrap=0)
+    by = {r["form"]: r for r in rows}
+    assert "not in the training fold" in by["volume+strategy"]["error"]
+    assert np.isfinite(by["volume"]["heldout_rmse"]) and by["volume"]["heldout_n"] > 0
+    assert rows[-1]["heldout_rmse"] == np.inf
+
+
+def test_plan_with_strategy_effects_and_the_hint_to_use_them(tmp_path, capsys):
+    import json
+
+    from dataplan.workflows.scaling import fit_runs, plan
+    from test_cli import run_main
+
+    runs = runs_with_strategy_offsets()
+    path = _write_runs(tmp_path / "runs.csv", runs)
+    plain = fit_runs(path, n_bootstrap=0)
+    assert any("refit with --strategy-effects" in n for n in plain["notes"])
+    assert any("refit with --strategy-effects" in n for n in plan(plain, 50000)["notes"])
+    law = fit_runs(path, n_bootstrap=20, strategy_effects=True)
+    assert not any("refit with" in n for n in law["notes"])
+    best = plan(law, 50000)
+    assert best["best"]["strategy"] == "random"  # the largest offset, at similar lengths
+    per = {c["strategy"]: c["predicted_performance"] for c in best["per_strategy"]}
+    assert per["random"] > per["stratified"] > per["longest"] > per["shortest"]
+
+    code, out, err = run_main(
+        ["scaling", "fit", str(path), "--strategy-effects", "--bootstrap", "0", "--json"], capsys
+    )
+    assert code == 0, err
+    d = json.loads(out)
+    assert {"A", "beta", "gamma", "E", "delta[random]"} <= set(d["params"])
+    assert "E per strategy" in d["equation"]

@@ -37,7 +37,7 @@ def paired_rmse_gap(winner, other, n_boot: int = 2000, seed: int = 0) -> tuple[f
 def task_section(here: Path, task: str) -> list[str]:
     import pandas as pd
 
-    from dataplan.workflows.scaling import plan
+    from dataplan.workflows.scaling import plan, plot_plan
 
     runs = pd.read_csv(here / f"runs-{task}.csv")
     fit = json.loads((here / f"fit-{task}.json").read_text())
@@ -117,14 +117,15 @@ def task_section(here: Path, task: str) -> list[str]:
     ]
     for note in p["notes"]:
         lines.append(f"- note: {note}")
-    for png in (f"fit-{task}.png",):
+    plot_plan(law, here / f"plan-{task}.png")
+    for png in (f"fit-{task}.png", f"plan-{task}.png"):
         if (here / png).exists():
             rel = (
                 Path("..") / (here / png).relative_to(ROOT)
                 if here.is_relative_to(ROOT)
                 else here / png
             )
-            lines += ["", f"![{task} fit]({rel.as_posix()})"]
+            lines += ["", f"![{task} {png.split('-')[0]}]({rel.as_posix()})"]
     return [*lines, ""]
 
 

@@ -943,6 +943,13 @@ def scaling_fit(
     ] = "soft_l1",
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 200,
     seed: Annotated[int, typer.Option(help="Seed of the fit starts and the bootstrap.")] = 0,
+    strategy_effects: Annotated[
+        bool,
+        typer.Option(
+            help="One intercept per subsampling strategy (P = law + E_s): for runs where subsets "
+            "of equal volume differ by how they were chosen."
+        ),
+    ] = False,
     out: Annotated[
         Path | None, typer.Option(help="Save the fitted law as JSON (for `scaling plan`).")
     ] = None,
@@ -953,7 +960,15 @@ def scaling_fit(
     _setup_logging(True)
     from dataplan.workflows.scaling import fit_runs, plot_fit
 
-    d = fit_runs(runs, form=form, holdout=holdout, loss=loss, n_bootstrap=bootstrap, seed=seed)
+    d = fit_runs(
+        runs,
+        form=form,
+        holdout=holdout,
+        loss=loss,
+        n_bootstrap=bootstrap,
+        seed=seed,
+        strategy_effects=strategy_effects,
+    )
     if out is not None:
         from dataplan.io import write_json
 

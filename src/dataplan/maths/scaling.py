@@ -17,7 +17,16 @@ robust loss's scale is the residuals' robust spread (1.345 · 1.4826 · MAD of a
 least-squares fit, Huber's 95%-efficiency constant) unless given. A power in a feature needs
 at least 3 distinct values spanning a factor 1.5 (else: not identifiable, an input error); with
 a single model size γ is not identifiable and is fixed at 0. Bootstrap over runs gives a
-percentile interval for every parameter and for predictions. Held-out error refits without
+percentile interval for every parameter and for predictions.
+
+Strategy effects [our choice]: with ``strategy_effects``, every form gets one intercept per
+subsampling strategy, P = f(features) + E_s, reported as E (the mean of the E_s) and
+``delta[s]`` = E_s − E. It tests the paper's premise that the volume alone predicts
+performance: when subsets of equal volume chosen differently (shortest-first, longest-first,
+…) differ systematically, the offsets win on held-out error. The offsets enter linearly, so
+the exponent-grid starts stay exact.
+
+Held-out error refits without
 each design point (all seeds of one (N, L̄, M) together, so repeated seeds do not leak), each
 run, or each group of a column, from starts that never saw the held-out runs; forms are compared
 on the runs every form could predict. :class:`ScalingLaw` follows the scikit-learn estimator
@@ -60,6 +69,17 @@ EXPONENT_BOUND = 5.0
 MIN_DISTINCT = 3  # distinct values of a feature a power law needs
 MIN_LOG_SPREAD = math.log(1.5)  # and the factor they must span
 MAX_EVALUATIONS = 1000  # per start; well-started fits need a few dozen
+LEVEL = "strategy_level"  # key of each run's strategy index among the features (0 = reference)
+
+
+def _evaluate(form: LawForm, q: np.ndarray, xn: Mapping[str, np.ndarray], levels: int):
+    """P for internal parameters q = [form's parameters, offsets of strategies 1..levels−1]
+    (strategy 0 is the reference, offset 0)."""
+    k = len(form.params)
+    p = form.func(q[:k], xn)
+    if levels > 1:
+        p = p + np.concatenate([[0.0], q[k:]])[xn[LEVEL]]
+    return p
 
 
 def _box_cox(log_x: np.ndarray, power: float | np.ndarray) -> np.ndarray:
@@ -209,9 +229,9 @@ def _normalise(x: Mapping[str, np.ndarray], refs: dict[str, float]) -> dict[str,
     return {k: x[k] / refs[k] for k in refs}
 
 
-def _bounds(form: LawForm) -> tuple[np.ndarray, np.ndarray]:
-    lo = np.full(len(form.params), -np.inf)
-    hi = np.full(len(form.params), np.inf)
+def _bounds(form: LawForm, levels: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    lo = np.full(len(form.params) + levels - 1, -np.inf)
+    hi = np.full(len(form.params) + levels - 1, np.inf)
     for i, name in enumerate(form.params):
         if name in ("beta", "gamma", "alpha"):
             lo[i] = 0.0 if form.name == "chinchilla" else -EXPONENT_BOUND
@@ -226,14 +246,21 @@ def _starts(
     n_starts: int,
     *,
     fixed_gamma: bool,
+    levels: int = 1,
 ) -> list[np.ndarray]:
     """Starting points by variable projection: for fixed exponents every form is linear in its
     other (internal) parameters, so a grid of exponents with the linear least-squares fit of
     the rest gives the ``n_starts`` best exponent combinations (deterministic, no seed needed).
 
     Power forms: β ∈ [−2, 2] (41 values), γ ∈ [−1, 1] (11) unless fixed; chinchilla:
-    α, β ∈ [0, 3] (16 values each). Each start has shape (params,).
+    α, β ∈ [0, 3] (16 values each). Strategy offsets are linear too (one indicator column
+    per non-reference strategy). Each start has shape (params + levels − 1,).
     """
+    indicators = (
+        [np.asarray(xn[LEVEL] == j, dtype=np.float64) for j in range(1, levels)]
+        if levels > 1
+        else []
+    )
     if form.name == "chinchilla":
         grid = np.linspace(0.0, 3.0, 16)
         log_n, log_l = np.log(xn["n_examples"]), np.log(xn["mean_tokens"])
@@ -254,13 +281,13 @@ def _starts(
         ]
     scored = []
     for (e1, e2), cols in zip(combos, columns, strict=True):
-        design = np.stack(cols, axis=1)
+        design = np.stack([*cols, *indicators], axis=1)
         coef, *_ = np.linalg.lstsq(design, y, rcond=None)
         sse = float(np.sum((design @ coef - y) ** 2))
         if form.name == "chinchilla":
-            start = np.array([coef[0], coef[1], e1, coef[2], e2])
+            start = np.array([coef[0], coef[1], e1, coef[2], e2, *coef[3:]])
         else:
-            start = np.array([coef[0], e1, e2, coef[1]])
+            start = np.array([coef[0], e1, e2, coef[1], *coef[2:]])
         if np.all(np.isfinite(start)) and np.isfinite(sse):
             scored.append((sse, start))
     scored.sort(key=lambda t: t[0])
@@ -284,21 +311,23 @@ def fit_params(
     loss: str,
     f_scale: float,
     starts: list[np.ndarray],
+    levels: int = 1,
 ) -> FitResult:
     """Best of several robust, exponent-bounded least-squares fits (normalised features)."""
+    k = len(form.params)
     free = [
         i for i, name in enumerate(form.params) if not (fixed_gamma and name == form.power_of_model)
-    ]
-    lo, hi = _bounds(form)
+    ] + list(range(k, k + levels - 1))
+    lo, hi = _bounds(form, levels)
 
     def full(q):
-        p = np.zeros(len(form.params))
+        p = np.zeros(k + levels - 1)
         p[free] = q
         return p
 
     def residual(q):
         with np.errstate(over="ignore", invalid="ignore"):
-            r = form.func(full(q), xn) - y
+            r = _evaluate(form, full(q), xn, levels) - y
         return np.where(np.isfinite(r), r, 1e6)
 
     best: FitResult | None = None
@@ -339,8 +368,11 @@ class ScalingLaw:
         holdout: ``point`` (leave one design point out: every seed of one (N, L̄, M)), ``run``
             (leave one run out) or a column name (leave one group out, e.g. ``strategy``).
         seed: seed of the starts and the bootstrap.
+        strategy_effects: one intercept per subsampling strategy (the runs' ``strategy``
+            column; module docstring); ``predict`` then needs ``strategy`` too.
 
-    Fitted attributes: ``params_`` (original units), ``intervals_``, ``fixed_``, ``notes_``,
+    Fitted attributes: ``params_`` (original units; with strategy effects also ``delta[s]``),
+    ``intervals_``, ``fixed_``, ``notes_``, ``strategies_`` (the strategies, reference first),
     ``heldout_`` (``{"rmse", "mae", "n", "by", "errors"}``), ``refs_`` (normalisers),
     ``f_scale_``, ``ranges_`` (the fitted runs' range of each feature), ``converged_``,
     ``bootstrap_params_`` (normalised), ``n_runs_``.
@@ -357,6 +389,7 @@ class ScalingLaw:
         level: float = 0.95,
         holdout: str = "point",
         seed: int = 0,
+        strategy_effects: bool = False,
     ):
         if form not in FORMS:
             raise ValueError(f"unknown form {form!r}; choose from {', '.join(FORMS)}")
@@ -374,6 +407,7 @@ class ScalingLaw:
         self.level = level
         self.holdout = holdout
         self.seed = seed
+        self.strategy_effects = strategy_effects
 
     # -- fitting ---------------------------------------------------------------------------
     def fit(self, runs: Mapping[str, Sequence[float]]) -> ScalingLaw:
@@ -384,7 +418,23 @@ class ScalingLaw:
         fixed = spec.power_of_model is not None and np.ptp(x["model_params"]) == 0
         if fixed:
             self.notes_.append("a single model size: γ is not identifiable and is fixed at 0")
-        k = len(spec.params) - int(fixed)
+        self.strategies_: list[str] = []
+        levels = None
+        if self.strategy_effects:
+            if "strategy" not in runs:
+                raise ScalingInputError("strategy effects need a strategy column")
+            labels = [str(v) for v in runs["strategy"]]
+            if len(labels) != y.size:
+                raise ScalingInputError("columns must have equal length")
+            self.strategies_ = sorted(set(labels))
+            if len(self.strategies_) < 2:
+                raise ScalingInputError(
+                    "strategy effects need runs of at least 2 strategies "
+                    f"(all are {self.strategies_[0]!r})"
+                )
+            levels = np.array([self.strategies_.index(t) for t in labels])
+        self._levels = max(1, len(self.strategies_))
+        k = len(spec.params) - int(fixed) + self._levels - 1
         if y.size <= k:
             raise ScalingInputError(
                 f"{y.size} runs cannot fit the {k} free parameters of the {self.form} form"
@@ -404,11 +454,20 @@ class ScalingLaw:
             if np.all(np.isfinite(t)):
                 self.ranges_["tokens_seen"] = [float(t.min()), float(t.max())]
         xn = _normalise(x, self.refs_)
+        if levels is not None:
+            xn[LEVEL] = levels
         rng = np.random.default_rng(self.seed)
-        starts = _starts(spec, xn, y, self.n_starts, fixed_gamma=fixed)
+        starts = _starts(spec, xn, y, self.n_starts, fixed_gamma=fixed, levels=self._levels)
         self.f_scale_ = self.f_scale or self._robust_scale(spec, xn, y, fixed, starts)
         best = fit_params(
-            spec, xn, y, fixed_gamma=fixed, loss=self.loss, f_scale=self.f_scale_, starts=starts
+            spec,
+            xn,
+            y,
+            fixed_gamma=fixed,
+            loss=self.loss,
+            f_scale=self.f_scale_,
+            starts=starts,
+            levels=self._levels,
         )
         self.fixed_ = {spec.power_of_model: 0.0} if fixed else {}
         self._p = best.params
@@ -438,7 +497,14 @@ class ScalingLaw:
     def _robust_scale(self, spec, xn, y, fixed, starts) -> float:
         """Huber's scale: 1.345 · 1.4826 · MAD of the residuals of a plain least-squares fit."""
         r = fit_params(
-            spec, xn, y, fixed_gamma=fixed, loss="linear", f_scale=1.0, starts=starts
+            spec,
+            xn,
+            y,
+            fixed_gamma=fixed,
+            loss="linear",
+            f_scale=1.0,
+            starts=starts,
+            levels=self._levels,
         ).residuals
         mad = float(np.median(np.abs(r - np.median(r))))
         floor = 1e-3 * max(float(np.ptp(y)), float(np.abs(y).max()), 1e-12)
@@ -449,7 +515,7 @@ class ScalingLaw:
         for _ in range(self.n_bootstrap):
             idx = rng.integers(0, y.size, size=y.size)
             xs = {c: v[idx] for c, v in xn.items()}
-            if not _identifiable(spec, xs):
+            if not _identifiable(spec, xs) or not self._all_levels(xs):
                 continue
             try:
                 r = fit_params(
@@ -460,12 +526,15 @@ class ScalingLaw:
                     loss=self.loss,
                     f_scale=self.f_scale_,
                     starts=[p0],
+                    levels=self._levels,
                 )
             except ScalingInputError:
                 continue
             if np.all(np.isfinite(r.params)):
                 boots.append(r.params)
-        self.bootstrap_params_ = np.array(boots) if boots else np.empty((0, len(spec.params)))
+        self.bootstrap_params_ = (
+            np.array(boots) if boots else np.empty((0, len(spec.params) + self._levels - 1))
+        )
         self.n_bootstrap_ok_ = len(boots)
         if self.n_bootstrap and len(boots) < 10:
             self.notes_.append(
@@ -474,13 +543,17 @@ class ScalingLaw:
             )
         alpha = (1 - self.level) / 2
         self.intervals_ = {}
-        for name in spec.params:
+        for name in self._to_original(p0):
             if name in self.fixed_ or len(boots) < 10:
                 self.intervals_[name] = None
                 continue
             orig = np.array([self._to_original(b)[name] for b in boots])
             lo, hi = np.quantile(orig, [alpha, 1 - alpha])
             self.intervals_[name] = (float(lo), float(hi))
+
+    def _all_levels(self, xs: Mapping[str, np.ndarray]) -> bool:
+        """Every strategy is among these runs (else its offset is not identified)."""
+        return self._levels == 1 or np.unique(xs[LEVEL]).size == self._levels
 
     def _groups(self, runs, x) -> np.ndarray:
         if self.holdout == "run":
@@ -502,8 +575,13 @@ class ScalingLaw:
             test = groups == g
             train = ~test
             xs = {c: v[train] for c, v in xn.items()}
-            if train.sum() <= len(spec.params) - int(fixed) or not _identifiable(spec, xs):
+            free = len(spec.params) - int(fixed) + self._levels - 1
+            if train.sum() <= free or not _identifiable(spec, xs):
                 continue
+            if self._levels > 1:  # runs of a strategy absent from the fold cannot be predicted
+                test = test & np.isin(xn[LEVEL], xs[LEVEL])
+                if not test.any():
+                    continue
             # Starts from the training fold only: the full-data optimum has seen the held-out runs.
             try:
                 r = fit_params(
@@ -513,12 +591,21 @@ class ScalingLaw:
                     fixed_gamma=fixed,
                     loss=self.loss,
                     f_scale=self.f_scale_,
-                    starts=_starts(spec, xs, y[train], min(self.n_starts, 3), fixed_gamma=fixed),
+                    starts=_starts(
+                        spec,
+                        xs,
+                        y[train],
+                        min(self.n_starts, 3),
+                        fixed_gamma=fixed,
+                        levels=self._levels,
+                    ),
+                    levels=self._levels,
                 )
             except ScalingInputError:
                 continue
             with np.errstate(over="ignore", invalid="ignore"):
-                errors[test] = spec.func(r.params, {c: v[test] for c, v in xn.items()}) - y[test]
+                held = {c: v[test] for c, v in xn.items()}
+                errors[test] = _evaluate(spec, r.params, held, self._levels) - y[test]
         ok = np.isfinite(errors)
         return {
             "rmse": float(np.sqrt(np.mean(errors[ok] ** 2))) if ok.any() else None,
@@ -533,7 +620,13 @@ class ScalingLaw:
         """Published parameters in original units (undo the reparametrisation, then the
         feature normalisation); an exponent of exactly 0 gives infinite A and E."""
         spec = FORMS[self.form]
-        d = dict(zip(spec.params, (float(v) for v in spec.natural(q)), strict=True))
+        k = len(spec.params)
+        d = dict(zip(spec.params, (float(v) for v in spec.natural(q[:k])), strict=True))
+        if self.strategies_:  # E_s = E_ref + offset_s, reported as their mean and deviations
+            intercepts = d["E"] + np.concatenate([[0.0], q[k:]])
+            d["E"] = float(intercepts.mean())
+            for name, e_s in zip(self.strategies_, intercepts, strict=True):
+                d[f"delta[{name}]"] = float(e_s - d["E"])
         r = self.refs_
         with np.errstate(over="ignore", invalid="ignore"):
             if spec.name == "chinchilla":
@@ -554,7 +647,10 @@ class ScalingLaw:
         """Predicted performance (and, with ``interval``, the bootstrap percentile band).
 
         ``runs`` needs ``n_examples``, ``mean_tokens`` and ``model_params`` (and ``tokens_seen``
-        for the tokens form).
+        for the tokens form, ``strategy`` for a law with strategy effects).
+
+        Raises:
+            ScalingInputError: a missing column, or a strategy the law was not fitted on.
         """
         self._check_fitted()
         cols = dict(runs)
@@ -562,20 +658,38 @@ class ScalingLaw:
         spec = FORMS[self.form]
         x = runs_features(cols, need_tokens="tokens_seen" in spec.features)
         xn = _normalise(x, self.refs_)
-        mean = spec.func(self._p, xn)
+        if self.strategies_:
+            if "strategy" not in cols:
+                raise ScalingInputError("a law with strategy effects needs the strategy column")
+            labels = [str(v) for v in np.atleast_1d(cols["strategy"])]
+            unknown = sorted(set(labels) - set(self.strategies_))
+            if unknown:
+                raise ScalingInputError(
+                    f"strategy {unknown[0]!r} was not among the fitted runs "
+                    f"({', '.join(self.strategies_)})"
+                )
+            xn[LEVEL] = np.array([self.strategies_.index(t) for t in labels])
+        levels = max(1, len(self.strategies_))
+        mean = _evaluate(spec, self._p, xn, levels)
         if not interval:
             return mean
         if len(self.bootstrap_params_) < 10:
             return mean, None
-        draws = np.array([spec.func(b, xn) for b in self.bootstrap_params_])
+        draws = np.array([_evaluate(spec, b, xn, levels) for b in self.bootstrap_params_])
         alpha = (1 - self.level) / 2
         return mean, (np.quantile(draws, alpha, axis=0), np.quantile(draws, 1 - alpha, axis=0))
+
+    @property
+    def equation(self) -> str:
+        """The form's equation, with the per-strategy intercept if fitted."""
+        base = FORMS[self.form].equation
+        return f"{base}, E per strategy (E_s)" if self.strategy_effects else base
 
     def to_dict(self) -> dict[str, Any]:
         self._check_fitted()
         return {
             "form": self.form,
-            "equation": FORMS[self.form].equation,
+            "equation": self.equation,
             "params": self.params_,
             "intervals": self.intervals_,
             "fixed": self.fixed_,
@@ -592,7 +706,9 @@ class ScalingLaw:
                 "level": self.level,
                 "holdout": self.holdout,
                 "seed": self.seed,
+                "strategy_effects": self.strategy_effects,
             },
+            "strategy_levels": self.strategies_,
             "f_scale": self.f_scale_,
             "refs": self.refs_,
             "internal_params": self._p.tolist(),
@@ -618,10 +734,13 @@ class ScalingLaw:
             law.n_runs_ = int(d["n_runs"])
             law.converged_ = bool(d["converged"])
             law.refs_ = {k: float(v) for k, v in d["refs"].items()}
+            law.strategies_ = [str(v) for v in d.get("strategy_levels", [])]
+            if law.strategy_effects != bool(law.strategies_):
+                raise ValueError("strategy effects without their strategies")
             law.f_scale_ = float(d["f_scale"])
             law.ranges_ = {k: [float(a), float(b)] for k, (a, b) in d["ranges"].items()}
             law._p = np.asarray(d["internal_params"], dtype=np.float64)
-            n_params = len(FORMS[d["form"]].params)
+            n_params = len(FORMS[d["form"]].params) + max(0, len(law.strategies_) - 1)
             law.bootstrap_params_ = np.asarray(
                 d["bootstrap_internal_params"], dtype=np.float64
             ).reshape(-1, n_params)
@@ -635,9 +754,18 @@ class ScalingLaw:
 
 
 def compare_forms(
-    runs: Mapping[str, Sequence[float]], forms: Sequence[str] = tuple(FORMS), **kwargs: Any
+    runs: Mapping[str, Sequence[float]],
+    forms: Sequence[str] = tuple(FORMS),
+    *,
+    strategy_effects: bool | None = None,
+    **kwargs: Any,
 ) -> list[dict[str, Any]]:
     """Fit every form; rows sorted by held-out RMSE, best first.
+
+    With ``strategy_effects`` (default: when the runs hold at least 2 strategies) every form is
+    also fitted with one intercept per strategy (rows ``<form>+strategy``), beside the
+    yardstick ``constant+strategy`` (each strategy's training-fold mean): a law whose
+    ``+strategy`` row wins says subsets of equal volume differ by how they were chosen.
 
     The RMSE and MAE that rank the forms are over the runs every fitted form could predict
     (``heldout_n``), so no form is favoured by skipping its hard folds; each form's own
@@ -646,42 +774,62 @@ def compare_forms(
     fold's mean: what the tokens form reduces to when every run sees the same budget) is the
     yardstick a law must beat.
     """
+    labels = [str(v) for v in runs["strategy"]] if "strategy" in runs else []
+    if strategy_effects is None:
+        strategy_effects = len(set(labels)) >= 2
+    variants = [(name, False) for name in forms]
+    if strategy_effects:
+        variants += [(name, True) for name in forms]
     laws: dict[str, ScalingLaw] = {}
     rows: dict[str, dict[str, Any]] = {}
-    for name in forms:
+    for name, effects in variants:
+        label = f"{name}+strategy" if effects else name
         try:
-            laws[name] = ScalingLaw(name, **kwargs).fit(runs)
+            laws[label] = ScalingLaw(name, strategy_effects=effects, **kwargs).fit(runs)
         except ScalingInputError as err:
-            rows[name] = {"form": name, "error": str(err), "heldout_rmse": math.inf}
+            rows[label] = {"form": label, "error": str(err), "heldout_rmse": math.inf}
     if laws:
         errs = {
             k: np.array([np.nan if e is None else e for e in law.heldout_["errors"]])
             for k, law in laws.items()
         }
-        common = np.logical_and.reduce([np.isfinite(e) for e in errs.values()])
+        # A law that can predict no held-out run (strategy effects, holding out a whole
+        # strategy) ranks last instead of emptying everyone's common set.
+        predictable = [e for e in errs.values() if np.isfinite(e).any()]
+        common = np.logical_and.reduce([np.isfinite(e) for e in predictable or errs.values()])
         first = next(iter(laws.values()))
         groups = first._groups(runs, runs_features(runs))
         y = np.asarray(runs["performance"], dtype=np.float64)
-        constant = np.full(y.size, np.nan)
-        for g in np.unique(groups):
-            test = groups == g
-            if (~test).sum() >= 2:
-                constant[test] = y[~test].mean() - y[test]
-        e = constant[common & np.isfinite(constant)]
-        rows["constant"] = {
-            "form": "constant",
-            "equation": "P = E (mean of the training fold)",
-            "heldout_rmse": float(np.sqrt(np.mean(e**2))) if e.size else math.inf,
-            "heldout_mae": float(np.mean(np.abs(e))) if e.size else None,
-            "heldout_n": int(e.size),
-            "heldout_errors": e.tolist(),
-            "baseline": True,
-        }
-        for name, law in laws.items():
-            e = errs[name][common]
+        yardsticks = {"constant": ("P = E (mean of the training fold)", _fold_means(y, groups))}
+        if strategy_effects:
+            yardsticks["constant+strategy"] = (
+                "P = E_s (mean of the training fold's runs of the strategy)",
+                _fold_means(y, groups, np.array(labels)),
+            )
+        for name, (equation, predicted) in yardsticks.items():
+            e = (predicted - y)[common & np.isfinite(predicted)]
             rows[name] = {
                 "form": name,
-                "equation": FORMS[name].equation,
+                "equation": equation,
+                "heldout_rmse": float(np.sqrt(np.mean(e**2))) if e.size else math.inf,
+                "heldout_mae": float(np.mean(np.abs(e))) if e.size else None,
+                "heldout_n": int(e.size),
+                "heldout_errors": e.tolist(),
+                "baseline": True,
+            }
+        for name, law in laws.items():
+            e = errs[name][common]
+            if not np.isfinite(errs[name]).any():
+                rows[name] = {
+                    "form": name,
+                    "error": "predicts none of the held-out runs (their strategy is not in the "
+                    "training fold)",
+                    "heldout_rmse": math.inf,
+                }
+                continue
+            rows[name] = {
+                "form": name,
+                "equation": law.equation,
                 "heldout_rmse": float(np.sqrt(np.mean(e**2))) if e.size else math.inf,
                 "heldout_mae": float(np.mean(np.abs(e))) if e.size else None,
                 "heldout_n": int(e.size),
@@ -692,3 +840,17 @@ def compare_forms(
                 "notes": law.notes_,
             }
     return sorted(rows.values(), key=lambda r: r["heldout_rmse"])
+
+
+def _fold_means(y: np.ndarray, groups: np.ndarray, strata: np.ndarray | None = None) -> np.ndarray:
+    """Each run predicted by the mean of the training fold (within its stratum, if given);
+    NaN where the fold holds fewer than 2 such runs."""
+    predicted = np.full(y.size, np.nan)
+    same = np.ones(y.size, dtype=bool)
+    for i in range(y.size):
+        if strata is not None:
+            same = strata == strata[i]
+        pool = (groups != groups[i]) & same
+        if pool.sum() >= 2:
+            predicted[i] = y[pool].mean()
+    return predicted

@@ -91,17 +91,24 @@ def fit_runs(
     loss: str = "soft_l1",
     n_bootstrap: int = 200,
     seed: int = 0,
+    strategy_effects: bool = False,
 ) -> dict[str, Any]:
-    """Fit ``form`` (and compare every form) on a runs file."""
+    """Fit ``form`` (with one intercept per strategy if ``strategy_effects``) and compare every
+    form, with and without strategy effects when the runs hold several strategies."""
     if form not in FORMS:
         raise ConfigError(f"unknown form {form!r}; choose from {', '.join(FORMS)}")
     if loss not in LOSSES:
         raise ConfigError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
     runs = read_runs(path)
     try:
-        law = ScalingLaw(form, loss=loss, holdout=holdout, n_bootstrap=n_bootstrap, seed=seed).fit(
-            runs
-        )
+        law = ScalingLaw(
+            form,
+            loss=loss,
+            holdout=holdout,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+            strategy_effects=strategy_effects,
+        ).fit(runs)
         comparison = compare_forms(runs, loss=loss, holdout=holdout, n_bootstrap=0, seed=seed)
     except ScalingInputError as err:
         raise InputError(str(err), path=path) from None
@@ -114,7 +121,26 @@ def fit_runs(
         d["pool_size"] = int(np.max(runs["pool_size"]))
     d["comparison"] = comparison
     d["runs_file"] = str(path)
+    hint = _strategy_hint(d)
+    if hint:
+        d["notes"].append(hint)
     return d
+
+
+def _strategy_hint(law_dict: dict[str, Any]) -> str | None:
+    """A note when the same form with strategy intercepts predicted held-out runs clearly better
+    (≥ 10% lower RMSE): the plan would otherwise rank strategies by L̄ alone."""
+    if law_dict.get("strategy_levels"):
+        return None
+    rmse = {r["form"]: r.get("heldout_rmse") for r in law_dict.get("comparison", [])}
+    plain, effects = rmse.get(law_dict["form"]), rmse.get(f"{law_dict['form']}+strategy")
+    if plain and effects and math.isfinite(plain) and effects < 0.9 * plain:
+        return (
+            f"with one intercept per strategy the {law_dict['form']} law predicts held-out runs "
+            f"better (RMSE {effects:.3g} vs {plain:.3g}): subsets of equal volume differ by how "
+            "they were chosen; refit with --strategy-effects before planning"
+        )
+    return None
 
 
 def _law(law_dict: dict[str, Any]) -> ScalingLaw:
@@ -194,7 +220,10 @@ def plan(
             "mean_tokens": lbar,
             "model_params": np.full(n.size, m),
             "tokens_seen": np.full(n.size, float(compute_tokens)),
+            "strategy": [strategy] * n.size,
         }
+        if law.strategies_ and strategy not in law.strategies_:
+            continue
         mean, band = law.predict(query, interval=True)
         k = int(np.argmax(mean))
         row = {
@@ -219,6 +248,9 @@ def plan(
             f"no candidate fits {compute_tokens:g} tokens (one epoch of the smallest set is larger)"
         )
     notes = list(law.notes_)
+    hint = _strategy_hint(law_dict)
+    if hint and hint not in notes:
+        notes.append(hint)
     if best["extrapolated"]:
         notes.append(
             "the best candidate lies outside the runs the law was fitted on "
@@ -287,7 +319,12 @@ def plot_fit(law_dict: dict[str, Any], runs_path: str | Path, out: str | Path) -
         p = prof[s]
         n = np.geomspace(min(p["n"]), max(p["n"]), 60)
         lb = np.interp(np.log(n), np.log(p["n"]), p["mean_tokens"])
-        q = {"n_examples": n, "mean_tokens": lb, "model_params": np.full(n.size, m)}
+        q = {
+            "n_examples": n,
+            "mean_tokens": lb,
+            "model_params": np.full(n.size, m),
+            "strategy": [s] * n.size,
+        }
         ax.plot(n * lb if feature == "volume" else n, law.predict(q), lw=1, color=colour)
     if law.form == "tokens":
         t = np.geomspace(values.min(), values.max(), 60)
