@@ -1,7 +1,8 @@
 """Write docs/scaling.md from the scaling study's files (whatever tasks are finished).
 
-Reads runs-<task>.csv, fit-<task>.json (`scaling fit --json`) and law-<task>.json (`--out`)
-written by run.sh, and plans each task's own budget with the fitted law.
+Reads runs-<task>.csv, fit-<task>.json (`scaling fit --json`), law-<task>.json (`--out`) and,
+if present, law-<task>-strategy.json (`scaling fit --strategy-effects --out`) written by run.sh,
+and plans each task's own budget with each fitted law.
 
     .venv/bin/python studies/scaling-smollm2/report.py [--here DIR] [--doc FILE]
 """
@@ -34,6 +35,19 @@ def paired_rmse_gap(winner, other, n_boot: int = 2000, seed: int = 0) -> tuple[f
     return float(lo), float(hi)
 
 
+def params_table(law: dict) -> list[str]:
+    lines = ["| parameter | value | 95% interval |", "|---|---|---|"]
+    for name, value in law["params"].items():
+        iv = law["intervals"].get(name)
+        shown = (
+            "fixed"
+            if name in law["fixed"]
+            else ("—" if iv is None else f"[{fmt(iv[0])}, {fmt(iv[1])}]")
+        )
+        lines.append(f"| {name} | {fmt(value)} | {shown} |")
+    return lines
+
+
 def task_section(here: Path, task: str) -> list[str]:
     import pandas as pd
 
@@ -64,17 +78,13 @@ def task_section(here: Path, task: str) -> list[str]:
                 "—" if g.empty else f"{g.performance.mean():.3f} ({g.mean_tokens.mean():.0f})"
             )
         lines.append(f"| {int(n)} | " + " | ".join(cells) + " |")
-    lines += ["", f"Volume law fit: {fit['equation']}", ""]
-    lines.append("| parameter | value | 95% interval |")
-    lines.append("|---|---|---|")
-    for name, value in fit["params"].items():
-        iv = fit["intervals"].get(name)
-        shown = (
-            "fixed"
-            if name in fit["fixed"]
-            else ("—" if iv is None else f"[{fmt(iv[0])}, {fmt(iv[1])}]")
-        )
-        lines.append(f"| {name} | {fmt(value)} | {shown} |")
+    laws = {"volume law": law}
+    strategy_path = here / f"law-{task}-strategy.json"
+    if strategy_path.exists():
+        laws["volume law with one intercept per strategy"] = json.loads(strategy_path.read_text())
+    for title, fitted_law in laws.items():
+        lines += ["", f"Fit of the {title}: {fitted_law['equation']}", ""]
+        lines += params_table(fitted_law)
     lines += ["", f"Forms by held-out error (leave one {fit['heldout']['by']} out):", ""]
     lines.append("| form | equation | RMSE | MAE | runs | note |")
     lines.append("|---|---|---|---|---|---|")
@@ -84,48 +94,70 @@ def task_section(here: Path, task: str) -> list[str]:
             f"| {row['form']} | {row.get('equation', '')} | {fmt(row.get('heldout_rmse'))} | "
             f"{fmt(row.get('heldout_mae'))} | {row.get('heldout_n', '—')} | {note} |"
         )
+    rows = {r["form"]: r for r in fit["comparison"] if "error" not in r}
     fitted = [r for r in fit["comparison"] if "error" not in r and not r.get("baseline")]
-    constant = next((r for r in fit["comparison"] if r["form"] == "constant"), None)
+    pairs = []
     if len(fitted) >= 2:
-        a, b = fitted[0], fitted[1]
-        lo, hi = paired_rmse_gap(a["heldout_errors"], b["heldout_errors"])
-        lines += [
-            "",
-            f"**Winner: {a['form']}**, held-out RMSE {fmt(a['heldout_rmse'])} vs "
-            f"{fmt(b['heldout_rmse'])} for {b['form']} "
-            f"({100 * (1 - a['heldout_rmse'] / b['heldout_rmse']):.0f}% lower; paired bootstrap "
-            f"95% interval of the RMSE gap [{lo:.3f}, {hi:.3f}]"
-            + (", which includes 0: not a clear win)" if lo <= 0 <= hi else ")")
-            + (
-                f"; the constant yardstick has {fmt(constant['heldout_rmse'])}"
-                f" ({100 * (1 - a['heldout_rmse'] / constant['heldout_rmse']):.0f}% lower)."
-                if constant and constant["heldout_rmse"]
-                else "."
-            ),
-        ]
-    p = plan(law, budget)
-    best = p["best"]
-    iv = best["interval"]
+        pairs.append((fitted[0]["form"], fitted[1]["form"], "winner vs runner-up"))
+    pairs += [
+        ("volume", "constant", "the paper's form vs no law"),
+        ("volume+strategy", "volume", "strategy intercepts vs none"),
+        ("volume+strategy", "constant+strategy", "the volume term beyond the intercepts"),
+    ]
     lines += [
         "",
-        f"Plan for the same budget ({budget:,.0f} tokens): {best['strategy']}, N = "
-        f"{best['n_examples']}, L̄ = {best['mean_tokens']:.1f}, {best['epochs']:.2f} epochs, "
-        f"predicted {best['predicted_performance']:.3f}"
-        + ("" if iv is None else f" [{iv[0]:.3f}, {iv[1]:.3f}]")
-        + (" (extrapolated)" if best["extrapolated"] else "")
-        + ".",
+        "Paired comparisons on the same held-out runs (RMSE gap = second − first; "
+        "95% paired-bootstrap interval):",
+        "",
     ]
-    for note in p["notes"]:
-        lines.append(f"- note: {note}")
-    plot_plan(law, here / f"plan-{task}.png")
-    for png in (f"fit-{task}.png", f"plan-{task}.png"):
+    lines.append("| comparison | first | RMSE | second | RMSE | first lower by | 95% interval |")
+    lines.append("|---|---|---|---|---|---|---|")
+    for first, second, what in pairs:
+        a, b = rows.get(first), rows.get(second)
+        if not a or not b or len(a["heldout_errors"]) != len(b["heldout_errors"]):
+            continue
+        lo, hi = paired_rmse_gap(a["heldout_errors"], b["heldout_errors"])
+        verdict = "" if lo > 0 or hi < 0 else " (includes 0)"
+        lines.append(
+            f"| {what} | {first} | {fmt(a['heldout_rmse'])} | {second} | "
+            f"{fmt(b['heldout_rmse'])} | {100 * (1 - a['heldout_rmse'] / b['heldout_rmse']):.0f}%"
+            f" | [{lo:.3f}, {hi:.3f}]{verdict} |"
+        )
+    if fitted:
+        lines += ["", f"**Best form on held-out runs: {fitted[0]['form']}.**"]
+    for title, fitted_law in laws.items():
+        p = plan(fitted_law, budget)
+        best = p["best"]
+        iv = best["interval"]
+        lines += [
+            "",
+            f"Plan with the {title} for the same budget ({budget:,.0f} tokens): "
+            f"{best['strategy']}, N = {best['n_examples']}, L̄ = {best['mean_tokens']:.1f}, "
+            f"{best['epochs']:.2f} epochs, predicted {best['predicted_performance']:.3f}"
+            + ("" if iv is None else f" [{iv[0]:.3f}, {iv[1]:.3f}]")
+            + (" (extrapolated)" if best["extrapolated"] else "")
+            + ". Best per strategy: "
+            + ", ".join(
+                f"{c['strategy']} {c['predicted_performance']:.3f} (N {c['n_examples']})"
+                for c in sorted(p["per_strategy"], key=lambda c: -c["predicted_performance"])
+            )
+            + ".",
+        ]
+        for note in p["notes"]:
+            lines.append(f"- note: {note}")
+    for suffix, fitted_law in zip(("", "-strategy"), laws.values(), strict=False):
+        plot_plan(fitted_law, here / f"plan-{task}{suffix}.png")
+    pngs = [
+        f"{kind}-{task}{suffix}.png" for kind in ("fit", "plan") for suffix in ("", "-strategy")
+    ]
+    for png in pngs:
         if (here / png).exists():
             rel = (
                 Path("..") / (here / png).relative_to(ROOT)
                 if here.is_relative_to(ROOT)
                 else here / png
             )
-            lines += ["", f"![{task} {png.split('-')[0]}]({rel.as_posix()})"]
+            lines += ["", f"![{png[: -len('.png')]}]({rel.as_posix()})"]
     return [*lines, ""]
 
 
@@ -136,9 +168,10 @@ def main() -> None:
     args = parser.parse_args()
     here = args.here.resolve()
     tasks = sorted(
-        p.name[len("fit-") : -len(".json")]
-        for p in here.glob("fit-*.json")
-        if (here / f"law-{p.name[4:]}").exists()
+        p.name[len("runs-") : -len(".csv")]
+        for p in here.glob("runs-*.csv")
+        if (here / f"law-{p.name[5:-4]}.json").exists()
+        and (here / f"fit-{p.name[5:-4]}.json").exists()
     )
     lines = [
         "# Scaling-law evidence: the dataset-volume law on the built-in model",

@@ -339,7 +339,7 @@ def plot_fit(law_dict: dict[str, Any], runs_path: str | Path, out: str | Path) -
     ax.set_xlabel(label)
     ax.set_ylabel("performance")
     several = np.ptp(runs["model_params"]) > 0
-    title = FORMS[law.form].equation + (f" (curves at M = {m:.3g})" if several else "")
+    title = law.equation + (f" (curves at M = {m:.3g})" if several else "")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
@@ -354,7 +354,10 @@ def plot_plan(
     max_examples: int | None = None,
     model_params: float | None = None,
 ) -> None:
-    """Best predicted performance against compute (tokens); dashed where extrapolated."""
+    """Best predicted performance against compute (tokens), dashed where extrapolated, with its
+    bootstrap interval and each strategy's best as a thin line. The y-axis follows the
+    predictions (padded), so an interval that explodes far outside the fitted runs is cut at
+    the frame rather than flattening the curves."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -367,20 +370,35 @@ def plot_plan(
     )
     budgets = np.geomspace(largest_v / 50, largest_v * 20, 25)
     pts = []
+    per_strategy: dict[str, list[tuple[float, float]]] = {}
     for c in budgets:
         try:
-            r = plan(law_dict, c, max_examples=max_examples, model_params=model_params)["best"]
+            result = plan(law_dict, c, max_examples=max_examples, model_params=model_params)
         except ConfigError:
             continue
+        r = result["best"]
         iv = r["interval"] or (math.nan, math.nan)
         pts.append((c, r["predicted_performance"], iv[0], iv[1], r["extrapolated"]))
+        for cand in result["per_strategy"]:
+            per_strategy.setdefault(cand["strategy"], []).append((c, cand["predicted_performance"]))
     fig, ax = plt.subplots(figsize=(7, 4.2))
     if pts:
         c, best, lo, hi, extra = (np.array(v) for v in zip(*pts, strict=True))
         inside = np.where(extra, np.nan, best)
-        ax.plot(c, best, lw=1.5, ls="--", color="C0", label="best predicted (extrapolated)")
-        ax.plot(c, inside, lw=2.5, color="C0", label="best predicted (within the fitted runs)")
-        ax.fill_between(c, lo, hi, alpha=0.2, color="C0", label="interval")
+        ax.fill_between(c, lo, hi, alpha=0.15, color="black", label="interval of the best")
+        ax.plot(c, best, lw=1.5, ls="--", color="black", label="best predicted (extrapolated)")
+        ax.plot(c, inside, lw=2.5, color="black", label="best predicted (within the fitted runs)")
+        shown = [best]
+        if len(per_strategy) > 1:
+            for i, (name, values) in enumerate(sorted(per_strategy.items())):
+                xs, ys = (np.array(v) for v in zip(*values, strict=True))
+                ax.plot(xs, ys, lw=1, color=f"C{i}", label=name)
+                shown.append(ys)
+        values = np.concatenate(shown)
+        values = values[np.isfinite(values)]
+        if values.size:
+            span = max(float(np.ptp(values)), 0.05 * max(abs(float(values.max())), 1e-6))
+            ax.set_ylim(float(values.min()) - 0.3 * span, float(values.max()) + 0.3 * span)
     ax.set_xscale("log")
     ax.set_xlabel("compute budget (training tokens)")
     ax.set_ylabel("predicted performance")
