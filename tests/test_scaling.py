@@ -268,6 +268,8 @@ def test_scaling_runs_end_to_end(tiny_model_dir, tmp_path, capsys):
     long = frame[frame.strategy == "longest"].mean_tokens.to_numpy()
     assert np.all(short < long)
     assert np.all(np.abs(frame.tokens_seen - 200) < frame.mean_tokens * 8)  # ~C per run
+    volume = frame.n_examples * frame.mean_tokens
+    np.testing.assert_allclose(frame.epochs, frame.tokens_seen / volume)
     assert (frame.metric == "loglik_accuracy").all()
     code, _, _ = run_main(args, capsys)  # resumes from the cache
     assert code == 0 and len(list((tmp_path / "cache").glob("*.json"))) == 6
@@ -504,3 +506,15 @@ def test_plan_with_strategy_effects_and_the_hint_to_use_them(tmp_path, capsys):
     d = json.loads(out)
     assert {"A", "beta", "gamma", "E", "delta[random]"} <= set(d["params"])
     assert "E per strategy" in d["equation"]
+
+
+def test_fit_notes_runs_below_one_epoch(tmp_path):
+    from dataplan.workflows.scaling import fit_runs
+
+    runs = synthetic_runs()
+    runs["epochs"] = np.where(runs["n_examples"] >= 1024, 0.5, 2.0)
+    law = fit_runs(_write_runs(tmp_path / "runs.csv", runs), n_bootstrap=0)
+    assert any("4 of 24 runs trained on less than one epoch" in n for n in law["notes"])
+    runs["epochs"] = np.full(runs["n_examples"].size, 2.0)
+    law = fit_runs(_write_runs(tmp_path / "runs.csv", runs), n_bootstrap=0)
+    assert not any("less than one epoch" in n for n in law["notes"])

@@ -187,6 +187,9 @@ def main() -> None:
         f"**Tasks finished: {len(tasks)}.**",
         "",
     ]
+    reading = here / "reading.md"  # the hand-written summary of what the numbers say
+    if reading.exists():
+        lines += [reading.read_text(encoding="utf-8").rstrip(), ""]
     for task in tasks:
         lines += task_section(here, task)
     args.doc.parent.mkdir(parents=True, exist_ok=True)

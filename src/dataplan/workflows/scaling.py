@@ -27,6 +27,7 @@ NUMERIC_COLUMNS = (
     *COLUMNS,
     "tokens_seen",
     "pool_size",
+    "epochs",
     "seed",
     "exact_match",
     "token_f1",
@@ -124,6 +125,13 @@ def fit_runs(
     hint = _strategy_hint(d)
     if hint:
         d["notes"].append(hint)
+    if "epochs" in runs:
+        short = int(np.sum(np.asarray(runs["epochs"]) < 1))
+        if short:
+            d["notes"].append(
+                f"{short} of {len(runs['epochs'])} runs trained on less than one epoch: part of "
+                "their subset was never seen, so their volume overstates the data used"
+            )
     return d
 
 

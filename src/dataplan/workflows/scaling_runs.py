@@ -9,16 +9,19 @@ Subsampling strategies of the training pool (token length = prompt + answer + en
 
 Under a compute budget C (training tokens) the number of optimiser steps is
 ``ceil(C / (min(batch_size, N) · L̄))`` [our choice], so every run sees about C tokens whatever N and L̄;
-without one, the curve's steps rule applies. ``tokens_seen = steps · batch_size · L̄``.
+without one, the curve's steps rule applies. ``tokens_seen = steps · batch_size · L̄`` and
+``epochs = tokens_seen / (N · L̄)``; a run below one epoch never sees part of its subset (its
+volume overstates the data used), which is logged as a warning.
 Each run is cached and resumable like ``dataplan curve`` (same machinery); the runs file has
 one row per run: ``task, strategy, seed, n_examples, mean_tokens, tokens_seen, model_params,
-pool_size, performance, metric`` and the other metrics.
+pool_size, epochs, performance, metric`` and the other metrics.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import logging
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -40,6 +43,7 @@ from dataplan.workflows.curve import (
 )
 
 STRATEGIES = ("random", "shortest", "longest", "stratified")
+log = logging.getLogger(__name__)
 
 
 def token_lengths(formatter: PromptFormatter, examples: list[Example]) -> np.ndarray:
@@ -141,6 +145,7 @@ def scaling_runs(
             result["settings"] = key
             write_json(path, result)
         metric, performance = headline(result, task_metric, kind)
+        tokens_seen = float(steps * min(train.batch_size, n) * mean_tokens)
         rows.append(
             {
                 "task": label,
@@ -148,15 +153,27 @@ def scaling_runs(
                 "seed": seed,
                 "n_examples": n,
                 "mean_tokens": mean_tokens,
-                "tokens_seen": float(steps * min(train.batch_size, n) * mean_tokens),
+                "tokens_seen": tokens_seen,
                 "model_params": model_params,
                 "pool_size": len(pool),
+                "epochs": tokens_seen / (n * mean_tokens),
                 "performance": performance,
                 "metric": metric,
                 "exact_match": result["exact_match"],
                 "token_f1": result["token_f1"],
                 "loglik_accuracy": result["loglik_accuracy"],
             }
+        )
+    short = [r for r in rows if r["epochs"] < 1]
+    if short:
+        log.warning(
+            "%d of %d runs train on less than one epoch (e.g. N = %d, L̄ = %.0f: %.2f epochs): "
+            "part of their subset is never seen, so their volume overstates the data used",
+            len(short),
+            len(rows),
+            short[0]["n_examples"],
+            short[0]["mean_tokens"],
+            short[0]["epochs"],
         )
     import pandas as pd
 
