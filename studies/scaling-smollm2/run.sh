@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Evidence for `dataplan scaling` on the built-in model: fine-tune at each (N, strategy) under a
 # fixed compute budget of training tokens, on two suite tasks, then fit and compare the forms.
-# Resumable: every run is cached in points/ (committed). Run from the repository root:
+# Resumable: every run is cached in points/ (committed); ends by writing docs/scaling.md.
+# Run from the repository root:
 #   bash studies/scaling-smollm2/run.sh
 # (MODEL, HERE, NS, TOKENS and TEST override the settings, e.g. for a smoke run on a tiny model.)
 set -euo pipefail
@@ -17,4 +18,8 @@ for task in $TASKS; do
     --max-test "$TEST" --cache "$HERE/points" --out "$HERE/runs-$task.csv" --quiet
   .venv/bin/dataplan scaling fit "$HERE/runs-$task.csv" --form volume --out "$HERE/law-$task.json" \
     --plot "$HERE/fit-$task.png" --json > "$HERE/fit-$task.json"
+  .venv/bin/dataplan scaling fit "$HERE/runs-$task.csv" --form volume --strategy-effects \
+    --out "$HERE/law-$task-strategy.json" --plot "$HERE/fit-$task-strategy.png" --json \
+    > "$HERE/fit-$task-strategy.json"
 done
+.venv/bin/python "$HERE/report.py"
