@@ -217,6 +217,8 @@ def plan(
     best: dict[str, Any] | None = None
     candidates = []
     for strategy, prof in profile.items():
+        if law.strategies_ and strategy not in law.strategies_:
+            continue  # a profile without an intercept (a law file edited by hand)
         lengths = np.interp(np.log(grid), np.log(prof["n"]), prof["mean_tokens"])
         volume = grid * lengths
         ok = volume <= compute_tokens
@@ -230,8 +232,6 @@ def plan(
             "tokens_seen": np.full(n.size, float(compute_tokens)),
             "strategy": [strategy] * n.size,
         }
-        if law.strategies_ and strategy not in law.strategies_:
-            continue
         mean, band = law.predict(query, interval=True)
         k = int(np.argmax(mean))
         row = {
