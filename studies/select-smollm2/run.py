@@ -112,7 +112,8 @@ def main() -> None:
 
     loaded = load_model(args.model)
     formatter = PromptFormatter(loaded.tokenizer)
-    results = {}
+    results: dict = {}
+    ranking: dict = {}  # task -> method -> how the pool's ranking separates corrupted labels
     points = HERE / "points"
     for task in tasks:
         noise = TASKS.get(task, 0.0)
@@ -135,6 +136,7 @@ def main() -> None:
             "target_size": TARGET,
         }
         rows = results.setdefault(label, {})
+        ranking.setdefault(label, {})
         for method in sorted(methods, key=COMPUTE_ORDER.index):
             for seed in seeds:
                 sel_seed = seed if method == "random" else 0
@@ -196,10 +198,34 @@ def main() -> None:
                     f"{label} {method} seed {seed}: {metric} {point['performance']:.3f}", flush=True
                 )
                 rows.setdefault(method, []).append(point)
-    write_report(results)
+            if bad and method != "random":  # the scores are cached: this pass is cheap
+                sel_cfg = replace(sel_cfg, seed=0, progress=False)
+                ranking[label][method] = noise_ranking(select(sel_cfg, loaded=loaded), set(bad))
+    write_report(results, ranking)
 
 
-def write_report(results: dict) -> None:
+def noise_ranking(chosen, bad: set[str]) -> dict:
+    """How a method's ranking of the whole pool separates the corrupted examples.
+
+    ``auroc``: P(a clean example ranks above a corrupted one), ties counted half (Mann-Whitney
+    U / (n_clean · n_bad)); 0.5 is chance, 1.0 puts every corrupted example last.
+    ``bottom_share``: share of corrupted examples among the |bad| ranked last.
+    """
+    from scipy.stats import mannwhitneyu
+
+    is_bad = np.array([i in bad for i in chosen.columns["id"]])
+    rank = np.asarray(chosen.rank)
+    # A lower rank is better: a clean example "wins" when its rank is smaller.
+    u = mannwhitneyu(-rank[~is_bad], -rank[is_bad]).statistic
+    bottom = np.argsort(rank)[-int(is_bad.sum()) :]
+    return {
+        "auroc": float(u / ((~is_bad).sum() * is_bad.sum())),
+        "bottom_share": float(is_bad[bottom].mean()),
+        "selected_share": float(is_bad[rank < chosen.k].mean()),
+    }
+
+
+def write_report(results: dict, ranking: dict) -> None:
     """results.json, table.md and select.png from the points of this invocation.
 
     Scored methods select once (seed 0) and their seeds vary only the fine-tune; ``random``
@@ -295,6 +321,24 @@ def write_report(results: dict) -> None:
                 spread = "n=1" if delta["std"] is None else f"± {delta['std']:.3f}"
                 cells.append(f"{delta['mean']:+.3f} {spread}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    noisy = {label: r for label, r in ranking.items() if r}
+    if noisy:
+        lines += [
+            "",
+            "Corrupted labels in the whole pool's ranking: AUROC = P(a clean example ranks above "
+            "a corrupted one; 0.5 = chance); share corrupted among the lowest-ranked |corrupted| "
+            "and among the selected:",
+            "",
+            "| task | method | AUROC | corrupted in bottom | corrupted selected |",
+            "|---|---|---|---|---|",
+        ]
+        for label, methods in noisy.items():
+            for method, r in methods.items():
+                summary[label]["methods"][method]["noise_ranking"] = r
+                lines.append(
+                    f"| {label} | {method} | {r['auroc']:.3f} | {r['bottom_share']:.0%} | "
+                    f"{r['selected_share']:.0%} |"
+                )
     write_json(HERE / "results.json", summary)
     with atomic_path(HERE / "table.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
