@@ -154,6 +154,13 @@ def test_gradsim_pass_serves_gsnr_and_gradnorm(tmp_path, tiny_model_dir, monkeyp
     np.testing.assert_allclose(shared.scores, alone.scores, rtol=1e-5)
     sim_table = read_parquet(tmp_path / "gradsim.parquet")
     np.testing.assert_allclose(sim_table["grad_norm_late"], shared.columns["grad_norm_late"])
+    # Re-ranking the cached pool with another k runs no backward pass, not even the target's.
+    monkeypatch.setattr(stats, "gradient_stats", boom)
+    monkeypatch.setattr(stats, "mean_gradient", boom)
+    again = select(
+        _cfg(tmp_path, tiny_model_dir, "gradsim", members=3, target=target, k=2, fraction=None)
+    )
+    np.testing.assert_allclose(again.scores, sim_table["score"], rtol=1e-12)
 
 
 def test_other_seed_other_ensemble(tmp_path, tiny_model_dir):

@@ -5,8 +5,9 @@ saved in the run folder as ``shards/<array>-<size>-<i>.safetensors`` (start/stop
 inside), so a crashed run resumes shard by shard, and ``torchrun`` ranks share the shards.
 Proxy losses are named by method (``loss-…``, ``ifd-…``); gradient statistics by what they are
 of — ``sq-<adapter weights>`` (per-example squared norms), ``inner-<adapter weights>-<target>``
-(inner products with a target's mean gradient), ``sum-<member weights>`` (the classic SNR's
-norm of the members' sum) — so every method that reads an adapter shares its pass.
+(inner products with a target's mean gradient; ``target-…`` holds that gradient's norm),
+``sum-<member weights>`` (the classic SNR's norm of the members' sum) — so every method that
+reads an adapter shares its pass.
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ def _loss_scores(cfg, run, loaded, formatter, encoded, pad, shards, progress):
 
 def _gradient_scores(cfg, run, loaded, encoded, target_encoded, target_id, pad, shards, progress):
     from dataplan.compute.ensemble import adapter_name, load_ensemble, train_ensemble
-    from dataplan.compute.example_stats import gradient_stats, mean_gradient
+    from dataplan.compute.example_stats import gradient_stats
 
     settings = cfg.ensemble
     seconds: dict[str, float] = {}
@@ -166,21 +167,6 @@ def _gradient_scores(cfg, run, loaded, encoded, target_encoded, target_id, pad, 
         adapters = [adapter_name(m, c) for m in range(members) for c in range(n_cp)]
     model = load_ensemble(loaded.model, dirs)
     try:
-        references: dict[str, Any] = {}
-        target_norm = None
-        if cfg.method == "gradsim":
-            start = time.perf_counter()
-            for a in adapters:
-                references[a] = mean_gradient(
-                    model, target_encoded, pad, a, batch_size=cfg.stats_batch_size
-                )
-            target_norm = np.asarray(
-                [
-                    [float(sum(g.pow(2).sum() for g in references[a].values()) ** 0.5)]
-                    for a in adapters
-                ]
-            )
-            seconds["target_gradients"] = round(time.perf_counter() - start, 3)
         # Statistics are cached per adapter — named by its weights' digest, so a retrained
         # member invalidates — not per method: methods that read the same adapters share
         # passes (gradnorm reuses gsnr's late norms; gradsim's pass, which yields every
@@ -190,6 +176,14 @@ def _gradient_scores(cfg, run, loaded, encoded, target_encoded, target_id, pad, 
             for m in range(members)
             for c in range(n_cp)
         }
+        references: dict[str, Any] = {}
+        target_norm = None
+        if cfg.method == "gradsim":
+            start = time.perf_counter()
+            references, target_norm = _target_gradients(
+                run, model, target_encoded, target_id, pad, adapters, weight_of, cfg
+            )
+            seconds["target_gradients"] = round(time.perf_counter() - start, 3)
         stores = {("sq", a): _shard_store(run, f"sq-{weight_of[a]}", shards) for a in adapters}
         if references:
             for a in adapters:
@@ -227,7 +221,7 @@ def _gradient_scores(cfg, run, loaded, encoded, target_encoded, target_id, pad, 
                 [encoded[j] for j in r],
                 pad,
                 need,
-                references={a: references[a] for a in need if a in references},
+                references={a: references[a]() for a in need if a in references},
                 sum_groups=groups if need_sum else None,
                 batch_size=cfg.stats_batch_size,
                 progress=progress,
@@ -273,6 +267,39 @@ def _gradient_scores(cfg, run, loaded, encoded, target_encoded, target_id, pad, 
         cos = sel.cosine_scores(arrays["inner"], norms, target_norm)
         scores = cos.mean(axis=0)
     return scores, columns, seconds, notes
+
+
+def _target_gradients(run, model, target_encoded, target_id, pad, adapters, weight_of, cfg):
+    """Per adapter: a lazy mean target gradient, and its norm (cached), shape (A, 1).
+
+    The target's mean gradient R (one (out, in) matrix per LoRA linear) is only needed for
+    shards whose inner products are not cached; its norm is needed for every cosine and is
+    saved beside them, so re-ranking a cached pool (another ``--k``) runs no backward pass.
+    """
+    from dataplan.compute.example_stats import mean_gradient
+
+    computed: dict[str, Any] = {}
+    references = {}
+    norms = []
+    for a in adapters:
+
+        def reference(a: str = a) -> Any:
+            if a not in computed:
+                computed[a] = mean_gradient(
+                    model, target_encoded, pad, a, batch_size=cfg.stats_batch_size
+                )
+            return computed[a]
+
+        references[a] = reference
+        load, save = _shard_store(
+            run, f"target-{weight_of[a]}-{target_id}", [range(len(target_encoded))]
+        )
+        cached = load(0)
+        if cached is None:
+            norm = float(sum(g.pow(2).sum() for g in reference().values()) ** 0.5)
+            cached = save(0, {"norm": np.asarray([norm], dtype=np.float64)})
+        norms.append(cached["norm"])
+    return references, np.stack(norms)
 
 
 __all__ = ["score_pool"]
