@@ -128,6 +128,7 @@ def main() -> None:
         if not options:  # exact-match tasks: scoring every option would be wasted compute
             test = [replace(e, choices=None) for e in test]
         pool_examples = load_examples(pool_path)
+        answer_of = {e.id: e.answer for e in pool_examples}  # as trained on (corrupted or not)
         target_examples = load_examples(target_path)
         identity = {
             **point_settings(curve_cfg, pool_examples, test),
@@ -194,6 +195,11 @@ def main() -> None:
                         "select_stage_seconds": chosen.seconds,
                     }
                     write_json(path, point)
+                if options:  # a subset of one label teaches the model to answer only that
+                    labels = [answer_of[i] for i in point["selected_ids"]]
+                    point["subset_majority_label_share"] = max(map(labels.count, labels)) / len(
+                        labels
+                    )
                 print(
                     f"{label} {method} seed {seed}: {metric} {point['performance']:.3f}", flush=True
                 )
@@ -256,6 +262,11 @@ def write_report(results: dict, ranking: dict) -> None:
             "methods": {},
         }
         cells = []
+        majority_key = (
+            "loglik_majority_share"
+            if first["metric"] == "loglik_accuracy"
+            else "prediction_majority_share"
+        )
         for method in METHODS:
             pts = rows.get(method, [])
             if not pts:
@@ -269,8 +280,9 @@ def write_report(results: dict, ranking: dict) -> None:
                 "seeds": [p["seed"] for p in pts],
                 "per_seed": perf.tolist(),
                 "test_se": float(np.sqrt(mean * (1 - mean) / first["n_test"])),
+                # Share of the most common test prediction (1.0: the model answers one label).
                 "prediction_majority_share": float(
-                    np.mean([p.get("prediction_majority_share") or 0.0 for p in pts])
+                    np.mean([p.get(majority_key) or 0.0 for p in pts])
                 ),
             }
             base = {p["seed"]: p["performance"] for p in rows.get("random", [])}
@@ -281,6 +293,11 @@ def write_report(results: dict, ranking: dict) -> None:
                     "std": float(np.std(paired, ddof=1)) if len(paired) > 1 else None,
                     "n": len(paired),
                 }
+            label_shares = [
+                p["subset_majority_label_share"] for p in pts if "subset_majority_label_share" in p
+            ]
+            if label_shares:
+                entry["subset_majority_label_share"] = float(np.mean(label_shares))
             shares = [p["corrupted_share"] for p in pts if p["corrupted_share"] is not None]
             if shares:
                 entry["corrupted_share"] = float(np.mean(shares))
@@ -289,6 +306,8 @@ def write_report(results: dict, ranking: dict) -> None:
             cell = f"{mean:.3f} {spread}"
             if shares:
                 cell += f" (kept {entry['corrupted_share']:.0%} corrupted)"
+            if label_shares:
+                cell += f" [top label {entry['subset_majority_label_share']:.0%}]"
             cells.append(cell)
         lines.append(
             f"| {label} | {first['metric']} | {first['k']} / {first['n_pool']} | "
