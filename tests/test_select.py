@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -188,6 +189,12 @@ def learnable_model_dir(tmp_path_factory, char_tokenizer):
     return path
 
 
+def _auroc(scores: np.ndarray, is_noisy: np.ndarray) -> float:
+    """P(a clean example scores higher than a noisy one), ties half: 0.5 is chance."""
+    clean, noisy = scores[~is_noisy], scores[is_noisy]
+    return float(np.mean([[float(c > z) + 0.5 * float(c == z) for z in noisy] for c in clean]))
+
+
 def test_planted_noisy_examples_rank_low_with_gsnr(tmp_path, learnable_model_dir):
     """30% of a learnable toy pool carries wrong labels; G-SNR should put them at the bottom.
 
@@ -212,12 +219,14 @@ def test_planted_noisy_examples_rank_low_with_gsnr(tmp_path, learnable_model_dir
     is_noisy = np.asarray([i in noisy for i in range(n)])
     s = result.scores
     # AUROC of "a clean example scores higher than a noisy one": 0.5 is chance.
-    auroc = np.mean(
-        [[float(c > z) + 0.5 * float(c == z) for z in s[is_noisy]] for c in s[~is_noisy]]
-    )
+    auroc = _auroc(s, is_noisy)
     assert auroc > 0.75, auroc
     kept = result.rank < int(0.3 * n)
     assert is_noisy[kept].mean() < 0.15, is_noisy[kept].mean()
+    # The shrinkage form reads the same cached statistics and separates them too.
+    shrinkage = select(replace(cfg, snr_form="shrinkage"))
+    np.testing.assert_allclose(shrinkage.scores, result.columns["grad_shrinkage"], rtol=1e-12)
+    assert _auroc(shrinkage.scores, is_noisy) > 0.75
 
 
 @pytest.mark.parametrize(
@@ -228,6 +237,8 @@ def test_planted_noisy_examples_rank_low_with_gsnr(tmp_path, learnable_model_dir
         (dict(fraction=None, k=None), ConfigError),
         (dict(method="gradsim"), ConfigError),
         (dict(method="gsnr", members=1), ConfigError),
+        (dict(method="gsnr", snr_form="shrinkage", checkpoints=(1.0,)), ConfigError),
+        (dict(method="gsnr", snr_form="nope"), ConfigError),
         (dict(method="nope"), ConfigError),
         (dict(method="gsnr", checkpoints=(1.0, 0.5)), ConfigError),
         (dict(out="subset.txt"), ConfigError),

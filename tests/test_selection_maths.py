@@ -22,6 +22,22 @@ def test_gsnr_default_by_hand():
         sel.gsnr_default(early, late[:, :2])
 
 
+def test_gsnr_shrinkage_by_hand():
+    early = np.array([[4.0, 2.0, 0.0, 1.0], [6.0, 2.0, 0.0, 1.0]])  # members x examples
+    late = np.array([[1.0, 2.0, 0.0, 3.0], [3.0, 2.0, 0.0, 1.0]])
+    got = sel.gsnr_shrinkage(early, late)
+    # (5 - 2) / 5; no shrink; zero gradient; a gradient that grew (1 -> 2) is negative.
+    np.testing.assert_allclose(got, [0.6, 0.0, 0.0, -1.0])
+    # One member is enough (no spread is involved), and the default form divides this by it.
+    np.testing.assert_allclose(sel.gsnr_shrinkage(early[:1], late[:1]), [0.75, 0, 0, -2.0])
+    spread = late.std(axis=0) / late.mean(axis=0)
+    np.testing.assert_allclose(
+        sel.gsnr_default(early[:, :2], late[:, :2], eps=0.01), got[:2] / (spread[:2] + 0.01)
+    )
+    with pytest.raises(ValueError, match="differ in shape"):
+        sel.gsnr_shrinkage(early, late[:, :2])
+
+
 def test_gsnr_classic_matches_explicit_vectors():
     rng = np.random.default_rng(0)
     g = rng.normal(size=(3, 5, 7))  # members x examples x parameters

@@ -654,7 +654,7 @@ def select_cmd(
         str,
         typer.Option(
             help="default: gradient shrinkage (early-late)/early over the members' late spread; "
-            "classic: |mean g|^2 / mean |g - mean|^2."
+            "shrinkage: the shrinkage alone; classic: |mean g|^2 / mean |g - mean|^2."
         ),
     ] = "default",
     learning_rate: Annotated[float, typer.Option(help="Ensemble learning rate.")] = 5e-4,

@@ -10,6 +10,12 @@ G-SNR, default form [our choice, METHODS.md §4]: how much the gradient shrank d
 
     G-SNR_i = ((ḡ_i,early − ḡ_i,late) / ḡ_i,early)  /  (std_m ‖g_i,late^m‖ / ḡ_i,late + ε)
 
+G-SNR, shrinkage form: the signal alone, without the members' spread — on a 135M proxy with
+30% corrupted labels the spread was *lower* for the corrupted examples (the members agree they
+cannot fit them) and cancelled the shrinkage's separation (docs/select.md)::
+
+    shrinkage_i = (ḡ_i,early − ḡ_i,late) / ḡ_i,early
+
 G-SNR, classic form: the signal-to-noise ratio of the gradient vectors across members::
 
     SNR_i = ‖mean_m g_i^m‖² / mean_m ‖g_i^m − mean_m g_i^m‖²
@@ -28,7 +34,7 @@ import math
 
 import numpy as np
 
-GSNR_FORMS = ("default", "classic")
+GSNR_FORMS = ("default", "shrinkage", "classic")
 
 
 def _as_2d(name: str, x: np.ndarray) -> np.ndarray:
@@ -56,11 +62,28 @@ def gsnr_default(norms_early: np.ndarray, norms_late: np.ndarray, eps: float = 1
         raise ValueError(
             "G-SNR needs an ensemble of at least 2 members (its noise is their spread)"
         )
+    g_late = late.mean(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        spread = np.where(g_late > 0, late.std(axis=0) / g_late, 0.0)
+    return gsnr_shrinkage(early, late) / (spread + eps)
+
+
+def gsnr_shrinkage(norms_early: np.ndarray, norms_late: np.ndarray) -> np.ndarray:
+    """Relative shrinkage of the ensemble-mean gradient norm, (ḡ_early − ḡ_late) / ḡ_early.
+
+    Args:
+        norms_early: ‖g_i,early^m‖, shape (M, N), M ≥ 1.
+        norms_late: ‖g_i,late^m‖, shape (M, N).
+
+    Returns:
+        shape (N,), at most 1; negative when the gradient grew. A zero early gradient scores 0.
+    """
+    early, late = _as_2d("norms_early", norms_early), _as_2d("norms_late", norms_late)
+    if early.shape != late.shape:
+        raise ValueError(f"early {early.shape} and late {late.shape} norms differ in shape")
     g_early, g_late = early.mean(axis=0), late.mean(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        shrink = np.where(g_early > 0, (g_early - g_late) / g_early, 0.0)
-        spread = np.where(g_late > 0, late.std(axis=0) / g_late, 0.0)
-    return shrink / (spread + eps)
+        return np.where(g_early > 0, (g_early - g_late) / g_early, 0.0)
 
 
 def gsnr_classic(

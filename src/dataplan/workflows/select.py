@@ -101,10 +101,11 @@ class SelectConfig:
             raise ConfigError(f"--snr-form must be one of {', '.join(sel.GSNR_FORMS)}")
         if self.members is None:
             self.members = 3 if self.method == "gsnr" else 1
-        if self.method == "gsnr" and self.members < 2:
+        if self.method == "gsnr" and self.snr_form != "shrinkage" and self.members < 2:
             raise ConfigError("G-SNR needs --members >= 2 (its noise is the members' spread)")
-        if self.method == "gsnr" and self.snr_form == "default" and len(self.checkpoints) < 2:
-            raise ConfigError("the default G-SNR needs an early and a late --checkpoints")
+        two_points = self.snr_form in ("default", "shrinkage")
+        if self.method == "gsnr" and two_points and len(self.checkpoints) < 2:
+            raise ConfigError(f"the {self.snr_form} G-SNR needs an early and a late --checkpoints")
         if self.seed < 0:
             raise ConfigError(f"--seed must be a non-negative integer, got {self.seed}")
         if min(self.stats_batch_size, self.loss_batch_size, self.shard_size) < 1:

@@ -252,10 +252,14 @@ def _gradient_scores(cfg, run, loaded, encoded, target_encoded, target_id, pad, 
         columns["grad_spread_late"] = late_norms.std(axis=0) / np.where(
             columns["grad_norm_late"] > 0, columns["grad_norm_late"], 1.0
         )
-    if cfg.method == "gsnr" and cfg.snr_form == "default":
+    if cfg.method == "gsnr" and cfg.snr_form in ("default", "shrinkage"):
         early_norms = norms[[row[a] for a in early]]
         columns["grad_norm_early"] = early_norms.mean(axis=0)
-        scores = sel.gsnr_default(early_norms, late_norms, eps=cfg.snr_eps)
+        columns["grad_shrinkage"] = sel.gsnr_shrinkage(early_norms, late_norms)
+        if cfg.snr_form == "shrinkage":
+            scores = columns["grad_shrinkage"]
+        else:
+            scores = sel.gsnr_default(early_norms, late_norms, eps=cfg.snr_eps)
     elif cfg.method == "gsnr":
         scores = sel.gsnr_classic(
             arrays["sq_norms"].sum(axis=0), arrays["sq_norm_of_sum"][0], members
