@@ -7,7 +7,9 @@ model is fine-tuned on each subset with seeds 0, 1, 2 (LoRA, the curve settings)
 TEST held-out examples (option log-likelihood accuracy for classification and multiple choice,
 exact match otherwise: arithmetic's options saturate at 0.99 log-likelihood accuracy after 16
 examples). Selection scores come from one proxy run (seed 0) per method; `random` draws a new
-subset per seed. Every fine-tune result is cached in points/, every selection in runs/, so an
+subset per seed. `gsnr-shrinkage` is `--method gsnr --snr-form shrinkage` (the G-SNR without the
+members' spread), added after the first task's statistics showed the spread inverting the
+shrinkage's separation of corrupted labels; it reads the same cached statistics as `gsnr`. Every fine-tune result is cached in points/, every selection in runs/, so an
 interrupted study resumes. Outputs: results.json, table.md, select.png.
 
     .venv/bin/python studies/select-smollm2/run.py [--tasks a,b,c] [--seeds 0,1,2]
@@ -23,10 +25,12 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).parent
-METHODS = ("random", "gsnr", "gradnorm", "gradsim", "ifd", "loss")
+METHODS = ("random", "gsnr", "gsnr-shrinkage", "gradnorm", "gradsim", "ifd", "loss")
 # gradsim's pass computes every member's and checkpoint's statistics, which gsnr and gradnorm
 # then read from the cache: run it first.
-COMPUTE_ORDER = ("gradsim", "gsnr", "gradnorm", "random", "ifd", "loss")
+COMPUTE_ORDER = ("gradsim", "gsnr", "gradnorm", "random", "ifd", "loss", "gsnr-shrinkage")
+STATISTICS = ("grad_norm_early", "grad_norm_late", "grad_shrinkage", "grad_spread_late")
+SNR_FORM = {"gsnr-shrinkage": "shrinkage"}  # study method -> --snr-form of --method gsnr
 TASKS = {  # task -> fraction of corrupted labels
     "intent_recognition": 0.3,
     "arithmetic_2_digit_addition": 0.0,
@@ -142,7 +146,8 @@ def main() -> None:
             for seed in seeds:
                 sel_seed = seed if method == "random" else 0
                 sel_cfg = SelectConfig(
-                    method=method,
+                    method=method.split("-")[0],
+                    snr_form=SNR_FORM.get(method, "default"),
                     data=str(pool_path),
                     model=args.model,
                     fraction=FRACTION,
@@ -224,11 +229,19 @@ def noise_ranking(chosen, bad: set[str]) -> dict:
     # A lower rank is better: a clean example "wins" when its rank is smaller.
     u = mannwhitneyu(-rank[~is_bad], -rank[is_bad]).statistic
     bottom = np.argsort(rank)[-int(is_bad.sum()) :]
-    return {
-        "auroc": float(u / ((~is_bad).sum() * is_bad.sum())),
+    pairs = (~is_bad).sum() * is_bad.sum()
+    out = {
+        "auroc": float(u / pairs),
         "bottom_share": float(is_bad[bottom].mean()),
         "selected_share": float(is_bad[rank < chosen.k].mean()),
     }
+    # The statistics behind a gradient score: P(a clean example's value > a corrupted one's).
+    for column in STATISTICS:
+        if column in chosen.columns:
+            v = np.asarray(chosen.columns[column], dtype=np.float64)
+            u = mannwhitneyu(v[~is_bad], v[is_bad]).statistic
+            out.setdefault("statistics", {})[column] = float(u / pairs)
+    return out
 
 
 def write_report(results: dict, ranking: dict) -> None:
@@ -358,6 +371,23 @@ def write_report(results: dict, ranking: dict) -> None:
                     f"| {label} | {method} | {r['auroc']:.3f} | {r['bottom_share']:.0%} | "
                     f"{r['selected_share']:.0%} |"
                 )
+        stats: dict = {}  # task -> statistic -> value (every method reads one ensemble)
+        for label, methods in noisy.items():
+            for r in methods.values():
+                stats.setdefault(label, {}).update(r.get("statistics", {}))
+            summary[label]["ensemble_statistics_clean_above_corrupted"] = stats[label]
+        if any(stats.values()):
+            lines += [
+                "",
+                "The ensemble's per-example statistics, P(a clean example's value > a corrupted "
+                "one's) (0.5 = no separation; < 0.5: corrupted examples have higher values):",
+                "",
+                "| task | " + " | ".join(STATISTICS) + " |",
+                "|---|" + "---|" * len(STATISTICS),
+            ]
+            for label, st in stats.items():
+                cells = [f"{st[c]:.3f}" if c in st else "—" for c in STATISTICS]
+                lines.append(f"| {label} | " + " | ".join(cells) + " |")
     write_json(HERE / "results.json", summary)
     with atomic_path(HERE / "table.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
