@@ -229,6 +229,48 @@ def test_planted_noisy_examples_rank_low_with_gsnr(tmp_path, learnable_model_dir
     assert _auroc(shrinkage.scores, is_noisy) > 0.75
 
 
+def test_balance_labels_keeps_the_pool_label_mix(tmp_path, tiny_model_dir):
+    """A 3:1 pool: the balanced subset keeps 3:1 whatever the scores favour."""
+    rows = [{"id": f"p{i}", "prompt": f"x={i % 5}", "answer": "yes"} for i in range(30)]
+    rows += [{"id": f"q{i}", "prompt": f"y={i % 5}", "answer": "no"} for i in range(10)]
+    (tmp_path / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    plain = select(_cfg(tmp_path, tiny_model_dir, "loss", fraction=None, k=8))
+    balanced = select(
+        _cfg(tmp_path, tiny_model_dir, "loss", fraction=None, k=8, balance_labels=True)
+    )
+    np.testing.assert_array_equal(plain.scores, balanced.scores)  # the same cached scores
+    kept = [e.answer for e in balanced.selected]
+    assert kept.count("yes") == 6 and kept.count("no") == 2
+    # Within each label the score order is kept: the best "yes" of the plain ranking leads.
+    best_yes = next(e.id for e in plain.selected if e.answer == "yes")
+    assert next(e.id for e in balanced.selected if e.answer == "yes") == best_yes
+    assert any("balanced by 'answer'" in n for n in balanced.notes)
+    table = read_parquet(tmp_path / "loss.parquet")
+    assert sum(table["selected"]) == 8 and sorted(table["rank"]) == list(range(40))
+
+
+def test_balance_labels_refuses_free_text_answers(tmp_path, capsys):
+    rows = [{"id": f"a{i}", "prompt": f"{i}+1", "answer": str(i + 1)} for i in range(100)]
+    (tmp_path / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "subset.jsonl"
+    code, _, err = run_main(
+        [
+            "select",
+            "--data",
+            str(tmp_path / "pool.jsonl"),
+            "--method",
+            "random",
+            "--k",
+            "10",
+            "--balance-labels",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
+    assert code == 2 and "100 distinct values" in err and not out.exists()
+
+
 @pytest.mark.parametrize(
     ("kw", "error"),
     [

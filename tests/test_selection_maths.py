@@ -85,3 +85,30 @@ def test_rank_scores_ties_nan_and_demotion():
     demoted = sel.rank_scores(scores, seed=0, demote=scores >= 1.0)
     assert demoted.tolist()[2] == 3 and demoted.tolist()[1] == 4
     assert sorted(demoted.tolist()) == list(range(5))
+
+
+def test_balance_ranks_keeps_each_label_share_in_every_prefix():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        sizes = rng.integers(1, 60, size=rng.integers(2, 8))
+        groups = np.repeat(np.arange(sizes.size), sizes)
+        rng.shuffle(groups)
+        n = groups.size
+        rank = rng.permutation(n)
+        balanced = sel.balance_ranks(rank, groups.astype(str))
+        assert sorted(balanced) == list(range(n))
+        for k in range(1, n + 1):
+            counts = np.bincount(groups[balanced < k], minlength=sizes.size)
+            assert np.abs(counts - k * sizes / n).max() < 1.5
+        for g in range(sizes.size):  # within a label, the original order is kept
+            members = np.flatnonzero(groups == g)
+            assert np.array_equal(np.argsort(rank[members]), np.argsort(balanced[members]))
+
+
+def test_balance_ranks_by_hand():
+    # Scores put all "a" first; 2 of 4 are "a", so a balanced top-2 holds one "a" and one "b".
+    rank = np.array([0, 1, 2, 3])
+    labels = np.array(["a", "a", "b", "b"], dtype=object)
+    np.testing.assert_array_equal(sel.balance_ranks(rank, labels), [0, 2, 1, 3])
+    # One label: nothing changes.
+    np.testing.assert_array_equal(sel.balance_ranks(np.array([2, 0, 1]), np.zeros(3)), [2, 0, 1])

@@ -643,6 +643,13 @@ def select_cmd(
     lowest: Annotated[
         bool, typer.Option("--lowest", help="Keep the lowest scores instead of the highest.")
     ] = False,
+    balance_labels: Annotated[
+        bool,
+        typer.Option(
+            "--balance-labels",
+            help="Keep the pool's share of each answer label (classification pools).",
+        ),
+    ] = False,
     members: Annotated[
         int | None, typer.Option(help="Ensemble size M (default 3 for gsnr, else 1).")
     ] = None,
@@ -700,6 +707,7 @@ def select_cmd(
         target=_opt_str(target),
         seed=seed,
         lowest=lowest,
+        balance_labels=balance_labels,
         run_dir=_opt_str(run_dir),
         prompt_field=prompt_field,
         answer_field=answer_field,

@@ -172,11 +172,43 @@ def rank_scores(
     return rank
 
 
+def balance_ranks(rank: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Re-rank so that every prefix of the ranking keeps each group's share of the pool.
+
+    The j-th best (0-based) of group g, of size n_g, is placed at the quantile (j + ½) / n_g of
+    its group; the new ranking orders examples by that quantile, ties by the original rank. A
+    top-k then holds about k · n_g / N examples of group g (within one for groups of similar
+    size), each group's best first — a classification subset keeps the pool's label mix while
+    the score decides which examples of each label [our choice: proportional, not equal,
+    shares; an always-stratified ranking, so any ``k`` taken from it is balanced].
+
+    Args:
+        rank: ranks (0 = best), shape (N,), a permutation of 0..N-1.
+        groups: a label per example, shape (N,).
+
+    Returns:
+        the balanced ranks, shape (N,), int64.
+    """
+    rank = np.asarray(rank, dtype=np.int64)
+    _, group = np.unique(np.asarray(groups), return_inverse=True)
+    quantile = np.empty(rank.shape[0], dtype=np.float64)
+    for g in range(group.max() + 1 if group.size else 0):
+        members = np.flatnonzero(group == g)
+        by_rank = members[np.argsort(rank[members])]
+        quantile[by_rank] = (np.arange(by_rank.size) + 0.5) / by_rank.size
+    order = np.lexsort((rank, quantile))
+    out = np.empty_like(rank)
+    out[order] = np.arange(rank.shape[0])
+    return out
+
+
 __all__ = [
     "GSNR_FORMS",
+    "balance_ranks",
     "cosine_scores",
     "gsnr_classic",
     "gsnr_default",
+    "gsnr_shrinkage",
     "ifd",
     "rank_scores",
     "subset_size",

@@ -14,6 +14,11 @@ Methods (METHODS.md §4; higher score = kept first unless ``lowest``):
 - ``loss`` — the frozen proxy's answer loss;
 - ``random`` — a seeded uniform draw (no model).
 
+``balance_labels`` re-orders any method's ranking so that every prefix keeps the pool's share of
+each answer label (:func:`dataplan.maths.selection.balance_ranks`): on a classification pool the
+scores otherwise tend to favour a few labels, and a subset of one label teaches the model to
+answer only that label (docs/select.md).
+
 Run folder (resumable, shared by every method on the same model and pool): ``config.json``,
 ``versions.json``, ``ensemble-<settings digest>/member-m/step-s/`` (adapters),
 ``shards/<pass>-<size>-<i>.safetensors`` (per-shard statistics), ``scores-<method>.parquet``,
@@ -25,6 +30,7 @@ only once every score exists, atomically.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +65,7 @@ class SelectConfig:
     target: str | None = None
     seed: int = 0
     lowest: bool = False
+    balance_labels: bool = False
     run_dir: str | None = None
     prompt_field: str = "prompt"
     answer_field: str = "answer"
@@ -126,6 +133,8 @@ class SelectConfig:
             out["ensemble"] = self.ensemble.to_dict()
         if self.method == "gsnr":
             out.update(snr_form=self.snr_form, snr_eps=self.snr_eps)
+        if self.balance_labels:  # only when on: earlier results keep their settings
+            out["balance_labels"] = True
         if self.method == "gradsim":
             out["target"] = self.target
         return out
@@ -209,6 +218,8 @@ def select(cfg: SelectConfig, loaded=None) -> SelectResult:
     """Score the pool, rank it and (with ``cfg.out``) write the subset; resumable."""
     pool, target = load_pool(cfg)
     k = sel.subset_size(len(pool), fraction=cfg.fraction, k=cfg.k)
+    if cfg.balance_labels:
+        _check_labels(pool, cfg)
     run = None
     _check_writable(cfg.out, cfg.scores_out)
     if cfg.method != "random":
@@ -243,6 +254,8 @@ def select(cfg: SelectConfig, loaded=None) -> SelectResult:
         if demote.any():
             notes.append(f"{int(demote.sum())} examples with IFD >= 1 ranked last (Superfiltering)")
     rank = sel.rank_scores(order_by, descending=not cfg.lowest, seed=cfg.seed, demote=demote)
+    if cfg.balance_labels:
+        rank = _balanced(rank, pool, k, cfg, notes)
     chosen_idx = np.flatnonzero(rank < k)
     chosen_idx = chosen_idx[np.argsort(rank[chosen_idx])]
     selected = [pool[i] for i in chosen_idx]
@@ -281,6 +294,30 @@ def select(cfg: SelectConfig, loaded=None) -> SelectResult:
     if cfg.out:
         write_subset(cfg.out, selected, cfg.fields)
     return result
+
+
+def _check_labels(pool: list[Example], cfg: SelectConfig) -> None:
+    """``--balance-labels`` needs a classification pool: fail before any compute otherwise."""
+    distinct = len({e.answer for e in pool})
+    if distinct > max(20, len(pool) // 4):  # e.g. every sum of an arithmetic task differs
+        raise InputError(
+            f"--balance-labels: the {cfg.answer_field!r} field has {distinct} distinct values "
+            f"in {len(pool)} examples; it balances classification pools (a few labels)",
+            path=cfg.data,
+        )
+
+
+def _balanced(rank: np.ndarray, pool: list[Example], k: int, cfg, notes: list[str]) -> np.ndarray:
+    """The ranking re-ordered so that the subset keeps the pool's label shares."""
+    labels = [e.answer for e in pool]
+    distinct = len(set(labels))
+    balanced = sel.balance_ranks(rank, np.asarray(labels, dtype=object))
+    kept = Counter(label for label, r in zip(labels, balanced, strict=True) if r < k)
+    notes.append(
+        f"balanced by {cfg.answer_field!r}: {distinct} labels, "
+        f"{min(kept.values(), default=0)}–{max(kept.values(), default=0)} kept per label"
+    )
+    return balanced
 
 
 def _check_writable(*paths: str | None) -> None:
