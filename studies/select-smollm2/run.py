@@ -9,7 +9,9 @@ exact match otherwise: arithmetic's options saturate at 0.99 log-likelihood accu
 examples). Selection scores come from one proxy run (seed 0) per method; `random` draws a new
 subset per seed. `gsnr-shrinkage` is `--method gsnr --snr-form shrinkage` (the G-SNR without the
 members' spread), added after the first task's statistics showed the spread inverting the
-shrinkage's separation of corrupted labels; it reads the same cached statistics as `gsnr`. Every fine-tune result is cached in points/, every selection in runs/, so an
+shrinkage's separation of corrupted labels; it reads the same cached statistics as `gsnr`.
+`…+balanced` rows add `--balance-labels` (classification tasks only), added after the first
+task showed every scored subset skewed towards a few labels. Every fine-tune result is cached in points/, every selection in runs/, so an
 interrupted study resumes. Outputs: results.json, table.md, select.png.
 
     .venv/bin/python studies/select-smollm2/run.py [--tasks a,b,c] [--seeds 0,1,2]
@@ -25,10 +27,31 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).parent
-METHODS = ("random", "gsnr", "gsnr-shrinkage", "gradnorm", "gradsim", "ifd", "loss")
+METHODS = (
+    "random",
+    "gsnr",
+    "gsnr-shrinkage",
+    "gradnorm",
+    "gradsim",
+    "ifd",
+    "loss",
+    "gsnr+balanced",
+    "gsnr-shrinkage+balanced",
+)
 # gradsim's pass computes every member's and checkpoint's statistics, which gsnr and gradnorm
 # then read from the cache: run it first.
-COMPUTE_ORDER = ("gradsim", "gsnr", "gradnorm", "random", "ifd", "loss", "gsnr-shrinkage")
+COMPUTE_ORDER = (
+    "gradsim",
+    "gsnr",
+    "gradnorm",
+    "random",
+    "ifd",
+    "loss",
+    "gsnr-shrinkage",
+    "gsnr+balanced",
+    "gsnr-shrinkage+balanced",
+)
+BALANCED = "+balanced"  # --balance-labels: classification tasks only (answers are labels)
 STATISTICS = ("grad_norm_early", "grad_norm_late", "grad_shrinkage", "grad_spread_late")
 SNR_FORM = {"gsnr-shrinkage": "shrinkage"}  # study method -> --snr-form of --method gsnr
 TASKS = {  # task -> fraction of corrupted labels
@@ -143,11 +166,15 @@ def main() -> None:
         rows = results.setdefault(label, {})
         ranking.setdefault(label, {})
         for method in sorted(methods, key=COMPUTE_ORDER.index):
+            if method.endswith(BALANCED) and not options:
+                continue
+            base = method.removesuffix(BALANCED)
             for seed in seeds:
                 sel_seed = seed if method == "random" else 0
                 sel_cfg = SelectConfig(
-                    method=method.split("-")[0],
-                    snr_form=SNR_FORM.get(method, "default"),
+                    method=base.split("-")[0],
+                    snr_form=SNR_FORM.get(base, "default"),
+                    balance_labels=method.endswith(BALANCED),
                     data=str(pool_path),
                     model=args.model,
                     fraction=FRACTION,
