@@ -229,24 +229,31 @@ def test_planted_noisy_examples_rank_low_with_gsnr(tmp_path, learnable_model_dir
     assert _auroc(shrinkage.scores, is_noisy) > 0.75
 
 
-def test_balance_labels_keeps_the_pool_label_mix(tmp_path, tiny_model_dir):
-    """A 3:1 pool: the balanced subset keeps 3:1 whatever the scores favour."""
-    rows = [{"id": f"p{i}", "prompt": f"x={i % 5}", "answer": "yes"} for i in range(30)]
-    rows += [{"id": f"q{i}", "prompt": f"y={i % 5}", "answer": "no"} for i in range(10)]
+def test_balance_labels_keeps_the_pool_label_mix(tmp_path, monkeypatch):
+    """A 3:1 pool whose scores favour the rare label: the balanced subset keeps 3:1, the best of
+    each label first, and unscored examples stay last."""
+    import dataplan.workflows.select_scoring as scoring
+
+    rows = [{"id": f"p{i}", "prompt": f"x={i}", "answer": "yes"} for i in range(30)]
+    rows += [{"id": f"q{i}", "prompt": f"y={i}", "answer": "no"} for i in range(10)]
     (tmp_path / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    plain = select(_cfg(tmp_path, tiny_model_dir, "loss", fraction=None, k=8))
-    balanced = select(
-        _cfg(tmp_path, tiny_model_dir, "loss", fraction=None, k=8, balance_labels=True)
-    )
-    np.testing.assert_array_equal(plain.scores, balanced.scores)  # the same cached scores
-    kept = [e.answer for e in balanced.selected]
-    assert kept.count("yes") == 6 and kept.count("no") == 2
-    # Within each label the score order is kept: the best "yes" of the plain ranking leads.
-    best_yes = next(e.id for e in plain.selected if e.answer == "yes")
-    assert next(e.id for e in balanced.selected if e.answer == "yes") == best_yes
-    assert any("balanced by 'answer'" in n for n in balanced.notes)
+    scores = np.r_[np.arange(30) * 0.01, 1.0 + np.arange(10) * 0.01]
+    scores[25:30] = np.nan  # the five best "yes" by position have no score
+
+    def fake_scores(cfg, run, pool, target, loaded=None):
+        return scores.copy(), {}, {}, []
+
+    monkeypatch.setattr(scoring, "score_pool", fake_scores)
+    plain = select(_cfg(tmp_path, "unused", "loss", fraction=None, k=8))
+    assert [e.answer for e in plain.selected] == ["no"] * 8
+    balanced = select(_cfg(tmp_path, "unused", "loss", fraction=None, k=8, balance_labels=True))
+    # Quantiles (j + ½)/n_g: "yes" at 1/60, 3/60, …, "no" at 1/20, 3/20; ties by score rank.
+    expected = ["p24", "q9", "p23", "p22", "p21", "q8", "p20", "p19"]
+    assert [e.id for e in balanced.selected] == expected
+    assert sorted(balanced.rank[25:30]) == list(range(35, 40))  # NaN: still last
+    assert any("2 labels, 2–6 kept per label" in n for n in balanced.notes)
     table = read_parquet(tmp_path / "loss.parquet")
-    assert sum(table["selected"]) == 8 and sorted(table["rank"]) == list(range(40))
+    assert sum(table["selected"]) == 8 and table["rank"] == balanced.rank.tolist()
 
 
 def test_balance_labels_refuses_free_text_answers(tmp_path, capsys):

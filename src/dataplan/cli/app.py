@@ -647,7 +647,9 @@ def select_cmd(
         bool,
         typer.Option(
             "--balance-labels",
-            help="Keep the pool's share of each answer label (classification pools).",
+            help="Keep the pool's share of each answer label in the subset (classification "
+            "pools: at least 5 examples per label on average); the rank column becomes the "
+            "balanced rank.",
         ),
     ] = False,
     members: Annotated[

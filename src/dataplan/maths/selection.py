@@ -172,19 +172,25 @@ def rank_scores(
     return rank
 
 
-def balance_ranks(rank: np.ndarray, groups: np.ndarray) -> np.ndarray:
+def balance_ranks(
+    rank: np.ndarray, groups: np.ndarray, tier: np.ndarray | None = None
+) -> np.ndarray:
     """Re-rank so that every prefix of the ranking keeps each group's share of the pool.
 
     The j-th best (0-based) of group g, of size n_g, is placed at the quantile (j + ½) / n_g of
     its group; the new ranking orders examples by that quantile, ties by the original rank. A
-    top-k then holds about k · n_g / N examples of group g (within one for groups of similar
-    size), each group's best first — a classification subset keeps the pool's label mix while
-    the score decides which examples of each label [our choice: proportional, not equal,
-    shares; an always-stratified ranking, so any ``k`` taken from it is balanced].
+    top-k then holds k · n_g / N examples of group g within 0.5 + G · n_g / (2N) (G groups;
+    within one for groups of similar size), each group's best first — a classification subset
+    keeps the pool's label mix while the score decides which examples of each label [our
+    choice: proportional, not equal, shares; the whole ranking is stratified, so any ``k`` taken
+    from it is balanced].
 
     Args:
         rank: ranks (0 = best), shape (N,), a permutation of 0..N-1.
         groups: a label per example, shape (N,).
+        tier: optional (N,) integers ordered before everything else — e.g. 1 for examples
+            demoted by their method (IFD ≥ 1), 2 for NaN scores — so balancing never lifts an
+            example above a better tier; a group's share then counts its demoted examples too.
 
     Returns:
         the balanced ranks, shape (N,), int64.
@@ -196,7 +202,8 @@ def balance_ranks(rank: np.ndarray, groups: np.ndarray) -> np.ndarray:
         members = np.flatnonzero(group == g)
         by_rank = members[np.argsort(rank[members])]
         quantile[by_rank] = (np.arange(by_rank.size) + 0.5) / by_rank.size
-    order = np.lexsort((rank, quantile))
+    keys = (rank, quantile) if tier is None else (rank, quantile, np.asarray(tier))
+    order = np.lexsort(keys)  # the last key is the primary one
     out = np.empty_like(rank)
     out[order] = np.arange(rank.shape[0])
     return out

@@ -48,6 +48,7 @@ from dataplan.workflows.run_folder import RunFolder
 log = logging.getLogger(__name__)
 
 METHODS = ("gsnr", "gradnorm", "gradsim", "ifd", "loss", "random")
+LABEL_MIN_EXAMPLES = 5  # --balance-labels: a label needs this many pool examples on average
 GRADIENT_METHODS = ("gsnr", "gradnorm", "gradsim")
 
 
@@ -254,8 +255,9 @@ def select(cfg: SelectConfig, loaded=None) -> SelectResult:
         if demote.any():
             notes.append(f"{int(demote.sum())} examples with IFD >= 1 ranked last (Superfiltering)")
     rank = sel.rank_scores(order_by, descending=not cfg.lowest, seed=cfg.seed, demote=demote)
-    if cfg.balance_labels:
-        rank = _balanced(rank, pool, k, cfg, notes)
+    if cfg.balance_labels:  # the demoted and the unscored stay last
+        tier = np.where(np.isnan(scores), 2, 0 if demote is None else demote.astype(int))
+        rank = _balanced(rank, tier, pool, k, cfg, notes)
     chosen_idx = np.flatnonzero(rank < k)
     chosen_idx = chosen_idx[np.argsort(rank[chosen_idx])]
     selected = [pool[i] for i in chosen_idx]
@@ -299,23 +301,26 @@ def select(cfg: SelectConfig, loaded=None) -> SelectResult:
 def _check_labels(pool: list[Example], cfg: SelectConfig) -> None:
     """``--balance-labels`` needs a classification pool: fail before any compute otherwise."""
     distinct = len({e.answer for e in pool})
-    if distinct > max(20, len(pool) // 4):  # e.g. every sum of an arithmetic task differs
+    if distinct * LABEL_MIN_EXAMPLES > len(pool):  # e.g. every sum of an arithmetic task differs
         raise InputError(
             f"--balance-labels: the {cfg.answer_field!r} field has {distinct} distinct values "
-            f"in {len(pool)} examples; it balances classification pools (a few labels)",
+            f"in {len(pool)} examples (fewer than {LABEL_MIN_EXAMPLES} per value); it balances "
+            "classification pools, whose answers are a few labels",
             path=cfg.data,
         )
 
 
-def _balanced(rank: np.ndarray, pool: list[Example], k: int, cfg, notes: list[str]) -> np.ndarray:
+def _balanced(
+    rank: np.ndarray, tier: np.ndarray, pool: list[Example], k: int, cfg, notes: list[str]
+) -> np.ndarray:
     """The ranking re-ordered so that the subset keeps the pool's label shares."""
     labels = [e.answer for e in pool]
-    distinct = len(set(labels))
-    balanced = sel.balance_ranks(rank, np.asarray(labels, dtype=object))
+    balanced = sel.balance_ranks(rank, np.asarray(labels, dtype=object), tier=tier)
     kept = Counter(label for label, r in zip(labels, balanced, strict=True) if r < k)
+    per_label = [kept.get(label, 0) for label in set(labels)]
     notes.append(
-        f"balanced by {cfg.answer_field!r}: {distinct} labels, "
-        f"{min(kept.values(), default=0)}–{max(kept.values(), default=0)} kept per label"
+        f"balanced by {cfg.answer_field!r}: {len(per_label)} labels, "
+        f"{min(per_label)}–{max(per_label)} kept per label"
     )
     return balanced
 

@@ -183,6 +183,8 @@ def _gradient_scores(cfg, run, loaded, encoded, target_encoded, target_id, pad, 
             references, target_norm = _target_gradients(
                 run, model, target_encoded, target_id, pad, adapters, weight_of, cfg
             )
+            # The target's gradients themselves are computed lazily, inside the scoring of
+            # the first shard that needs them: their time then counts under "scoring".
             seconds["target_gradients"] = round(time.perf_counter() - start, 3)
         stores = {("sq", a): _shard_store(run, f"sq-{weight_of[a]}", shards) for a in adapters}
         if references:
