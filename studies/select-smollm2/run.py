@@ -286,11 +286,7 @@ def write_report(results: dict, ranking: dict) -> None:
 
     from dataplan.io import atomic_path, save_figure, write_json
 
-    summary = {}
-    lines = [
-        "| task | metric | k / pool | test | " + " | ".join(METHODS) + " |",
-        "|---|---|---|---|" + "---|" * len(METHODS),
-    ]
+    summary: dict = {}
     for label, rows in results.items():
         first = next(iter(rows.values()))[0]
         summary[label] = {
@@ -301,16 +297,15 @@ def write_report(results: dict, ranking: dict) -> None:
             "fraction": FRACTION,
             "methods": {},
         }
-        cells = []
         majority_key = (
             "loglik_majority_share"
             if first["metric"] == "loglik_accuracy"
             else "prediction_majority_share"
         )
+        base = {p["seed"]: p["performance"] for p in rows.get("random", [])}
         for method in METHODS:
             pts = rows.get(method, [])
             if not pts:
-                cells.append("—")
                 continue
             perf = np.array([p["performance"] for p in pts])
             mean = float(perf.mean())
@@ -325,7 +320,6 @@ def write_report(results: dict, ranking: dict) -> None:
                     np.mean([p.get(majority_key) or 0.0 for p in pts])
                 ),
             }
-            base = {p["seed"]: p["performance"] for p in rows.get("random", [])}
             paired = [p["performance"] - base[p["seed"]] for p in pts if p["seed"] in base]
             if method != "random" and paired:  # same training seed: a paired difference
                 entry["delta_vs_random"] = {
@@ -341,18 +335,9 @@ def write_report(results: dict, ranking: dict) -> None:
             shares = [p["corrupted_share"] for p in pts if p["corrupted_share"] is not None]
             if shares:
                 entry["corrupted_share"] = float(np.mean(shares))
+            if ranking.get(label, {}).get(method):
+                entry["noise_ranking"] = ranking[label][method]
             summary[label]["methods"][method] = entry
-            spread = "n=1" if entry["std"] is None else f"± {entry['std']:.3f}"
-            cell = f"{mean:.3f} {spread}"
-            if shares:
-                cell += f" (kept {entry['corrupted_share']:.0%} corrupted)"
-            if label_shares:
-                cell += f" [top label {entry['subset_majority_label_share']:.0%}]"
-            cells.append(cell)
-        lines.append(
-            f"| {label} | {first['metric']} | {first['k']} / {first['n_pool']} | "
-            f"{first['n_test']} | " + " | ".join(cells) + " |"
-        )
         # Cost when first computed (later seeds reuse the cached ensemble and scores).
         stages = [p.get("select_stage_seconds") or {} for pts in rows.values() for p in pts]
         summary[label]["ensemble_training_seconds"] = max(
@@ -362,59 +347,84 @@ def write_report(results: dict, ranking: dict) -> None:
             m: max((p.get("select_stage_seconds") or {}).get("scoring", 0.0) for p in pts)
             for m, pts in rows.items()
         }
-    scored = [m for m in METHODS if m != "random"]
-    lines += [
+        stats: dict = {}  # statistic -> separation (every gradient method reads one ensemble)
+        for r in ranking.get(label, {}).values():
+            stats.update(r.get("statistics", {}))
+        if stats:
+            summary[label]["ensemble_statistics_clean_above_corrupted"] = stats
+
+    def spread(mean: float, std: float | None, signed: bool = False) -> str:
+        text = f"{mean:+.3f}" if signed else f"{mean:.3f}"
+        return text + (" (n=1)" if std is None else f" ± {std:.3f}")
+
+    labels = list(summary)
+    lines = [
+        "Test performance, mean ± std over fine-tune seeds:",
         "",
-        "Paired difference to random (same training seed), mean ± std over seeds:",
-        "",
-        "| task | " + " | ".join(scored) + " |",
-        "|---|" + "---|" * len(scored),
+        "| method | " + " | ".join(f"{lb} ({summary[lb]['metric']})" for lb in labels) + " |",
+        "|---|" + "---|" * len(labels),
     ]
+    for method in METHODS:
+        cells = [summary[lb]["methods"].get(method) for lb in labels]
+        if any(cells):
+            shown = [spread(c["mean"], c["std"]) if c else "—" for c in cells]
+            lines.append(f"| {method} | " + " | ".join(shown) + " |")
     for label, entry in summary.items():
-        cells = []
-        for method in scored:
-            delta = entry["methods"].get(method, {}).get("delta_vs_random")
-            if delta is None:
-                cells.append("—")
-            else:
-                spread = "n=1" if delta["std"] is None else f"± {delta['std']:.3f}"
-                cells.append(f"{delta['mean']:+.3f} {spread}")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    noisy = {label: r for label, r in ranking.items() if r}
-    if noisy:
+        methods = entry["methods"]
+        noisy = any("corrupted_share" in m for m in methods.values())
+        labelled = any("subset_majority_label_share" in m for m in methods.values())
+        head = ["method", "mean ± std", "per seed", "Δ vs random (paired)"]
+        if noisy:
+            head += ["corrupted kept", "corrupted AUROC"]
+        if labelled:
+            head += ["subset's top label", "test predictions' top label"]
         lines += [
             "",
-            "Corrupted labels in the whole pool's ranking: AUROC = P(a clean example ranks above "
-            "a corrupted one; 0.5 = chance); share corrupted among the lowest-ranked |corrupted| "
-            "and among the selected:",
+            f"**{label}**: {entry['metric']}, k = {entry['k']} of a pool of {entry['n_pool']}, "
+            f"{entry['n_test']} test examples"
+            + (
+                "; corrupted AUROC = P(a clean example ranks above a corrupted one), 0.5 = chance"
+                if noisy
+                else ""
+            )
+            + ".",
             "",
-            "| task | method | AUROC | corrupted in bottom | corrupted selected |",
-            "|---|---|---|---|---|",
+            "| " + " | ".join(head) + " |",
+            "|" + "---|" * len(head),
         ]
-        for label, methods in noisy.items():
-            for method, r in methods.items():
-                summary[label]["methods"][method]["noise_ranking"] = r
-                lines.append(
-                    f"| {label} | {method} | {r['auroc']:.3f} | {r['bottom_share']:.0%} | "
-                    f"{r['selected_share']:.0%} |"
-                )
-        stats: dict = {}  # task -> statistic -> value (every method reads one ensemble)
-        for label, methods in noisy.items():
-            for r in methods.values():
-                stats.setdefault(label, {}).update(r.get("statistics", {}))
-            summary[label]["ensemble_statistics_clean_above_corrupted"] = stats[label]
-        if any(stats.values()):
+        for method, m in methods.items():
+            delta = m.get("delta_vs_random")
+            row = [
+                method,
+                spread(m["mean"], m["std"]),
+                ", ".join(f"{v:.3f}" for v in m["per_seed"]),
+                spread(delta["mean"], delta["std"], signed=True) if delta else "—",
+            ]
+            if noisy:
+                auroc = m.get("noise_ranking", {}).get("auroc")
+                row += [
+                    f"{m['corrupted_share']:.0%}" if "corrupted_share" in m else "—",
+                    "—" if auroc is None else f"{auroc:.3f}",
+                ]
+            if labelled:
+                row += [
+                    f"{m.get('subset_majority_label_share', 0):.0%}",
+                    f"{m['prediction_majority_share']:.0%}",
+                ]
+            lines.append("| " + " | ".join(row) + " |")
+        stats = entry.get("ensemble_statistics_clean_above_corrupted")
+        if stats:
             lines += [
                 "",
                 "The ensemble's per-example statistics, P(a clean example's value > a corrupted "
                 "one's) (0.5 = no separation; < 0.5: corrupted examples have higher values):",
                 "",
-                "| task | " + " | ".join(STATISTICS) + " |",
-                "|---|" + "---|" * len(STATISTICS),
+                "| " + " | ".join(STATISTICS) + " |",
+                "|" + "---|" * len(STATISTICS),
+                "| "
+                + " | ".join(f"{stats[c]:.3f}" if c in stats else "—" for c in STATISTICS)
+                + " |",
             ]
-            for label, st in stats.items():
-                cells = [f"{st[c]:.3f}" if c in st else "—" for c in STATISTICS]
-                lines.append(f"| {label} | " + " | ".join(cells) + " |")
     write_json(HERE / "results.json", summary)
     with atomic_path(HERE / "table.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
