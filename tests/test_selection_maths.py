@@ -30,9 +30,9 @@ def test_gsnr_shrinkage_by_hand():
     np.testing.assert_allclose(got, [0.6, 0.0, 0.0, -1.0])
     # One member is enough (no spread is involved), and the default form divides this by it.
     np.testing.assert_allclose(sel.gsnr_shrinkage(early[:1], late[:1]), [0.75, 0, 0, -2.0])
-    spread = late.std(axis=0) / late.mean(axis=0)
+    spread = late[:, :2].std(axis=0) / late[:, :2].mean(axis=0)
     np.testing.assert_allclose(
-        sel.gsnr_default(early[:, :2], late[:, :2], eps=0.01), got[:2] / (spread[:2] + 0.01)
+        sel.gsnr_default(early[:, :2], late[:, :2], eps=0.01), got[:2] / (spread + 0.01)
     )
     with pytest.raises(ValueError, match="differ in shape"):
         sel.gsnr_shrinkage(early, late[:, :2])
