@@ -145,6 +145,15 @@ def subset_size(n: int, *, fraction: float | None = None, k: int | None = None) 
     return max(1, min(n, math.floor(fraction * n + 0.5)))  # half up, not to even
 
 
+def rank_tiers(scores: np.ndarray, demote: np.ndarray | None = None) -> np.ndarray:
+    """Tier of each example before its score: 0, 1 if demoted, 2 if its score is NaN; (N,)."""
+    tier = np.zeros(len(scores), dtype=np.int64)
+    if demote is not None:
+        tier[np.asarray(demote, dtype=bool)] = 1
+    tier[np.isnan(np.asarray(scores, dtype=np.float64))] = 2  # NaN after everything
+    return tier
+
+
 def rank_scores(
     scores: np.ndarray, *, descending: bool = True, seed: int = 0, demote: np.ndarray | None = None
 ) -> np.ndarray:
@@ -164,9 +173,7 @@ def rank_scores(
     missing = np.isnan(s)
     key = np.where(missing, 0.0, -s if descending else s)
     tie = np.random.default_rng([seed, 11]).permutation(n)
-    groups = np.zeros(n) if demote is None else np.asarray(demote, dtype=bool).astype(float)
-    groups = np.where(missing, 2.0, groups)  # NaN after everything, demoted included
-    order = np.lexsort((tie, key, groups))  # last key is the primary one
+    order = np.lexsort((tie, key, rank_tiers(s, demote)))  # last key is the primary one
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n)
     return rank
@@ -218,5 +225,6 @@ __all__ = [
     "gsnr_shrinkage",
     "ifd",
     "rank_scores",
+    "rank_tiers",
     "subset_size",
 ]

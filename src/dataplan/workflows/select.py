@@ -256,8 +256,7 @@ def select(cfg: SelectConfig, loaded=None) -> SelectResult:
             notes.append(f"{int(demote.sum())} examples with IFD >= 1 ranked last (Superfiltering)")
     rank = sel.rank_scores(order_by, descending=not cfg.lowest, seed=cfg.seed, demote=demote)
     if cfg.balance_labels:  # the demoted and the unscored stay last
-        tier = np.where(np.isnan(scores), 2, 0 if demote is None else demote.astype(int))
-        rank = _balanced(rank, tier, pool, k, cfg, notes)
+        rank = _balanced(rank, sel.rank_tiers(scores, demote), pool, k, cfg, notes)
     chosen_idx = np.flatnonzero(rank < k)
     chosen_idx = chosen_idx[np.argsort(rank[chosen_idx])]
     selected = [pool[i] for i in chosen_idx]
