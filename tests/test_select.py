@@ -246,7 +246,7 @@ def test_balance_labels_keeps_the_pool_label_mix(tmp_path, monkeypatch):
     monkeypatch.setattr(scoring, "score_pool", fake_scores)
     plain = select(_cfg(tmp_path, "unused", "loss", fraction=None, k=8))
     assert [e.answer for e in plain.selected] == ["no"] * 8
-    balanced = select(_cfg(tmp_path, "unused", "loss", fraction=None, k=8, balance_labels=True))
+    balanced = select(_cfg(tmp_path, "unused", "loss", fraction=None, k=8, balance_by="label"))
     # Quantiles (j + ½)/n_g: "yes" at 1/60, 3/60, …, "no" at 1/20, 3/20; ties by score rank.
     expected = ["p24", "q9", "p23", "p22", "p21", "q8", "p20", "p19"]
     assert [e.id for e in balanced.selected] == expected
@@ -269,13 +269,42 @@ def test_balance_labels_refuses_free_text_answers(tmp_path, capsys):
             "random",
             "--k",
             "10",
-            "--balance-labels",
+            "--balance-by",
+            "label",
             "--out",
             str(out),
         ],
         capsys,
     )
     assert code == 2 and "100 distinct values" in err and not out.exists()
+    assert "--balance-by answer-length" in err  # what to use instead
+
+
+def test_balance_by_answer_length_keeps_the_pool_length_mix(tmp_path, monkeypatch):
+    """An addition-like pool, 2- and 3-digit answers 1:2, whose scores favour the short ones: the
+    length-balanced subset keeps 1:2, each stratum's best first."""
+    import dataplan.workflows.select_scoring as scoring
+
+    rows = [{"id": f"s{i}", "prompt": f"{i}+10", "answer": str(i + 10)} for i in range(20)]
+    rows += [{"id": f"l{i}", "prompt": f"{i}+100", "answer": str(i + 100)} for i in range(40)]
+    (tmp_path / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    scores = np.r_[2.0 + np.arange(20) * 0.01, np.arange(40) * 0.01]
+
+    def fake_scores(cfg, run, pool, target, loaded=None):
+        return scores.copy(), {}, {}, []
+
+    monkeypatch.setattr(scoring, "score_pool", fake_scores)
+    plain = select(_cfg(tmp_path, "unused", "loss", fraction=None, k=6))
+    assert {len(e.answer) for e in plain.selected} == {2}
+    cfg = _cfg(tmp_path, "unused", "loss", fraction=None, k=6, balance_by="answer-length")
+    balanced = select(cfg)
+    lengths = [len(e.answer) for e in balanced.selected]
+    assert sorted(lengths) == [2, 2, 3, 3, 3, 3]
+    # Within each stratum the score's order: the best 2-digit (s19, s18) and 3-digit answers.
+    assert [e.id for e in balanced.selected if len(e.answer) == 2] == ["s19", "s18"]
+    assert [e.id for e in balanced.selected if len(e.answer) == 3] == ["l39", "l38", "l37", "l36"]
+    assert any("2 chars: 2 of 20; 3 chars: 4 of 40" in n for n in balanced.notes)
+    assert cfg.method_settings()["balance_by"] == "answer-length"
 
 
 @pytest.mark.parametrize(
@@ -292,6 +321,7 @@ def test_balance_labels_refuses_free_text_answers(tmp_path, capsys):
         (dict(method="gsnr", checkpoints=(1.0, 0.5)), ConfigError),
         (dict(out="subset.txt"), ConfigError),
         (dict(seed=-1), ConfigError),
+        (dict(balance_by="labels"), ConfigError),
     ],
 )
 def test_bad_settings_fail_before_any_model_loads(tmp_path, kw, error):

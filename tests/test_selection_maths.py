@@ -106,6 +106,26 @@ def test_balance_ranks_keeps_each_label_share_in_every_prefix():
             assert np.array_equal(np.argsort(rank[members]), np.argsort(balanced[members]))
 
 
+def test_length_groups():
+    # Few distinct lengths: one group each, in order of length.
+    np.testing.assert_array_equal(sel.length_groups(np.array([3, 2, 3, 2, 3])), [1, 0, 1, 0, 1])
+    # Many: at most B quantile strata of similar size, equal lengths together, order kept.
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 400, size=1000)
+    groups = sel.length_groups(lengths, max_groups=5)
+    assert set(groups.tolist()) == set(range(5))
+    assert np.all(np.bincount(groups) > 150)
+    for length in np.unique(lengths):
+        assert np.unique(groups[lengths == length]).size == 1
+    order = np.argsort(lengths, kind="stable")
+    assert np.all(np.diff(groups[order]) >= 0)
+    # Heavy ties: a length shared by 90% of the pool is one stratum, the rest another.
+    tied = np.r_[np.full(90, 5), np.arange(10, 20)]
+    np.testing.assert_array_equal(sel.length_groups(tied, 5), np.r_[np.zeros(90), np.ones(10)])
+    with pytest.raises(ValueError):
+        sel.length_groups(tied, 0)
+
+
 def test_balance_ranks_by_hand():
     # Scores put all "a" first; 2 of 4 are "a", so a balanced top-2 holds one "a" and one "b".
     rank = np.array([0, 1, 2, 3])

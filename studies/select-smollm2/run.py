@@ -10,8 +10,11 @@ examples). Selection scores come from one proxy run (seed 0) per method; `random
 subset per seed. `gsnr-shrinkage` is `--method gsnr --snr-form shrinkage` (the G-SNR without the
 members' spread), added after the first task's statistics showed the spread inverting the
 shrinkage's separation of corrupted labels; it reads the same cached statistics as `gsnr`.
-`…+balanced` rows add `--balance-labels` (classification tasks only), added after the first
-task showed every scored subset skewed towards a few labels. Every fine-tune result is cached in points/, every selection in runs/, so an
+`…+balanced` rows add `--balance-by label` where the pool's answers are labels (at least 5
+examples per distinct answer: intent_recognition, object_counting), `--balance-by answer-length`
+otherwise (arithmetic); the label form was added after the first task showed every scored subset
+skewed towards a few labels, the length form after arithmetic showed them skewed towards 2- or
+3-digit sums. Every fine-tune result is cached in points/, every selection in runs/, so an
 interrupted study resumes. Outputs: results.json, table.md, select.png.
 
     .venv/bin/python studies/select-smollm2/run.py [--tasks a,b,c] [--seeds 0,1,2]
@@ -51,7 +54,7 @@ COMPUTE_ORDER = (
     "gsnr+balanced",
     "gsnr-shrinkage+balanced",
 )
-BALANCED = "+balanced"  # --balance-labels: classification tasks only (answers are labels)
+BALANCED = "+balanced"  # --balance-by label, or answer-length when the answers are not labels
 STATISTICS = ("grad_norm_early", "grad_norm_late", "grad_shrinkage", "grad_spread_late")
 SNR_FORM = {"gsnr-shrinkage": "shrinkage"}  # study method -> --snr-form of --method gsnr
 TASKS = {  # task -> fraction of corrupted labels
@@ -136,15 +139,17 @@ def main() -> None:
     from dataplan.data.loading import load_examples
     from dataplan.digests import examples_digest, json_digest
     from dataplan.io import write_json
+    from dataplan.maths.selection import length_groups
     from dataplan.models.loading import load_model
     from dataplan.tasks.registry import get_task, load_task
     from dataplan.workflows.curve import CurveConfig, point_settings, train_and_evaluate
-    from dataplan.workflows.select import SelectConfig, select
+    from dataplan.workflows.select import LABEL_MIN_EXAMPLES, LENGTH_GROUPS, SelectConfig, select
 
     loaded = load_model(args.model)
     formatter = PromptFormatter(loaded.tokenizer)
     results: dict = {}
     ranking: dict = {}  # task -> method -> how the pool's ranking separates corrupted labels
+    info: dict = {}  # task -> how its +balanced rows group the pool
     points = HERE / "points"
     for task in tasks:
         noise = TASKS.get(task, 0.0)
@@ -159,7 +164,15 @@ def main() -> None:
         if not options:  # exact-match tasks: scoring every option would be wasted compute
             test = [replace(e, choices=None) for e in test]
         pool_examples = load_examples(pool_path)
-        answer_of = {e.id: e.answer for e in pool_examples}  # as trained on (corrupted or not)
+        answers = [e.answer for e in pool_examples]  # as trained on (corrupted or not)
+        labels_ok = len(set(answers)) * LABEL_MIN_EXAMPLES <= len(answers)
+        balance_by = "label" if labels_ok else "answer-length"
+        if labels_ok:  # the groups --balance-by balances, to report each subset's mix
+            groups = answers
+        else:
+            lengths = [len(a.strip()) for a in answers]
+            groups = length_groups(np.asarray(lengths), LENGTH_GROUPS).tolist()
+        group_of = dict(zip((e.id for e in pool_examples), groups, strict=True))
         target_examples = load_examples(target_path)
         identity = {
             **point_settings(curve_cfg, pool_examples, test),
@@ -168,17 +181,19 @@ def main() -> None:
             "target_size": TARGET,
         }
         rows = results.setdefault(label, {})
+        info[label] = {
+            "balance_by": balance_by,
+            "pool_top_group_share": max(map(groups.count, set(groups))) / len(groups),
+        }
         ranking.setdefault(label, {})
         for method in sorted(methods, key=COMPUTE_ORDER.index):
-            if method.endswith(BALANCED) and not options:
-                continue
             base = method.removesuffix(BALANCED)
             for seed in seeds:
                 sel_seed = seed if method == "random" else 0
                 sel_cfg = SelectConfig(
                     method=base.split("-")[0],
                     snr_form=SNR_FORM.get(base, "default"),
-                    balance_labels=method.endswith(BALANCED),
+                    balance_by=balance_by if method.endswith(BALANCED) else None,
                     data=str(pool_path),
                     model=args.model,
                     fraction=FRACTION,
@@ -232,11 +247,9 @@ def main() -> None:
                         "select_stage_seconds": chosen.seconds,
                     }
                     write_json(path, point)
-                if options:  # a subset of one label teaches the model to answer only that
-                    labels = [answer_of[i] for i in point["selected_ids"]]
-                    point["subset_majority_label_share"] = max(map(labels.count, labels)) / len(
-                        labels
-                    )
+                # A subset of one label (or one answer length) teaches the model that answer.
+                kept = [group_of[i] for i in point["selected_ids"]]
+                point["subset_top_group_share"] = max(map(kept.count, set(kept))) / len(kept)
                 print(
                     f"{label} {method} seed {seed}: {metric} {point['performance']:.3f}", flush=True
                 )
@@ -244,7 +257,7 @@ def main() -> None:
             if bad and method != "random":  # the scores are cached: this pass is cheap
                 sel_cfg = replace(sel_cfg, seed=0, progress=False)
                 ranking[label][method] = noise_ranking(select(sel_cfg, loaded=loaded), set(bad))
-    write_report(results, ranking)
+    write_report(results, ranking, info)
 
 
 def noise_ranking(chosen, bad: set[str]) -> dict:
@@ -276,7 +289,7 @@ def noise_ranking(chosen, bad: set[str]) -> dict:
     return out
 
 
-def write_report(results: dict, ranking: dict) -> None:
+def write_report(results: dict, ranking: dict, info: dict) -> None:
     """results.json, table.md and select.png from the points of this invocation.
 
     Scored methods select once (seed 0) and their seeds vary only the fine-tune; ``random``
@@ -300,6 +313,7 @@ def write_report(results: dict, ranking: dict) -> None:
             "n_pool": first["n_pool"],
             "n_test": first["n_test"],
             "fraction": FRACTION,
+            **info[label],
             "methods": {},
         }
         majority_key = (
@@ -332,11 +346,9 @@ def write_report(results: dict, ranking: dict) -> None:
                     "std": float(np.std(paired, ddof=1)) if len(paired) > 1 else None,
                     "n": len(paired),
                 }
-            label_shares = [
-                p["subset_majority_label_share"] for p in pts if "subset_majority_label_share" in p
-            ]
-            if label_shares:
-                entry["subset_majority_label_share"] = float(np.mean(label_shares))
+            entry["subset_top_group_share"] = float(
+                np.mean([p["subset_top_group_share"] for p in pts])
+            )
             shares = [p["corrupted_share"] for p in pts if p["corrupted_share"] is not None]
             if shares:
                 entry["corrupted_share"] = float(np.mean(shares))
@@ -377,16 +389,19 @@ def write_report(results: dict, ranking: dict) -> None:
     for label, entry in summary.items():
         methods = entry["methods"]
         noisy = any("corrupted_share" in m for m in methods.values())
-        labelled = any("subset_majority_label_share" in m for m in methods.values())
+        labelled = entry["balance_by"] == "label"
+        group = "label" if labelled else "answer length"
         head = ["method", "mean ± std", "per seed", "Δ vs random (paired)"]
         if noisy:
             head += ["corrupted kept", "corrupted AUROC"]
+        head += [f"subset's top {group}"]
         if labelled:
-            head += ["subset's top label", "test predictions' top label"]
+            head += ["test predictions' top label"]
         lines += [
             "",
             f"**{label}**: {entry['metric']}, k = {entry['k']} of a pool of {entry['n_pool']}, "
-            f"{entry['n_test']} test examples"
+            f"{entry['n_test']} test examples; +balanced = --balance-by {entry['balance_by']}; "
+            f"the pool's top {group} holds {entry['pool_top_group_share']:.0%} of it"
             + (
                 "; corrupted AUROC = P(a clean example ranks above a corrupted one), 0.5 = chance"
                 if noisy
@@ -411,11 +426,9 @@ def write_report(results: dict, ranking: dict) -> None:
                     f"{m['corrupted_share']:.0%}" if "corrupted_share" in m else "—",
                     "—" if auroc is None else f"{auroc:.3f}",
                 ]
+            row += [f"{m['subset_top_group_share']:.0%}"]
             if labelled:
-                row += [
-                    f"{m.get('subset_majority_label_share', 0):.0%}",
-                    f"{m['prediction_majority_share']:.0%}",
-                ]
+                row += [f"{m['prediction_majority_share']:.0%}"]
             lines.append("| " + " | ".join(row) + " |")
         stats = entry.get("ensemble_statistics_clean_above_corrupted")
         if stats:

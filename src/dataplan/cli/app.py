@@ -643,15 +643,16 @@ def select_cmd(
     lowest: Annotated[
         bool, typer.Option("--lowest", help="Keep the lowest scores instead of the highest.")
     ] = False,
-    balance_labels: Annotated[
-        bool,
+    balance_by: Annotated[
+        str | None,
         typer.Option(
-            "--balance-labels",
-            help="Keep the pool's share of each answer label in the subset (classification "
-            "pools: at least 5 examples per label on average); the rank column becomes the "
-            "balanced rank.",
+            "--balance-by",
+            help="Keep the pool's share of each group in the subset, the score choosing within "
+            "each: 'label' (the answer; classification pools, at least 5 examples per label on "
+            "average) or 'answer-length' (the answer's length in characters, up to 5 strata). "
+            "The rank column becomes the balanced rank.",
         ),
-    ] = False,
+    ] = None,
     members: Annotated[
         int | None, typer.Option(help="Ensemble size M (default 3 for gsnr, else 1).")
     ] = None,
@@ -709,7 +710,7 @@ def select_cmd(
         target=_opt_str(target),
         seed=seed,
         lowest=lowest,
-        balance_labels=balance_labels,
+        balance_by=balance_by,
         run_dir=_opt_str(run_dir),
         prompt_field=prompt_field,
         answer_field=answer_field,

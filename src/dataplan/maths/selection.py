@@ -216,6 +216,34 @@ def balance_ranks(
     return out
 
 
+def length_groups(lengths: np.ndarray, max_groups: int = 5) -> np.ndarray:
+    """Group examples by length for :func:`balance_ranks` (``--balance-by answer-length``).
+
+    With at most ``max_groups`` distinct lengths each length is its own group (the 2- and
+    3-digit sums of an addition pool). Otherwise a length ℓ goes to stratum
+    ⌊B · #{i : lengths_i < ℓ} / N⌋ (B = ``max_groups``), the strata renumbered 0, 1, … in order:
+    quantile bins of about N/B examples each, equal lengths always together, so a length shared
+    by many examples makes one stratum of its own rather than a split one [our choice].
+
+    Args:
+        lengths: a length per example, shape (N,), integers.
+        max_groups: B, the most groups returned, ≥ 1.
+
+    Returns:
+        a group index per example, shape (N,), int64, in increasing order of length.
+    """
+    if max_groups < 1:
+        raise ValueError(f"max_groups must be at least 1, got {max_groups}")
+    lengths = np.asarray(lengths, dtype=np.int64)
+    distinct, index = np.unique(lengths, return_inverse=True)
+    if distinct.size <= max_groups:
+        return index.astype(np.int64)
+    below = np.searchsorted(np.sort(lengths), distinct, side="left")  # #{lengths < ℓ}
+    stratum = (max_groups * below) // lengths.size
+    _, renumbered = np.unique(stratum[index], return_inverse=True)
+    return renumbered.astype(np.int64)
+
+
 __all__ = [
     "GSNR_FORMS",
     "balance_ranks",
@@ -224,6 +252,7 @@ __all__ = [
     "gsnr_default",
     "gsnr_shrinkage",
     "ifd",
+    "length_groups",
     "rank_scores",
     "rank_tiers",
     "subset_size",

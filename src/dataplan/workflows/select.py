@@ -14,10 +14,13 @@ Methods (METHODS.md §4; higher score = kept first unless ``lowest``):
 - ``loss`` — the frozen proxy's answer loss;
 - ``random`` — a seeded uniform draw (no model).
 
-``balance_labels`` re-orders any method's ranking so that every prefix keeps the pool's share of
-each answer label (:func:`dataplan.maths.selection.balance_ranks`): on a classification pool the
-scores otherwise tend to favour a few labels, and a subset of one label teaches the model to
-answer only that label (docs/select.md).
+``balance_by`` re-orders any method's ranking so that every prefix keeps the pool's share of
+each group (:func:`dataplan.maths.selection.balance_ranks`): ``label`` groups by the answer (a
+classification pool), ``answer-length`` by the answer's length in characters
+(:func:`dataplan.maths.selection.length_groups`). The scores otherwise tend to favour one kind of
+example — a few labels, or only the short or only the long answers — and the fine-tuned model
+learns that kind as its prior: a subset of one label answers only that label, a subset of 2-digit
+sums never answers a 3-digit one (docs/select.md).
 
 Run folder (resumable, shared by every method on the same model and pool): ``config.json``,
 ``versions.json``, ``ensemble-<settings digest>/member-m/step-s/`` (adapters),
@@ -48,7 +51,9 @@ from dataplan.workflows.run_folder import RunFolder
 log = logging.getLogger(__name__)
 
 METHODS = ("gsnr", "gradnorm", "gradsim", "ifd", "loss", "random")
-LABEL_MIN_EXAMPLES = 5  # --balance-labels: a label needs this many pool examples on average
+BALANCE_BY = ("label", "answer-length")
+LABEL_MIN_EXAMPLES = 5  # --balance-by label: a label needs this many pool examples on average
+LENGTH_GROUPS = 5  # --balance-by answer-length: at most this many length strata
 GRADIENT_METHODS = ("gsnr", "gradnorm", "gradsim")
 
 
@@ -66,7 +71,7 @@ class SelectConfig:
     target: str | None = None
     seed: int = 0
     lowest: bool = False
-    balance_labels: bool = False
+    balance_by: str | None = None
     run_dir: str | None = None
     prompt_field: str = "prompt"
     answer_field: str = "answer"
@@ -105,6 +110,8 @@ class SelectConfig:
             raise ConfigError(f"--model is needed for --method {self.method}")
         if self.method == "gradsim" and not self.target:
             raise ConfigError("--method gradsim needs --target FILE (the examples to resemble)")
+        if self.balance_by is not None and self.balance_by not in BALANCE_BY:
+            raise ConfigError(f"--balance-by must be one of {', '.join(BALANCE_BY)}")
         if self.snr_form not in sel.GSNR_FORMS:
             raise ConfigError(f"--snr-form must be one of {', '.join(sel.GSNR_FORMS)}")
         if self.members is None:
@@ -134,8 +141,8 @@ class SelectConfig:
             out["ensemble"] = self.ensemble.to_dict()
         if self.method == "gsnr":
             out.update(snr_form=self.snr_form, snr_eps=self.snr_eps)
-        if self.balance_labels:  # only when on: earlier results keep their settings
-            out["balance_labels"] = True
+        if self.balance_by:  # only when on: earlier results keep their settings
+            out["balance_by"] = self.balance_by
         if self.method == "gradsim":
             out["target"] = self.target
         return out
@@ -219,7 +226,7 @@ def select(cfg: SelectConfig, loaded=None) -> SelectResult:
     """Score the pool, rank it and (with ``cfg.out``) write the subset; resumable."""
     pool, target = load_pool(cfg)
     k = sel.subset_size(len(pool), fraction=cfg.fraction, k=cfg.k)
-    if cfg.balance_labels:
+    if cfg.balance_by == "label":
         _check_labels(pool, cfg)
     run = None
     _check_writable(cfg.out, cfg.scores_out)
@@ -255,7 +262,7 @@ def select(cfg: SelectConfig, loaded=None) -> SelectResult:
         if demote.any():
             notes.append(f"{int(demote.sum())} examples with IFD >= 1 ranked last (Superfiltering)")
     rank = sel.rank_scores(order_by, descending=not cfg.lowest, seed=cfg.seed, demote=demote)
-    if cfg.balance_labels:  # the demoted and the unscored stay last
+    if cfg.balance_by:  # the demoted and the unscored stay last
         rank = _balanced(rank, sel.rank_tiers(scores, demote), pool, k, cfg, notes)
     chosen_idx = np.flatnonzero(rank < k)
     chosen_idx = chosen_idx[np.argsort(rank[chosen_idx])]
@@ -298,13 +305,14 @@ def select(cfg: SelectConfig, loaded=None) -> SelectResult:
 
 
 def _check_labels(pool: list[Example], cfg: SelectConfig) -> None:
-    """``--balance-labels`` needs a classification pool: fail before any compute otherwise."""
+    """``--balance-by label`` needs a classification pool: fail before any compute otherwise."""
     distinct = len({e.answer for e in pool})
     if distinct * LABEL_MIN_EXAMPLES > len(pool):  # e.g. every sum of an arithmetic task differs
         raise InputError(
-            f"--balance-labels: the {cfg.answer_field!r} field has {distinct} distinct values "
+            f"--balance-by label: the {cfg.answer_field!r} field has {distinct} distinct values "
             f"in {len(pool)} examples (fewer than {LABEL_MIN_EXAMPLES} per value); it balances "
-            "classification pools, whose answers are a few labels",
+            "classification pools, whose answers are a few labels (free-text answers: "
+            "--balance-by answer-length)",
             path=cfg.data,
         )
 
@@ -312,15 +320,28 @@ def _check_labels(pool: list[Example], cfg: SelectConfig) -> None:
 def _balanced(
     rank: np.ndarray, tier: np.ndarray, pool: list[Example], k: int, cfg, notes: list[str]
 ) -> np.ndarray:
-    """The ranking re-ordered so that the subset keeps the pool's label shares."""
-    labels = [e.answer for e in pool]
-    balanced = sel.balance_ranks(rank, np.asarray(labels, dtype=object), tier=tier)
-    kept = Counter(label for label, r in zip(labels, balanced, strict=True) if r < k)
-    per_label = [kept.get(label, 0) for label in set(labels)]
-    notes.append(
-        f"balanced by {cfg.answer_field!r}: {len(per_label)} labels, "
-        f"{min(per_label)}–{max(per_label)} kept per label"
-    )
+    """The ranking re-ordered so that the subset keeps the pool's share of each group."""
+    if cfg.balance_by == "label":
+        groups = np.asarray([e.answer for e in pool], dtype=object)
+    else:
+        lengths = np.asarray([len(e.answer.strip()) for e in pool], dtype=np.int64)
+        groups = sel.length_groups(lengths, LENGTH_GROUPS)
+    balanced = sel.balance_ranks(rank, groups, tier=tier)
+    pooled = Counter(groups.tolist())
+    kept = Counter(g for g, r in zip(groups.tolist(), balanced, strict=True) if r < k)
+    if cfg.balance_by == "label":  # possibly many labels: their range, not each
+        per_label = [kept.get(g, 0) for g in pooled]
+        notes.append(
+            f"balanced by {cfg.answer_field!r}: {len(pooled)} labels, "
+            f"{min(per_label)}–{max(per_label)} kept per label"
+        )
+    else:  # at most LENGTH_GROUPS strata: each one
+        spans = []
+        for g, n in sorted(pooled.items()):
+            low, high = lengths[groups == g].min(), lengths[groups == g].max()
+            span = f"{low}" if low == high else f"{low}–{high}"
+            spans.append(f"{span} chars: {kept.get(g, 0)} of {n}")
+        notes.append(f"balanced by the length of {cfg.answer_field!r}: " + "; ".join(spans))
     return balanced
 
 
