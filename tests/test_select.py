@@ -229,7 +229,7 @@ def test_planted_noisy_examples_rank_low_with_gsnr(tmp_path, learnable_model_dir
     assert _auroc(shrinkage.scores, is_noisy) > 0.75
 
 
-def test_balance_labels_keeps_the_pool_label_mix(tmp_path, monkeypatch):
+def test_balance_by_label_keeps_the_pool_label_mix(tmp_path, monkeypatch):
     """A 3:1 pool whose scores favour the rare label: the balanced subset keeps 3:1, the best of
     each label first, and unscored examples stay last."""
     import dataplan.workflows.select_scoring as scoring
@@ -256,7 +256,7 @@ def test_balance_labels_keeps_the_pool_label_mix(tmp_path, monkeypatch):
     assert sum(table["selected"]) == 8 and table["rank"] == balanced.rank.tolist()
 
 
-def test_balance_labels_refuses_free_text_answers(tmp_path, capsys):
+def test_balance_by_label_refuses_free_text_answers(tmp_path, capsys):
     rows = [{"id": f"a{i}", "prompt": f"{i}+1", "answer": str(i + 1)} for i in range(100)]
     (tmp_path / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "subset.jsonl"
