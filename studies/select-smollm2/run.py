@@ -139,11 +139,15 @@ def main() -> None:
     from dataplan.data.loading import load_examples
     from dataplan.digests import examples_digest, json_digest
     from dataplan.io import write_json
-    from dataplan.maths.selection import length_groups
     from dataplan.models.loading import load_model
     from dataplan.tasks.registry import get_task, load_task
     from dataplan.workflows.curve import CurveConfig, point_settings, train_and_evaluate
-    from dataplan.workflows.select import LABEL_MIN_EXAMPLES, LENGTH_GROUPS, SelectConfig, select
+    from dataplan.workflows.select import (
+        SelectConfig,
+        answers_are_labels,
+        balance_groups,
+        select,
+    )
 
     loaded = load_model(args.model)
     formatter = PromptFormatter(loaded.tokenizer)
@@ -164,14 +168,11 @@ def main() -> None:
         if not options:  # exact-match tasks: scoring every option would be wasted compute
             test = [replace(e, choices=None) for e in test]
         pool_examples = load_examples(pool_path)
-        answers = [e.answer for e in pool_examples]  # as trained on (corrupted or not)
-        labels_ok = len(set(answers)) * LABEL_MIN_EXAMPLES <= len(answers)
-        balance_by = "label" if labels_ok else "answer-length"
-        if labels_ok:  # the groups --balance-by balances, to report each subset's mix
-            groups = answers
-        else:
-            lengths = [len(a.strip()) for a in answers]
-            groups = length_groups(np.asarray(lengths), LENGTH_GROUPS).tolist()
+        # The groups +balanced rows balance (answers as trained on, corrupted or not), also
+        # to report each subset's mix.
+        labels = answers_are_labels([e.answer for e in pool_examples])
+        balance_by = "label" if labels else "answer-length"
+        groups = balance_groups(pool_examples, balance_by)[0].tolist()
         group_of = dict(zip((e.id for e in pool_examples), groups, strict=True))
         target_examples = load_examples(target_path)
         identity = {

@@ -304,15 +304,38 @@ def select(cfg: SelectConfig, loaded=None) -> SelectResult:
     return result
 
 
+def answers_are_labels(answers: list[str]) -> bool:
+    """A classification pool: at least ``LABEL_MIN_EXAMPLES`` examples per distinct answer."""
+    return len(set(answers)) * LABEL_MIN_EXAMPLES <= len(answers)
+
+
+def balance_groups(pool: list[Example], balance_by: str) -> tuple[np.ndarray, dict[Any, str]]:
+    """The group of each pool example under ``--balance-by``, shape (N,), and each group's name.
+
+    ``label``: the answer itself; ``answer-length``: the stratum of the answer's length in
+    characters (:func:`dataplan.maths.selection.length_groups`), named by its span.
+    """
+    if balance_by == "label":
+        labels = [e.answer for e in pool]
+        return np.asarray(labels, dtype=object), {g: repr(g) for g in set(labels)}
+    lengths = np.asarray([len(e.answer.strip()) for e in pool], dtype=np.int64)
+    groups = sel.length_groups(lengths, LENGTH_GROUPS)
+    names = {}
+    for g in np.unique(groups).tolist():
+        low, high = lengths[groups == g].min(), lengths[groups == g].max()
+        names[g] = f"{low} chars" if low == high else f"{low}–{high} chars"
+    return groups, names
+
+
 def _check_labels(pool: list[Example], cfg: SelectConfig) -> None:
     """``--balance-by label`` needs a classification pool: fail before any compute otherwise."""
-    distinct = len({e.answer for e in pool})
-    if distinct * LABEL_MIN_EXAMPLES > len(pool):  # e.g. every sum of an arithmetic task differs
+    answers = [e.answer for e in pool]
+    if not answers_are_labels(answers):  # e.g. every sum of an arithmetic task differs
         raise InputError(
-            f"--balance-by label: the {cfg.answer_field!r} field has {distinct} distinct values "
-            f"in {len(pool)} examples (fewer than {LABEL_MIN_EXAMPLES} per value); it balances "
-            "classification pools, whose answers are a few labels (free-text answers: "
-            "--balance-by answer-length)",
+            f"--balance-by label: the {cfg.answer_field!r} field has {len(set(answers))} "
+            f"distinct values in {len(pool)} examples (fewer than {LABEL_MIN_EXAMPLES} per "
+            "value); it balances classification pools, whose answers are a few labels "
+            "(free-text answers: --balance-by answer-length)",
             path=cfg.data,
         )
 
@@ -321,11 +344,7 @@ def _balanced(
     rank: np.ndarray, tier: np.ndarray, pool: list[Example], k: int, cfg, notes: list[str]
 ) -> np.ndarray:
     """The ranking re-ordered so that the subset keeps the pool's share of each group."""
-    if cfg.balance_by == "label":
-        groups = np.asarray([e.answer for e in pool], dtype=object)
-    else:
-        lengths = np.asarray([len(e.answer.strip()) for e in pool], dtype=np.int64)
-        groups = sel.length_groups(lengths, LENGTH_GROUPS)
+    groups, names = balance_groups(pool, cfg.balance_by)
     balanced = sel.balance_ranks(rank, groups, tier=tier)
     pooled = Counter(groups.tolist())
     kept = Counter(g for g, r in zip(groups.tolist(), balanced, strict=True) if r < k)
@@ -336,12 +355,10 @@ def _balanced(
             f"{min(per_label)}–{max(per_label)} kept per label"
         )
     else:  # at most LENGTH_GROUPS strata: each one
-        spans = []
-        for g, n in sorted(pooled.items()):
-            low, high = lengths[groups == g].min(), lengths[groups == g].max()
-            span = f"{low}" if low == high else f"{low}–{high}"
-            spans.append(f"{span} chars: {kept.get(g, 0)} of {n}")
-        notes.append(f"balanced by the length of {cfg.answer_field!r}: " + "; ".join(spans))
+        shares = "; ".join(
+            f"{names[g]}: {kept.get(g, 0)} of {n}" for g, n in sorted(pooled.items())
+        )
+        notes.append(f"balanced by the length of {cfg.answer_field!r}: {shares}")
     return balanced
 
 
