@@ -27,9 +27,9 @@ def variant(phase: str, state=None, *, n: int, batch_size: int):
         examples = load_task("demo")[:n]
         return loaded, [fmt.prompt_ids(e.prompt) for e in examples]
     loaded, prompt_ids = state
-    from dataplan.compute.confidence import pool_confidence
+    from dataplan.compute.generation import greedy_answers
 
-    res = pool_confidence(
+    res = greedy_answers(
         loaded.model, loaded.tokenizer, prompt_ids, batch_size=batch_size, progress=False
     )
     return {"confidence": res.confidence.tolist(), "generated": res.generated}

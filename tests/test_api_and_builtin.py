@@ -26,7 +26,7 @@ needs_builtin = pytest.mark.skipif(
 @needs_builtin
 def test_builtin_model_confidence_and_gradients_match_reference():
     """SmolLM2-135M from the shipped GGUF: batched paths agree with the slow references."""
-    from dataplan.compute.confidence import pool_confidence
+    from dataplan.compute.generation import greedy_answers
     from dataplan.compute.gradients import gradient_gram, gradient_gram_reference
     from dataplan.data.formatting import PromptFormatter
     from dataplan.maths.similarity import cosine_from_gram
@@ -44,10 +44,10 @@ def test_builtin_model_confidence_and_gradients_match_reference():
         "Say hello.",
     ]
     ids = [fmt.prompt_ids(p) for p in prompts]
-    batched = pool_confidence(
+    batched = greedy_answers(
         loaded.model, loaded.tokenizer, ids, batch_size=4, max_new_tokens=6, progress=False
     )
-    single = pool_confidence(
+    single = greedy_answers(
         loaded.model, loaded.tokenizer, ids, batch_size=1, max_new_tokens=6, progress=False
     )
     np.testing.assert_allclose(batched.confidence, single.confidence, atol=2e-3)

@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from conftest import make_tiny_llama
-from dataplan.compute.confidence import (
+from dataplan.compute.generation import (
     answer_token_stats,
-    lowest_confidence,
+    greedy_answers,
     max_log_prob,
-    pool_confidence,
 )
 from dataplan.data.formatting import PromptFormatter
+from dataplan.maths.confidence import lowest_confidence
 
 PROMPTS = [
     "hello",
@@ -29,10 +29,10 @@ def test_batched_matches_batch_of_one_float64(char_tokenizer):
     model = make_tiny_llama(len(char_tokenizer), dtype=torch.float64, seed=1)
     fmt = PromptFormatter(char_tokenizer)
     ids = [fmt.prompt_ids(p) for p in PROMPTS]
-    batched = pool_confidence(
+    batched = greedy_answers(
         model, char_tokenizer, ids, batch_size=4, max_new_tokens=8, progress=False
     )
-    single = pool_confidence(
+    single = greedy_answers(
         model, char_tokenizer, ids, batch_size=1, max_new_tokens=8, progress=False
     )
     np.testing.assert_allclose(batched.confidence, single.confidence, rtol=1e-9)

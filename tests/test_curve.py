@@ -7,11 +7,11 @@ import json
 import pytest
 
 from dataplan.compute.option_scoring import option_predictions, sequence_logprobs
-from dataplan.compute.training import TrainSettings, finetune
 from dataplan.data.formatting import PromptFormatter
 from dataplan.data.loading import Example
-from dataplan.data.scoring import majority_baseline, majority_share, token_f1
 from dataplan.errors import ConfigError
+from dataplan.evaluation.metrics import majority_baseline, majority_share, token_f1
+from dataplan.training import TrainSettings, train
 from dataplan.workflows.curve import CurveConfig, measure_curve, training_subset
 
 WORDS = ["red", "blue", "green", "cat"]
@@ -54,10 +54,12 @@ def test_option_scoring_matches_manual_logprob(char_tokenizer, tiny_llama):
 
 def test_training_lowers_loss_and_keeps_end_token(char_tokenizer, tiny_llama):
     fmt = PromptFormatter(char_tokenizer)
-    enc = [fmt.encode(f"Colour {i}?", WORDS[i % 2]) for i in range(8)]
+    examples = [Example(id=str(i), prompt=f"Colour {i}?", answer=WORDS[i % 2]) for i in range(8)]
+    enc = [fmt.encode(e.prompt, e.answer) for e in examples]
     assert enc[0].labels(with_end=True)[-1] == char_tokenizer.eos_token_id
     settings = TrainSettings(learning_rate=5e-3, batch_size=4, min_steps=30, max_steps=30, lora_r=4)
-    model, log = finetune(tiny_llama, enc, char_tokenizer.pad_token_id, settings, seed=0)
+    result = train(tiny_llama, examples, fmt, settings, seed=0)
+    model, log = result.model, result.log()
     assert log["steps"] == 30
     losses = [loss for _, loss in log["loss_curve"]]
     assert losses[-1] < losses[0]
@@ -335,7 +337,7 @@ def test_calibrate_leaves_out_tasks_without_learning_gain(tmp_path):
 
 
 def test_auto_metric_uses_options_for_classification_and_choice_only():
-    from dataplan.workflows.calibrate import auto_metric
+    from dataplan.evaluation import headline_metric as auto_metric
 
     aucs = {"exact_match": 0.5, "token_f1": 0.5, "loglik_accuracy": 0.7}
     assert auto_metric(aucs, "exact_match", "classification") == "loglik_accuracy"

@@ -8,8 +8,8 @@ import pytest
 
 from dataplan.data.formatting import PromptFormatter
 from dataplan.data.loading import Fields, load_examples
-from dataplan.data.scoring import exact_match, normalise_answer
 from dataplan.errors import InputError
+from dataplan.evaluation.metrics import exact_match, normalise_answer
 
 RECORDS = [
     {"id": "a", "prompt": "2+2=", "answer": "4"},
@@ -199,7 +199,7 @@ def test_bigbench_bad_target_scores(tmp_path, scores):
 
 
 def test_prompt_longer_than_context_window_is_an_input_error(tmp_path, char_tokenizer):
-    from dataplan.workflows.coslow import encode_labelled
+    from dataplan.data.formatting import encode_examples
 
     path = tmp_path / "long.jsonl"
     path.write_text(
@@ -214,7 +214,7 @@ def test_prompt_longer_than_context_window_is_an_input_error(tmp_path, char_toke
         fmt = PromptFormatter(tok)
         assert fmt.max_length == 64
         with pytest.raises(InputError) as err:
-            encode_labelled(fmt, examples)
+            encode_examples(fmt, examples)
         assert err.value.line == 2 and err.value.field == "prompt"
         assert "context window of 64" in str(err.value)
         with pytest.raises(InputError) as err:

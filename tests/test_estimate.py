@@ -85,7 +85,7 @@ def test_estimate_resumes_from_cache(tiny_model_dir, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("recomputed a cached step")
 
-    monkeypatch.setattr("dataplan.compute.confidence.pool_confidence", boom)
+    monkeypatch.setattr("dataplan.compute.generation.greedy_answers", boom)
     monkeypatch.setattr("dataplan.workflows.estimate.coslow", boom)
     again = estimate(
         _cfg(tiny_model_dir, data, tmp_path / "run", target=0.5)

@@ -118,13 +118,13 @@ def test_seeded_and_resumable(tmp_path, tiny_model_dir, monkeypatch):
     _write_pool(tmp_path / "pool.jsonl", n=20)
     first = select(_cfg(tmp_path, tiny_model_dir, "gsnr"))
     import dataplan.compute.example_stats as stats
-    import dataplan.compute.training as training
+    import dataplan.training as training
 
     def boom(*a, **kw):
         raise AssertionError("recomputed although cached")
 
     monkeypatch.setattr(stats, "gradient_stats", boom)
-    monkeypatch.setattr(training, "finetune", boom)
+    monkeypatch.setattr(training, "train", boom)
     again = select(_cfg(tmp_path, tiny_model_dir, "gsnr", k=3, fraction=None))
     np.testing.assert_array_equal(first.scores, again.scores)
     assert [e.id for e in again.selected] == [e.id for e in first.selected[:3]]

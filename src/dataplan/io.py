@@ -13,7 +13,7 @@ import platform
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def atomic_folder(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    """Write a folder whole: ``write(tmp)`` fills ``<path>.partial``, renamed to ``path`` on
+    success (an older ``path`` is replaced); a crash leaves only the ``.partial`` folder."""
+    import shutil
+
+    final = Path(path)
+    tmp = final.with_name(final.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    write(tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    return final
 
 
 def _umask() -> int:

@@ -23,7 +23,6 @@ interrupted study resumes. Outputs: results.json, table.md, select.png.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -90,6 +89,23 @@ def corrupt(examples, fraction: float, seed: int):
     return out, bad
 
 
+def store():
+    """The study's cache of fine-tune results and noise rankings (committed)."""
+    from dataplan.store import ResultStore
+
+    return ResultStore(HERE / "points")
+
+
+def ranking_key(point: dict) -> tuple[str, dict]:
+    """Name and identity of a method's noise ranking: its selection (seed 0) on its pool."""
+    return f"{point['task']}-{point['method']}-ranking", {
+        "identity": point["identity"],
+        "selection": {**point["selection"], "seed": 0},
+        "pool": point["pool"],
+        "fraction": point["fraction"],
+    }
+
+
 def pool_files(task: str, noise: float) -> tuple[Path, Path, list[str]]:
     from dataplan.io import write_json, write_jsonl
     from dataplan.tasks.registry import load_task
@@ -137,11 +153,12 @@ def main() -> None:
 
     from dataplan.data.formatting import PromptFormatter
     from dataplan.data.loading import load_examples
-    from dataplan.digests import examples_digest, json_digest
-    from dataplan.io import write_json
+    from dataplan.digests import examples_digest
     from dataplan.models.loading import load_model
+    from dataplan.store import canonical
     from dataplan.tasks.registry import get_task, load_task
-    from dataplan.workflows.curve import CurveConfig, point_settings, train_and_evaluate
+    from dataplan.workflows.curve import CurveConfig, point_settings
+    from dataplan.workflows.experiment import train_and_evaluate
     from dataplan.workflows.select import (
         SelectConfig,
         answers_are_labels,
@@ -154,7 +171,7 @@ def main() -> None:
     results: dict = {}
     ranking: dict = {}  # task -> method -> how the pool's ranking separates corrupted labels
     info: dict = {}  # task -> how its +balanced rows group the pool
-    points = HERE / "points"
+    cache = store()
     for task in tasks:
         noise = TASKS.get(task, 0.0)
         pool_path, target_path, bad = pool_files(task, noise)
@@ -207,6 +224,8 @@ def main() -> None:
                     progress=True,
                 )
                 selection = sel_cfg.method_settings()
+                if "ensemble" in selection:  # its non-default settings, as the store keys them
+                    selection["ensemble"] = canonical(sel_cfg.ensemble)
                 if method == "gradsim":  # the target's content, not its path
                     selection["target"] = examples_digest(target_examples)
                 key = {
@@ -222,15 +241,20 @@ def main() -> None:
                     "identity": identity,
                     "selection": selection,
                 }
-                path = points / f"{label}-{method}-s{seed}-{json_digest(key)}.json"
-                if path.exists():
-                    point = json.loads(path.read_text())
-                else:
+                name = f"{label}-{method}-s{seed}"
+                point = cache.get_json(name, key)
+                if point is None:
                     start = time.perf_counter()
                     chosen = select(sel_cfg, loaded=loaded)
                     select_seconds = time.perf_counter() - start
                     out = train_and_evaluate(
-                        loaded, formatter, chosen.selected, test, curve_cfg, seed=seed
+                        loaded,
+                        formatter,
+                        chosen.selected,
+                        test,
+                        train_settings=curve_cfg.train,
+                        evaluation=curve_cfg.evaluation,
+                        seed=seed,
                     )
                     ids = [e.id for e in chosen.selected]
                     point = {
@@ -247,7 +271,7 @@ def main() -> None:
                         "select_seconds": select_seconds,
                         "select_stage_seconds": chosen.seconds,
                     }
-                    write_json(path, point)
+                    point = cache.put_json(name, key, point)
                 # A subset of one label (or one answer length) teaches the model that answer.
                 kept = [group_of[i] for i in point["selected_ids"]]
                 point["subset_top_group_share"] = max(map(kept.count, set(kept))) / len(kept)
@@ -255,9 +279,15 @@ def main() -> None:
                     f"{label} {method} seed {seed}: {metric} {point['performance']:.3f}", flush=True
                 )
                 rows.setdefault(method, []).append(point)
-            if bad and method != "random":  # the scores are cached: this pass is cheap
+            if bad and method != "random":  # cached; else recomputed from the cached scores
                 sel_cfg = replace(sel_cfg, seed=0, progress=False)
-                ranking[label][method] = noise_ranking(select(sel_cfg, loaded=loaded), set(bad))
+                name, rid = ranking_key(point)
+                found = cache.cached_json(
+                    name,
+                    rid,
+                    lambda c=sel_cfg, b=set(bad): noise_ranking(select(c, loaded=loaded), b),
+                )
+                ranking[label][method] = {k: v for k, v in found.items() if k != "settings"}
     write_report(results, ranking, info)
 
 

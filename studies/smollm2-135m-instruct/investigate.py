@@ -60,8 +60,8 @@ def bootstrap_median_ci(cosines: np.ndarray, draws: int = 2000, seed: int = 0) -
 
 
 def auc_of(task: str) -> tuple[float, str] | None:
+    from dataplan.evaluation import headline_metric as auto_metric
     from dataplan.tasks.registry import get_task
-    from dataplan.workflows.calibrate import auto_metric
 
     path = STUDY / "curves" / task / "summary.json"
     if not path.exists():
@@ -74,13 +74,13 @@ def auc_of(task: str) -> tuple[float, str] | None:
 
 
 def variants_for(task: str, loaded) -> dict:
-    from dataplan.compute.confidence import lowest_confidence
-    from dataplan.compute.training import TrainSettings, finetune
     from dataplan.data.formatting import PromptFormatter
     from dataplan.data.loading import load_examples
     from dataplan.io import read_parquet, write_json
+    from dataplan.maths.confidence import lowest_confidence
     from dataplan.models.lora import LoraSettings
-    from dataplan.workflows.coslow import coslow, encode_labelled
+    from dataplan.training import TrainSettings, train
+    from dataplan.workflows.coslow import coslow
     from dataplan.workflows.estimate import EstimateConfig, load_pool
 
     cached = OUT / f"{task}.json"
@@ -107,10 +107,9 @@ def variants_for(task: str, loaded) -> dict:
     others = [e for e in pool if e.id not in chosen_ids]
     rng = np.random.default_rng(0)
     warm_set = [others[i] for i in rng.choice(len(others), size=64, replace=False)]
-    train = TrainSettings(lora_r=64, lora_alpha=32.0, min_steps=20, max_steps=20)
-    peft_model, log = finetune(
-        loaded.model, encode_labelled(formatter, warm_set), loaded.tokenizer.pad_token_id, train
-    )
+    settings = TrainSettings(lora_r=64, lora_alpha=32.0, min_steps=20, max_steps=20)
+    warmed = train(loaded.model, warm_set, formatter, settings)
+    peft_model, log = warmed.model, warmed.log()
     adapter_dir = OUT / "adapters" / task
     peft_model.save_pretrained(str(adapter_dir))
     loaded.model = peft_model.unload()

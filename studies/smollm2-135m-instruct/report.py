@@ -66,9 +66,9 @@ def rank_correlations(fit_rows: list[dict]) -> list[str]:
 
 def seeds_section(fit_rows: list[dict]) -> list[str]:
     """Spread across seeds (seeds.sh): per budget mean ± std and the AUC of each seed."""
+    from dataplan.evaluation import headline_metric as auto_metric
     from dataplan.maths.auc import data_efficiency_auc
     from dataplan.tasks.registry import get_task
-    from dataplan.workflows.calibrate import auto_metric
 
     folder = HERE / "seeds"
     tasks = (
@@ -122,9 +122,10 @@ def seeds_section(fit_rows: list[dict]) -> list[str]:
 
 
 def main() -> None:
+    from dataplan.evaluation import headline_metric as auto_metric
     from dataplan.maths.forecast import fit_calibration, leave_one_out_scores
     from dataplan.tasks.registry import get_task
-    from dataplan.workflows.calibrate import auto_metric, learning_gain
+    from dataplan.workflows.calibrate import learning_gain
 
     study_json = HERE / "study" / "study.json"
     # The fit set follows calibrate's own rule and threshold (as investigate.py reads it).

@@ -554,7 +554,7 @@ def curve(
 ) -> None:
     """Measure a data-efficiency curve: fine-tune at each budget, evaluate on held-out data."""
     _setup_logging(quiet or json_out)
-    from dataplan.compute.training import TrainSettings
+    from dataplan.training import TrainSettings
     from dataplan.workflows.curve import METRICS, CurveConfig, measure_curve
 
     train = TrainSettings(
@@ -810,7 +810,7 @@ def calibrate(
 ) -> None:
     """Fit AUC' = c · CoS-Low + I over tasks; leave-one-task-out scores for CoS-Low and baselines."""
     _setup_logging(quiet or json_out)
-    from dataplan.compute.training import TrainSettings
+    from dataplan.training import TrainSettings
     from dataplan.workflows.calibrate import CalibrateConfig
     from dataplan.workflows.calibrate import calibrate as run_calibrate
     from dataplan.workflows.curve import CurveConfig
@@ -902,7 +902,7 @@ def scaling_runs_cmd(
 ) -> None:
     """Fine-tune at each (N, strategy) under a compute budget and record one row per run."""
     _setup_logging(quiet or json_out)
-    from dataplan.compute.training import TrainSettings
+    from dataplan.training import TrainSettings
     from dataplan.workflows.curve import CurveConfig
     from dataplan.workflows.scaling_runs import scaling_runs
 

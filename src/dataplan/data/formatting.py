@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 # Tokenizers without a known limit report a huge sentinel (1e30) as ``model_max_length``.
 _NO_LIMIT = 10**9
@@ -42,6 +43,24 @@ class Encoded:
         end = self.end_ids if with_end_in_input else ()
         end_labels = list(end) if with_end else [-100] * len(end)
         return [*masked_prompt, *self.answer_ids, *end_labels]
+
+
+@dataclass(frozen=True)
+class PromptSettings:
+    """How prompts are formatted (shared by every command that loads a model).
+
+    Attributes:
+        chat_template: apply the tokenizer's chat template when it has one.
+        system_prompt: a system message to put first (None keeps the template's default).
+    """
+
+    chat_template: bool = True
+    system_prompt: str | None = None
+
+    def formatter(self, tokenizer: Any) -> PromptFormatter:
+        return PromptFormatter(
+            tokenizer, use_chat_template=self.chat_template, system_prompt=self.system_prompt
+        )
 
 
 class PromptFormatter:
@@ -114,3 +133,22 @@ class PromptFormatter:
                 ) from None
             out.append(ids)
         return out
+
+
+def encode_examples(formatter: PromptFormatter, examples: Sequence) -> list[Encoded]:
+    """Token ids of labelled examples; an example without a usable answer (missing, no tokens,
+    too long for the context window) is an input error naming its file, line and field."""
+    from dataplan.errors import InputError
+
+    encoded = []
+    for ex in examples:
+        where = {"path": ex.source or None, "line": ex.line}
+        if ex.answer is None:
+            raise InputError("missing answer", **where, field="answer")
+        try:
+            encoded.append(formatter.encode(ex.prompt, ex.answer))
+        except TooLongError as err:
+            raise InputError(str(err), **where, field="prompt") from None
+        except ValueError as err:
+            raise InputError(str(err), **where, field="answer") from None
+    return encoded

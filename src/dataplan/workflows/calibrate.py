@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from dataplan.errors import ConfigError
+from dataplan.evaluation import headline_metric
 from dataplan.io import atomic_path, write_json
 from dataplan.maths.forecast import fit_calibration, leave_one_out_scores
 from dataplan.workflows.curve import CurveConfig, measure_curve
@@ -60,28 +61,12 @@ class CalibrateConfig:
             raise ConfigError("calibrate needs curve and estimate settings")
 
 
-OPTION_KINDS = ("classification", "multiple_choice")
-
-
-def auto_metric(aucs: dict[str, Any], task_metric: str, kind: str | None) -> str:
-    """The AUC metric of a task: option log-likelihood accuracy for classification and multiple
-    choice (exact match at n = 0 measures the answer format, not the task), else the task's own.
-
-    Arithmetic keeps exact match even when its file lists options: the right option's
-    likelihood saturates after a few examples while the generated answer keeps improving.
-    ``kind`` None (a data file) counts as options when a log-likelihood curve exists.
-    """
-    if "loglik_accuracy" in aucs and (kind is None or kind in OPTION_KINDS):
-        return "loglik_accuracy"
-    return task_metric
-
-
 def _auc_metric(
     summary: dict[str, Any], task_metric: str, metric: str, kind: str | None = None
 ) -> tuple[str, float]:
     aucs = summary["auc"]
     if metric == "auto":
-        metric = auto_metric(aucs, task_metric, kind)
+        metric = headline_metric(aucs, task_metric, kind)
     if metric not in aucs:
         raise ConfigError(f"task {summary['task']}: no {metric} curve (have {sorted(aucs)})")
     return metric, aucs[metric]

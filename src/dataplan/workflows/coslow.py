@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from dataplan.compute.gradients import gradient_gram, lora_pairs, lora_parameter_count
-from dataplan.data.formatting import PromptFormatter, TooLongError
+from dataplan.data.formatting import PromptFormatter, encode_examples
 from dataplan.data.loading import Example
-from dataplan.errors import ConfigError, InputError
+from dataplan.errors import ConfigError
 from dataplan.maths.similarity import cosine_from_gram, gradient_norms_from_gram, median_pairwise
 from dataplan.models.loading import LoadedModel
 from dataplan.models.lora import LoraSettings, attach_lora, load_adapter
@@ -71,25 +71,6 @@ class CosLowResult:
         )
 
 
-def encode_labelled(formatter: PromptFormatter, examples: Sequence[Example]):
-    """Token ids of labelled examples; an example without a usable answer is an input error."""
-    encoded = []
-    for ex in examples:
-        if ex.answer is None:
-            raise InputError("missing answer", path=ex.source or None, line=ex.line, field="answer")
-        try:
-            encoded.append(formatter.encode(ex.prompt, ex.answer))
-        except TooLongError as err:
-            raise InputError(
-                str(err), path=ex.source or None, line=ex.line, field="prompt"
-            ) from None
-        except ValueError as err:
-            raise InputError(
-                str(err), path=ex.source or None, line=ex.line, field="answer"
-            ) from None
-    return encoded
-
-
 def coslow(
     loaded: LoadedModel,
     examples: Sequence[Example],
@@ -111,7 +92,7 @@ def coslow(
         raise ConfigError("CoS needs at least 2 labelled examples")
     lora = lora or LoraSettings()
     formatter = formatter or PromptFormatter(loaded.tokenizer)
-    encoded = encode_labelled(formatter, examples)
+    encoded = encode_examples(formatter, examples)
     if adapter is not None:
         peft_model = load_adapter(loaded.model, adapter)
         label = str(adapter)

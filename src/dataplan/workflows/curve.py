@@ -18,32 +18,28 @@ always-majority-label baseline and a PNG.
 
 from __future__ import annotations
 
-import json
 import logging
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dataplan.data.formatting import PromptFormatter
-from dataplan.data.loading import Example, load_examples
-from dataplan.data.scoring import (
-    exact_match_accuracy,
-    majority_baseline,
-    majority_share,
-    mean_token_f1,
-)
-from dataplan.digests import examples_digest, json_digest
+from dataplan.data.formatting import PromptFormatter, PromptSettings
+from dataplan.data.loading import Example
+from dataplan.data.sources import DataSource
 from dataplan.errors import ConfigError
+from dataplan.evaluation import METRICS, EvalSettings
+from dataplan.evaluation.metrics import majority_baseline
 from dataplan.io import write_json
 from dataplan.maths.auc import data_efficiency_auc
 from dataplan.models.builtin import cache_dir
+from dataplan.models.loading import LoadedModel
+from dataplan.store import ResultStore
+from dataplan.training import TrainSettings
+from dataplan.workflows.experiment import ModelSpec, point_identity, train_and_evaluate
 
 log = logging.getLogger(__name__)
-
-METRICS = ("exact_match", "token_f1", "loglik_accuracy")
 
 
 @dataclass
@@ -56,10 +52,14 @@ class CurveConfig:
     test_data: str | None = None
     budgets: tuple[int, ...] = (0, 16, 32, 64, 128, 256, 512, 1024)
     seeds: tuple[int, ...] = (0,)
-    train: Any = None  # TrainSettings
+    train: TrainSettings = field(default_factory=TrainSettings)
     max_test: int | None = None
     max_new_tokens: int = 16
     eval_batch_size: int = 64
+    prompt_field: str = "prompt"
+    answer_field: str = "answer"
+    id_field: str = "id"
+    split: str | None = None
     chat_template: bool = True
     system_prompt: str | None = None
     out_dir: str | None = None
@@ -70,10 +70,7 @@ class CurveConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        from dataplan.compute.training import TrainSettings
-
-        if (self.data is None) == (self.task is None):
-            raise ConfigError("give exactly one of --data FILE or --task NAME")
+        self.source  # noqa: B018 - validates --task / --data now
         if self.test_data is not None and self.data is None:
             raise ConfigError("--test-data goes with --data")
         if not self.budgets or any(b < 0 for b in self.budgets):
@@ -84,36 +81,44 @@ class CurveConfig:
             raise ConfigError("give at least one seed")
         if self.max_test is not None and self.max_test < 1:
             raise ConfigError("--max-test must be positive")
+        self.evaluation  # noqa: B018 - validates the evaluation settings now
         self.budgets = tuple(sorted(set(self.budgets)))
-        if self.train is None:
-            self.train = TrainSettings()
+
+    @property
+    def source(self) -> DataSource:
+        return DataSource(
+            task=self.task,
+            data=self.data,
+            prompt_field=self.prompt_field,
+            answer_field=self.answer_field,
+            id_field=self.id_field,
+            split=self.split,
+        )
+
+    @property
+    def spec(self) -> ModelSpec:
+        return ModelSpec(self.model, self.device, self.dtype, self.trust_remote_code)
+
+    @property
+    def prompts(self) -> PromptSettings:
+        return PromptSettings(self.chat_template, self.system_prompt)
+
+    @property
+    def evaluation(self) -> EvalSettings:
+        return EvalSettings(max_new_tokens=self.max_new_tokens, batch_size=self.eval_batch_size)
 
 
 def load_splits(cfg: CurveConfig) -> tuple[list[Example], list[Example], str]:
     """(training pool, test set, label) of a built-in task or a data file."""
-    if cfg.task is not None:
-        from dataplan.tasks.registry import get_task, load_task
-
-        spec = get_task(cfg.task)
-        pool, test, label = load_task(spec.name, "pool"), load_task(spec.name, "test"), spec.name
-    else:
-        examples = load_examples(cfg.data, require_answer=True)  # type: ignore[arg-type]
-        label = Path(cfg.data).stem  # type: ignore[arg-type]
-        if cfg.test_data is not None:
-            pool, test = examples, load_examples(cfg.test_data, require_answer=True)
-        else:
-            order = np.random.default_rng(0).permutation(len(examples))
-            n_test = min(300, len(examples) // 2)
-            test = [examples[i] for i in order[:n_test]]
-            pool = [examples[i] for i in order[n_test:]]
-    if cfg.max_test is not None:
-        test = test[: cfg.max_test]
+    source = cfg.source
+    pool, test = source.splits(cfg.test_data, cfg.max_test)
     too_big = [b for b in cfg.budgets if b > len(pool)]
     if too_big:
         raise ConfigError(
-            f"budget {too_big[0]} exceeds the training pool of {len(pool)} examples of {label}"
+            f"budget {too_big[0]} exceeds the training pool of {len(pool)} examples of "
+            f"{source.label}"
         )
-    return pool, test, label
+    return pool, test, source.label
 
 
 def training_subset(pool: list[Example], n: int, seed: int) -> list[Example]:
@@ -122,93 +127,28 @@ def training_subset(pool: list[Example], n: int, seed: int) -> list[Example]:
     return [pool[i] for i in order[:n]]
 
 
-def evaluate(
-    loaded, formatter: PromptFormatter, test: list[Example], cfg: CurveConfig, model=None
-) -> dict[str, Any]:
-    """Greedy-answer metrics and option log-likelihood accuracy on the test set."""
-    from dataplan.compute.confidence import pool_confidence
-    from dataplan.compute.option_scoring import option_predictions
-
-    model = model if model is not None else loaded.model
-    prompt_ids = formatter.generation_prompts(test, cfg.max_new_tokens)
-    gen = pool_confidence(
-        model,
-        loaded.tokenizer,
-        prompt_ids,
-        batch_size=cfg.eval_batch_size,
-        max_new_tokens=cfg.max_new_tokens,
-        progress=False,
-    )
-    refs = [e.answer for e in test]
-    out: dict[str, Any] = {
-        "exact_match": exact_match_accuracy(gen.generated, refs),
-        "token_f1": mean_token_f1(gen.generated, refs),
-        "prediction_majority_share": majority_share(gen.generated),
-        "loglik_accuracy": None,
-        "examples": [
-            {"id": e.id, "prediction": g}
-            for e, g in zip(test[:20], gen.generated[:20], strict=False)
-        ],
-    }
-    if all(e.choices for e in test):
-        preds = option_predictions(model, formatter, test, loaded.tokenizer.pad_token_id)
-        out["loglik_accuracy"] = exact_match_accuracy(preds, refs)
-        out["loglik_majority_share"] = majority_share(preds)
-    return out
-
-
-def train_and_evaluate(
-    loaded,
-    formatter,
-    subset: list[Example],
+def run_point(
+    loaded: LoadedModel,
+    formatter: PromptFormatter,
+    pool: list[Example],
     test: list[Example],
     cfg: CurveConfig,
+    n: int,
     seed: int,
-    train=None,
 ) -> dict[str, Any]:
-    """Fine-tune a copy of the model on ``subset`` (none: zero-shot) and evaluate on ``test``.
-
-    LoRA adapters are removed afterwards; full fine-tuning works on a freshly loaded copy.
-    ``train`` overrides ``cfg.train`` (e.g. a compute-bounded step count).
-    """
-    from dataplan.compute.training import finetune
-    from dataplan.workflows.coslow import encode_labelled
-
-    train = train or cfg.train
-    start = time.perf_counter()
-    train_log: dict[str, Any] | None = None
-    model = loaded.model
-    if subset:
-        if train.method == "full":
-            from dataplan.models.loading import load_model
-
-            model = load_model(
-                cfg.model,
-                device=cfg.device,
-                dtype=cfg.dtype,
-                trust_remote_code=cfg.trust_remote_code,
-            ).model
-        encoded = encode_labelled(formatter, subset)
-        model, train_log = finetune(model, encoded, loaded.tokenizer.pad_token_id, train, seed=seed)
-    try:
-        metrics = evaluate(loaded, formatter, test, cfg, model=model)
-    finally:
-        if subset and train.method == "lora":
-            loaded.model = model.unload()
-            loaded.model.eval()
-    return {
-        "seed": seed,
-        "n_test": len(test),
-        **metrics,
-        "train": train_log,
-        "seconds": time.perf_counter() - start,
-    }
-
-
-def run_point(loaded, formatter, pool, test, cfg: CurveConfig, n: int, seed: int) -> dict[str, Any]:
     """Fine-tune on the first n examples of the seeded pool order (n = 0: none) and evaluate."""
     subset = training_subset(pool, n, seed) if n > 0 else []
-    return {"budget": n, **train_and_evaluate(loaded, formatter, subset, test, cfg, seed)}
+    result = train_and_evaluate(
+        loaded,
+        formatter,
+        subset,
+        test,
+        train_settings=cfg.train,
+        evaluation=cfg.evaluation,
+        seed=seed,
+        spec=cfg.spec,
+    )
+    return {"budget": n, **result}
 
 
 def _plot(
@@ -240,35 +180,20 @@ def _plot(
     plt.close(fig)
 
 
-def point_cache(cfg: CurveConfig) -> Path:
-    """Folder of the cached (budget, seed, settings) results."""
-    return Path(cfg.cache) if cfg.cache else cache_dir() / "curves"
+def point_store(cfg: CurveConfig) -> ResultStore:
+    """The store of cached experiments (``--cache``, default ``~/.cache/dataplan/curves``)."""
+    return ResultStore(Path(cfg.cache) if cfg.cache else cache_dir() / "curves")
 
 
 def point_settings(cfg: CurveConfig, pool: list[Example], test: list[Example]) -> dict[str, Any]:
     """What determines a cached result besides its budget/subset and seed (its cache key)."""
-    from dataplan.models.loading import model_identity
-
-    return {
-        "model": model_identity(cfg.model),
-        "pool": examples_digest(pool),
-        "test": examples_digest(test),
-        "train": cfg.train.to_dict(),
-        "eval": {
-            "max_new_tokens": cfg.max_new_tokens,
-            "chat_template": cfg.chat_template,
-            "system_prompt": cfg.system_prompt,
-        },
-        "dtype": cfg.dtype,
-    }
+    return point_identity(cfg.spec, cfg.prompts, pool, test, cfg.train, cfg.evaluation)
 
 
-def measure_curve(cfg: CurveConfig, loaded=None) -> dict[str, Any]:
+def measure_curve(cfg: CurveConfig, loaded: LoadedModel | None = None) -> dict[str, Any]:
     """Run (or resume) every (budget, seed) point and write the curve files; returns the summary."""
-    from dataplan.models.loading import load_model
-
     pool, test, label = load_splits(cfg)
-    cache = point_cache(cfg)
+    store = point_store(cfg)
     out_dir = Path(cfg.out_dir) if cfg.out_dir else Path("runs") / f"curve-{label}"
     settings = point_settings(cfg, pool, test)
     points: dict[tuple[int, int], dict[str, Any]] = {}
@@ -278,28 +203,21 @@ def measure_curve(cfg: CurveConfig, loaded=None) -> dict[str, Any]:
             key = {**settings, "budget": n, "seed": seed}
             if n == 0:
                 key.pop("train")
-            path = cache / f"{label}-n{n}-s{seed}-{json_digest(key)}.json"
-            if path.exists():
-                points[(n, seed)] = json.loads(path.read_text(encoding="utf-8"))
+            name = f"{label}-n{n}-s{seed}"
+            found = store.get_json(name, key)
+            if found is not None:
+                points[(n, seed)] = found
             else:
-                todo.append((n, seed, path, key))
+                todo.append((n, seed, name, key))
     if todo:
-        if loaded is None:
-            loaded = load_model(
-                cfg.model,
-                device=cfg.device,
-                dtype=cfg.dtype,
-                trust_remote_code=cfg.trust_remote_code,
-            )
-        formatter = PromptFormatter(
-            loaded.tokenizer, use_chat_template=cfg.chat_template, system_prompt=cfg.system_prompt
-        )
+        loaded = loaded or cfg.spec.load()
+        formatter = cfg.prompts.formatter(loaded.tokenizer)
         from tqdm.auto import tqdm
 
-        for n, seed, path, key in tqdm(todo, desc=f"curve {label}", disable=not cfg.progress):
-            result = run_point(loaded, formatter, pool, test, cfg, n, seed)
-            result["settings"] = key
-            write_json(path, result)
+        for n, seed, name, key in tqdm(todo, desc=f"curve {label}", disable=not cfg.progress):
+            result = store.put_json(
+                name, key, run_point(loaded, formatter, pool, test, cfg, n, seed)
+            )
             points[(n, seed)] = result
             log.info(
                 "%s n=%d seed=%d: EM %.3f, F1 %.3f, loglik %s",

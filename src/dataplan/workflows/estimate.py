@@ -25,9 +25,9 @@ import numpy as np
 from dataplan.calibrations import get_calibration, has_calibration
 from dataplan.data.formatting import PromptFormatter
 from dataplan.data.loading import Example, Fields, load_examples
-from dataplan.data.scoring import exact_match
 from dataplan.digests import examples_key, file_digest, task_digest
 from dataplan.errors import ConfigError, InputError, ModelLoadError
+from dataplan.evaluation.metrics import exact_match
 from dataplan.io import read_parquet, versions, write_jsonl, write_parquet
 from dataplan.maths.forecast import Calibration, Forecast, forecast, normalise_target
 from dataplan.models.lora import LoraSettings
@@ -235,14 +235,14 @@ def resolve_calibration(cfg: EstimateConfig) -> Calibration | None:
 
 def _pool_scores(run: RunFolder, cfg: EstimateConfig, loaded, formatter, pool: list[Example]):
     """Per-example confidence of the pool, computed once and cached."""
-    from dataplan.compute.confidence import PoolConfidence, pool_confidence
+    from dataplan.compute.generation import GreedyAnswers, greedy_answers
 
     ids = [ex.id for ex in pool]
     if run.has(CONFIDENCES):
         cols = read_parquet(run.file(CONFIDENCES))
         if cols["id"] == ids:
             log.info("reusing cached pool confidences (%s)", run.file(CONFIDENCES))
-            return PoolConfidence(
+            return GreedyAnswers(
                 confidence=np.asarray(cols["confidence"]),
                 perplexity=np.asarray(cols["perplexity"]),
                 n_tokens=np.asarray(cols["n_tokens"]),
@@ -251,13 +251,14 @@ def _pool_scores(run: RunFolder, cfg: EstimateConfig, loaded, formatter, pool: l
         log.warning("cached confidences do not match the pool; recomputing")
     prompt_ids = formatter.generation_prompts(pool, cfg.max_new_tokens)
     start = time.perf_counter()
-    result = pool_confidence(
+    result = greedy_answers(
         loaded.model,
         loaded.tokenizer,
         prompt_ids,
         batch_size=cfg.generation_batch_size,
         max_new_tokens=cfg.max_new_tokens,
         progress=cfg.progress,
+        desc="confidence",
     )
     run.record_seconds("confidence", time.perf_counter() - start)
     write_parquet(
@@ -335,7 +336,7 @@ def _labelled_chosen(chosen: list[Example], labelled: list[Example] | None) -> l
 
 def estimate(cfg: EstimateConfig, loaded=None) -> EstimateResult:
     """Run ``dataplan estimate`` (see module docstring). ``loaded`` reuses a loaded model."""
-    from dataplan.compute.confidence import lowest_confidence
+    from dataplan.maths.confidence import lowest_confidence
     from dataplan.models.loading import load_model
 
     timings: dict[str, float] = {}

@@ -20,7 +20,6 @@ pool_size, epochs, performance, metric`` and the other metrics.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
 from dataclasses import replace
@@ -31,16 +30,11 @@ import numpy as np
 
 from dataplan.data.formatting import PromptFormatter
 from dataplan.data.loading import Example
-from dataplan.digests import json_digest
 from dataplan.errors import ConfigError
-from dataplan.io import write_json
-from dataplan.workflows.curve import (
-    CurveConfig,
-    load_splits,
-    point_cache,
-    point_settings,
-    train_and_evaluate,
-)
+from dataplan.evaluation import headline_metric
+from dataplan.models.loading import LoadedModel
+from dataplan.workflows.curve import CurveConfig, load_splits, point_settings, point_store
+from dataplan.workflows.experiment import train_and_evaluate
 
 STRATEGIES = ("random", "shortest", "longest", "stratified")
 log = logging.getLogger(__name__)
@@ -74,13 +68,8 @@ def subsample(lengths: np.ndarray, n: int, strategy: str, seed: int) -> np.ndarr
 def headline(
     metrics: dict[str, Any], task_metric: str, kind: str | None = None
 ) -> tuple[str, float]:
-    """The performance of a run, by the rule of ``calibrate``: option log-likelihood accuracy
-    for classification and multiple choice (or a data file with options), else the task's own
-    metric (:func:`dataplan.workflows.calibrate.auto_metric`)."""
-    from dataplan.workflows.calibrate import auto_metric
-
-    available = {k: v for k, v in metrics.items() if v is not None}
-    metric = auto_metric(available, task_metric, kind)
+    """The performance of a run: its :func:`dataplan.evaluation.headline_metric` and value."""
+    metric = headline_metric(metrics, task_metric, kind)
     return metric, metrics[metric]
 
 
@@ -91,11 +80,9 @@ def scaling_runs(
     strategies: tuple[str, ...],
     compute_tokens: float | None,
     out: str | Path,
-    loaded=None,
+    loaded: LoadedModel | None = None,
 ) -> list[dict[str, Any]]:
     """Run (or resume) every (N, strategy, seed) and write the runs file (CSV or Parquet)."""
-    from dataplan.models.loading import load_model
-
     bad = [s for s in strategies if s not in STRATEGIES]
     if bad:
         raise ConfigError(f"unknown strategy {bad[0]!r}; choose from {', '.join(STRATEGIES)}")
@@ -105,21 +92,12 @@ def scaling_runs(
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise ConfigError(f"{out}: write runs to a .csv or .parquet file")
     pool, test, label = load_splits(replace(cfg, budgets=(0, *sizes)))
-    task_metric, kind = "exact_match", None
-    if cfg.task is not None:
-        from dataplan.tasks.registry import get_task
-
-        task_metric, kind = get_task(cfg.task).metric, get_task(cfg.task).kind
-    if loaded is None:
-        loaded = load_model(
-            cfg.model, device=cfg.device, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code
-        )
-    formatter = PromptFormatter(
-        loaded.tokenizer, use_chat_template=cfg.chat_template, system_prompt=cfg.system_prompt
-    )
+    task_metric, kind = cfg.source.task_kind()
+    loaded = loaded or cfg.spec.load()
+    formatter = cfg.prompts.formatter(loaded.tokenizer)
     lengths = token_lengths(formatter, pool)
     model_params = int(sum(p.numel() for p in loaded.model.parameters()))
-    cache = point_cache(cfg)
+    store = point_store(cfg)
     base = {**point_settings(cfg, pool, test), "compute_tokens": compute_tokens}
     from tqdm.auto import tqdm
 
@@ -128,24 +106,28 @@ def scaling_runs(
     for n, strategy, seed in tqdm(jobs, desc=f"scaling runs {label}", disable=not cfg.progress):
         idx = subsample(lengths, n, strategy, seed)
         mean_tokens = float(lengths[idx].mean())
-        train = cfg.train
+        steps = cfg.train.steps_for(n)
         if compute_tokens is not None:
-            per_step = min(train.batch_size, n) * mean_tokens  # the Trainer's batch is at most n
+            per_step = min(cfg.train.batch_size, n) * mean_tokens  # the batch is at most n
             steps = max(1, math.ceil(compute_tokens / per_step))
-            train = replace(train, min_steps=steps, max_steps=steps)
-        steps = train.steps_for(n)
         key = {**base, "n": n, "strategy": strategy, "seed": seed}
-        path = cache / f"{label}-scaling-n{n}-{strategy}-s{seed}-{json_digest(key)}.json"
-        if path.exists():
-            result = json.loads(path.read_text(encoding="utf-8"))
-        else:
-            result = train_and_evaluate(
-                loaded, formatter, [pool[i] for i in idx], test, cfg, seed, train
+
+        def run(idx: np.ndarray = idx, seed: int = seed, steps: int = steps) -> dict[str, Any]:
+            return train_and_evaluate(
+                loaded,
+                formatter,
+                [pool[i] for i in idx],
+                test,
+                train_settings=cfg.train,
+                evaluation=cfg.evaluation,
+                seed=seed,
+                steps=steps,
+                spec=cfg.spec,
             )
-            result["settings"] = key
-            write_json(path, result)
+
+        result = store.cached_json(f"{label}-scaling-n{n}-{strategy}-s{seed}", key, run)
         metric, performance = headline(result, task_metric, kind)
-        tokens_seen = float(steps * min(train.batch_size, n) * mean_tokens)
+        tokens_seen = float(steps * min(cfg.train.batch_size, n) * mean_tokens)
         rows.append(
             {
                 "task": label,

@@ -40,12 +40,14 @@ from typing import Any
 
 import numpy as np
 
-from dataplan.compute.ensemble import EnsembleSettings
+from dataplan.data.formatting import PromptSettings
 from dataplan.data.loading import Example, Fields, load_examples
 from dataplan.digests import examples_digest
 from dataplan.errors import ConfigError, InputError
 from dataplan.io import write_jsonl, write_parquet
 from dataplan.maths import selection as sel
+from dataplan.training.ensemble import EnsembleSettings
+from dataplan.workflows.experiment import ModelSpec
 from dataplan.workflows.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
@@ -148,6 +150,14 @@ class SelectConfig:
         return out
 
     @property
+    def spec(self) -> ModelSpec:
+        return ModelSpec(self.model or "", self.device, self.dtype, self.trust_remote_code)
+
+    @property
+    def prompts(self) -> PromptSettings:
+        return PromptSettings(self.chat_template, self.system_prompt)
+
+    @property
     def ensemble(self) -> EnsembleSettings:
         return EnsembleSettings(
             members=int(self.members or 1),
@@ -169,13 +179,14 @@ class SelectConfig:
         same ensemble settings reuses the adapters ``gsnr`` trained.
         """
         from dataplan.models.loading import model_identity
+        from dataplan.store import runtime
 
         return {
             "model": None if self.model is None else model_identity(self.model),
             "data": data_digest,
             "chat_template": self.chat_template,
             "system_prompt": self.system_prompt,
-            "dtype": self.dtype,
+            **runtime(self.device, self.dtype),
         }
 
 

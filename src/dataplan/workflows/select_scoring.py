@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from dataplan.compute.distributed import local_device, run_sharded, shard_ranges, world
-from dataplan.data.formatting import Encoded, PromptFormatter
+from dataplan.data.formatting import Encoded, PromptFormatter, encode_examples
 from dataplan.data.loading import Example
 from dataplan.digests import file_digest, json_digest
 from dataplan.io import atomic_path
@@ -73,30 +73,21 @@ def score_pool(
     cfg, run: RunFolder, pool: list[Example], target: list[Example] | None, loaded=None
 ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, float], list[str]]:
     """``(scores, extra columns, seconds per stage, notes)`` for a model-based method."""
-    from dataplan.models.loading import load_model
-    from dataplan.workflows.coslow import encode_labelled
 
     rank, world_size = world()
     if loaded is None:
-        loaded = load_model(
-            cfg.model,
-            device=local_device(cfg.device),
-            dtype=cfg.dtype,
-            trust_remote_code=cfg.trust_remote_code,
-        )
-    formatter = PromptFormatter(
-        loaded.tokenizer, use_chat_template=cfg.chat_template, system_prompt=cfg.system_prompt
-    )
-    encoded = encode_labelled(formatter, pool)
+        loaded = cfg.spec.load(device=local_device(cfg.device))
+    formatter = cfg.prompts.formatter(loaded.tokenizer)
+    encoded = encode_examples(formatter, pool)
     pad = loaded.tokenizer.pad_token_id
     shards = shard_ranges(len(pool), cfg.shard_size, world_size)
     progress = cfg.progress and rank == 0
     if cfg.method in ("loss", "ifd"):
         return _loss_scores(cfg, run, loaded, formatter, encoded, pad, shards, progress)
-    target_encoded = encode_labelled(formatter, target) if target else None
+    target_encoded = encode_examples(formatter, target) if target else None
     target_id = json_digest([[e.prompt_ids, e.answer_ids] for e in target_encoded or []])
     return _gradient_scores(
-        cfg, run, loaded, encoded, target_encoded, target_id, pad, shards, progress
+        cfg, run, loaded, formatter, pool, encoded, target_encoded, target_id, pad, shards, progress
     )
 
 
@@ -136,9 +127,11 @@ def _loss_scores(cfg, run, loaded, formatter, encoded, pad, shards, progress):
     return scores, columns, seconds, []
 
 
-def _gradient_scores(cfg, run, loaded, encoded, target_encoded, target_id, pad, shards, progress):
-    from dataplan.compute.ensemble import adapter_name, load_ensemble, train_ensemble
+def _gradient_scores(
+    cfg, run, loaded, formatter, pool, encoded, target_encoded, target_id, pad, shards, progress
+):
     from dataplan.compute.example_stats import gradient_stats
+    from dataplan.training.ensemble import adapter_name, load_ensemble, train_ensemble
 
     settings = cfg.ensemble
     seconds: dict[str, float] = {}
@@ -150,7 +143,12 @@ def _gradient_scores(cfg, run, loaded, encoded, target_encoded, target_id, pad, 
         identity["world_size"] = world_size
     ensemble_id = json_digest(identity)
     dirs = train_ensemble(
-        loaded.model, encoded, pad, settings, run.file(f"ensemble-{ensemble_id}"), progress=progress
+        loaded.model,
+        pool,
+        formatter,
+        settings,
+        run.file(f"ensemble-{ensemble_id}"),
+        progress=progress,
     )
     seconds["ensemble_training"] = round(time.perf_counter() - start, 3)
     members, n_cp = settings.members, len(settings.checkpoints)

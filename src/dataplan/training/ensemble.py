@@ -7,15 +7,14 @@ adapter initialisation uses the same seed, or ``seed`` for every member with ``s
 (needed when gradients of different members are added, as in the classic SNR: the members must
 share one coordinate system).
 
-Training goes through :func:`dataplan.compute.training.finetune` (the Hugging Face Trainer);
-a ``TrainerCallback`` saves the adapter (peft ``save_pretrained``: safetensors + config) at the
-checkpoint steps. A member whose checkpoints are all on disk is not trained again.
+Training goes through the training core (:func:`dataplan.training.train`), which saves the
+adapter (peft ``save_pretrained``: safetensors + config) at the checkpoint steps. A member whose
+checkpoints are all on disk is not trained again.
 """
 
 from __future__ import annotations
 
 import math
-import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,8 +22,10 @@ from typing import Any
 
 import torch
 
-from dataplan.data.formatting import Encoded
+from dataplan.data.formatting import PromptFormatter
+from dataplan.data.loading import Example
 from dataplan.errors import ConfigError
+from dataplan.training.checkpoints import adapter_complete
 
 
 @dataclass(frozen=True)
@@ -92,48 +93,10 @@ def adapter_name(member: int, checkpoint: int) -> str:
     return f"m{member}-c{checkpoint}"
 
 
-class _SaveAt:
-    """A TrainerCallback that saves the adapter at the given global steps (rank 0 only)."""
-
-    def __init__(self, steps_to_dirs: dict[int, Path]):
-        from transformers import TrainerCallback
-
-        outer = self
-
-        class Callback(TrainerCallback):
-            def on_train_begin(self, args, state, control, model=None, **kw):
-                outer._maybe_save(0, state, model)
-
-            def on_step_end(self, args, state, control, model=None, **kw):
-                outer._maybe_save(state.global_step, state, model)
-
-        self.callback = Callback()
-        self.steps_to_dirs = steps_to_dirs
-
-    def _maybe_save(self, step: int, state, model) -> None:
-        path = self.steps_to_dirs.get(step)
-        if path is None or not state.is_world_process_zero:
-            return
-        save_adapter(model, path)
-
-
-def save_adapter(model: torch.nn.Module, path: Path) -> None:
-    """Save a peft adapter folder atomically (written beside, then renamed)."""
-    tmp = path.with_name(path.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
-
-
-def _complete(path: Path) -> bool:
-    return (path / "adapter_config.json").exists() and (path / "adapter_model.safetensors").exists()
-
-
 def train_ensemble(
     model: torch.nn.Module,
-    encoded: Sequence[Encoded],
-    pad_id: int,
+    examples: Sequence[Example],
+    formatter: PromptFormatter,
     settings: EnsembleSettings,
     out_dir: str | Path,
     *,
@@ -142,17 +105,18 @@ def train_ensemble(
     """Train (or resume) the ensemble; returns ``dirs[m][c]``, the saved adapter folders.
 
     ``model`` is the frozen proxy; each member's adapter is removed from it after training.
+    A member whose checkpoints are all saved is not trained again.
     """
     from tqdm.auto import tqdm
 
     from dataplan.compute.distributed import barrier, world
-    from dataplan.compute.training import TrainSettings, finetune
+    from dataplan.training import TrainSettings, train
 
     out = Path(out_dir)
     _, world_size = world()
-    steps = settings.steps(len(encoded), world_size)
-    cp_steps = settings.checkpoint_steps(len(encoded), world_size)
-    train = TrainSettings(
+    steps = settings.steps(len(examples), world_size)
+    cp_steps = settings.checkpoint_steps(len(examples), world_size)
+    hyper = TrainSettings(
         learning_rate=settings.learning_rate,
         batch_size=settings.batch_size,
         epochs=settings.epochs,
@@ -163,51 +127,25 @@ def train_ensemble(
     )
     dirs = [[out / f"member-{m}" / f"step-{s}" for s in cp_steps] for m in range(settings.members)]
     for m in tqdm(range(settings.members), desc="ensemble", disable=not progress):
-        if all(_complete(d) for d in dirs[m]):
+        if all(adapter_complete(d) for d in dirs[m]):
             continue
-        for d in dirs[m]:
-            d.parent.mkdir(parents=True, exist_ok=True)
-        saver = _SaveAt(dict(zip(cp_steps, dirs[m], strict=True)))
         seed = settings.seed + m
-        peft_model = None
-        try:
-            peft_model, _ = finetune(
-                model,
-                encoded,
-                pad_id,
-                train,
-                seed=seed,
-                init_seed=settings.seed if settings.shared_init else seed,
-                callbacks=[saver.callback],
-            )
-        finally:  # the proxy again, without the adapter, even if training failed
-            if peft_model is not None:
-                peft_model.unload()
-            else:
-                _detach_adapters(model)
+        result = train(
+            model,
+            examples,
+            formatter,
+            hyper,
+            seed=seed,
+            init_seed=settings.seed if settings.shared_init else seed,
+            steps=steps,
+            checkpoints=dict(zip(cp_steps, dirs[m], strict=True)),
+        )
+        result.model.unload()  # the proxy again, without the adapter
         barrier()
-        missing = [d for d in dirs[m] if not _complete(d)]
+        missing = [d for d in dirs[m] if not adapter_complete(d)]
         if missing:
             raise RuntimeError(f"ensemble member {m}: checkpoint {missing[0]} was not saved")
     return dirs
-
-
-def _detach_adapters(model: torch.nn.Module) -> None:
-    """Remove any LoRA layers peft injected into ``model`` (in place).
-
-    peft's own ``unload`` needs the ``PeftModel``, which a failure inside training loses.
-    """
-    from peft.tuners.lora import LoraLayer
-
-    if not any(isinstance(m, LoraLayer) for m in model.modules()):
-        return
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    for name, module in list(model.named_modules()):
-        if isinstance(module, BaseTunerLayer):
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, child, module.get_base_layer())
 
 
 def load_ensemble(model: torch.nn.Module, dirs: Sequence[Sequence[Path]]) -> torch.nn.Module:
@@ -232,6 +170,5 @@ __all__ = [
     "EnsembleSettings",
     "adapter_name",
     "load_ensemble",
-    "save_adapter",
     "train_ensemble",
 ]

@@ -1,4 +1,4 @@
-"""Model confidence over an unlabelled pool (CoS-Low step 1, arXiv 2512.24991).
+"""Greedy answers and their confidence: evaluation's answers and CoS-Low step 1 (arXiv 2512.24991).
 
 For each prompt the model answers greedily (up to ``max_new_tokens``, stopping at an
 end-of-turn / EOS token). With ``p_t`` the highest next-token probability at answer step t
@@ -27,7 +27,7 @@ from dataplan.compute.batching import length_sorted_batches, pad_batch
 
 
 @dataclass
-class PoolConfidence:
+class GreedyAnswers:
     """Per-example results, each of length N, in input order."""
 
     confidence: np.ndarray  # (N,) mean max-token probability of the generated answer
@@ -96,7 +96,7 @@ def answer_token_stats(
 
 
 @torch.no_grad()
-def pool_confidence(
+def greedy_answers(
     model,
     tokenizer,
     prompt_ids: Sequence[Sequence[int]],
@@ -104,7 +104,8 @@ def pool_confidence(
     batch_size: int = 32,
     max_new_tokens: int = 30,
     progress: bool = True,
-) -> PoolConfidence:
+    desc: str = "answers",
+) -> GreedyAnswers:
     """Greedy answers and their confidence for every prompt (see module docstring).
 
     Args:
@@ -114,6 +115,7 @@ def pool_confidence(
         batch_size: prompts generated together.
         max_new_tokens: the longest answer generated.
         progress: show a progress bar.
+        desc: the progress bar's label.
     """
     n = len(prompt_ids)
     conf = np.zeros(n)
@@ -123,7 +125,7 @@ def pool_confidence(
     stops = stop_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     device = next(model.parameters()).device
-    bar = tqdm(total=n, desc="confidence", unit="ex", disable=not progress)
+    bar = tqdm(total=n, desc=desc, unit="ex", disable=not progress)
     for idx in length_sorted_batches([len(p) for p in prompt_ids], batch_size):
         ids, mask = pad_batch([prompt_ids[i] for i in idx], pad_id, side="left")
         out = model.generate(
@@ -150,29 +152,4 @@ def pool_confidence(
             texts[i] = tokenizer.decode(gen[row, : k[row]], skip_special_tokens=True)
         bar.update(len(idx))
     bar.close()
-    return PoolConfidence(confidence=conf, perplexity=ppl, n_tokens=n_tok, generated=texts)
-
-
-def lowest_confidence(
-    scores: np.ndarray, fraction: float = 0.1, *, k: int = 32, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """The lowest-confidence ``fraction`` of the pool, and ``k`` of them sampled with ``seed``.
-
-    The low set has ``floor(fraction · N)`` examples (ties broken by index, stable sort), like
-    the authors' first decile. Returns ``(low_indices, chosen_indices)``, the chosen sorted.
-
-    Raises:
-        ValueError: if the low set holds fewer than ``k`` examples.
-    """
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    n_low = int(np.floor(fraction * len(scores) + 1e-9))
-    if n_low < k:
-        raise ValueError(
-            f"the lowest {fraction:.0%} of a pool of {len(scores)} is {n_low} examples, fewer than "
-            f"the {k} needed"
-        )
-    low = np.argsort(np.asarray(scores), kind="stable")[:n_low]
-    rng = np.random.default_rng(seed)
-    chosen = np.sort(rng.choice(low, size=k, replace=False))
-    return np.sort(low), chosen
+    return GreedyAnswers(confidence=conf, perplexity=ppl, n_tokens=n_tok, generated=texts)

@@ -1,4 +1,6 @@
-"""Answer normalisation, exact match and token F1, as in the CoS-Low authors' evaluation.
+"""The metrics of an evaluation, and the rule naming a task's headline metric.
+
+Answer normalisation, exact match and token F1 follow the CoS-Low authors' evaluation.
 
 The model's output is cleaned before matching: first line only, text after ``####`` when
 present (numeric answers), surrounding whitespace and a trailing full stop removed, lower-cased.
@@ -11,7 +13,8 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans("", "", string.punctuation)
@@ -80,3 +83,27 @@ def majority_baseline(
         raise ValueError("need training and test answers")
     label = Counter(normalise_answer(a) for a in train_answers).most_common(1)[0][0]
     return label, sum(normalise_answer(a) == label for a in test_answers) / len(test_answers)
+
+
+METRICS = ("exact_match", "token_f1", "loglik_accuracy")
+OPTION_KINDS = ("classification", "multiple_choice")
+
+
+def headline_metric(available: Mapping[str, Any], task_metric: str, kind: str | None) -> str:
+    """The metric that measures a task [our choice, docs/methods.md §4]: option log-likelihood
+    accuracy for classification and multiple choice (exact match at n = 0 measures the answer
+    format, not the task), else the task's own.
+
+    Arithmetic keeps exact match even when its file lists options: the right option's
+    likelihood saturates after a few examples while the generated answer keeps improving.
+    ``kind`` None (a data file) counts as options when a log-likelihood value exists.
+
+    Args:
+        available: metric name → value (or AUC); a None value counts as missing.
+        task_metric: the task's own metric (``exact_match`` or ``token_f1``).
+        kind: the suite task's kind, or None for a data file.
+    """
+    has_loglik = available.get("loglik_accuracy") is not None
+    if has_loglik and (kind is None or kind in OPTION_KINDS):
+        return "loglik_accuracy"
+    return task_metric

@@ -1,0 +1,87 @@
+"""The evaluation core: a model's answers to a test set, scored every way dataplan scores them.
+
+- ``exact_match`` of the cleaned greedy answer (the CoS-Low paper's metric),
+- ``token_f1`` of the same answer (free text),
+- ``loglik_accuracy``: the option with the highest log-likelihood, when every test example has
+  options (:mod:`dataplan.compute.option_scoring`), with ``loglik_majority_share``,
+- ``prediction_majority_share``: share of the most common greedy answer (1.0 = collapsed),
+- ``examples``: the first 20 predictions, for reading.
+
+Which of them measures a task is :func:`dataplan.evaluation.metrics.headline_metric`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from dataplan.data.formatting import PromptFormatter
+from dataplan.data.loading import Example
+from dataplan.errors import ConfigError
+from dataplan.evaluation.metrics import (
+    exact_match_accuracy,
+    majority_share,
+    mean_token_f1,
+)
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How answers are generated for evaluation.
+
+    Attributes:
+        max_new_tokens: the longest generated answer.
+        batch_size: prompts generated together.
+    """
+
+    max_new_tokens: int = 16
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ConfigError("--max-new-tokens and the evaluation batch size must be positive")
+
+
+def evaluate(
+    model: torch.nn.Module,
+    formatter: PromptFormatter,
+    test: Sequence[Example],
+    settings: EvalSettings | None = None,
+    *,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Every metric of the module docstring for ``model`` on labelled ``test`` examples."""
+    from dataplan.compute.generation import greedy_answers
+    from dataplan.compute.option_scoring import option_predictions
+
+    settings = settings or EvalSettings()
+    tokenizer = formatter.tokenizer
+    prompt_ids = formatter.generation_prompts(test, settings.max_new_tokens)
+    gen = greedy_answers(
+        model,
+        tokenizer,
+        prompt_ids,
+        batch_size=settings.batch_size,
+        max_new_tokens=settings.max_new_tokens,
+        progress=progress,
+        desc="evaluation",
+    )
+    refs = [e.answer or "" for e in test]
+    out: dict[str, Any] = {
+        "exact_match": exact_match_accuracy(gen.generated, refs),
+        "token_f1": mean_token_f1(gen.generated, refs),
+        "prediction_majority_share": majority_share(gen.generated),
+        "loglik_accuracy": None,
+        "examples": [
+            {"id": e.id, "prediction": g}
+            for e, g in zip(test[:20], gen.generated[:20], strict=False)
+        ],
+    }
+    if all(e.choices for e in test):
+        preds = option_predictions(model, formatter, list(test), tokenizer.pad_token_id)
+        out["loglik_accuracy"] = exact_match_accuracy(preds, refs)
+        out["loglik_majority_share"] = majority_share(preds)
+    return out

@@ -1,0 +1,190 @@
+"""The training core: every fine-tune in dataplan goes through :func:`train`.
+
+Curve points, scaling runs, the selection ensemble, the studies — and next the ``train``
+command, ICA reweighting and probes — call this one function. It takes an objective from the
+registry (:mod:`dataplan.training.objectives`), optional per-example weights (the loss is the
+weighted mean Σ wᵢℓᵢ / Σ wᵢ of :mod:`dataplan.training.losses`) that a :class:`Refresh` may
+recompute every R optimiser steps, and saves adapters at given steps. The loop is the Hugging
+Face ``Trainer``'s (AdamW, linear decay after warm-up, seeded data order); only the loss is ours,
+and only when weights are given.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dataplan.training.checkpoints import detach_adapters, save_adapter, save_at_steps
+from dataplan.training.objectives import Objective, get_objective
+from dataplan.training.settings import TrainSettings
+from dataplan.training.weights import (
+    Refresh,
+    WeightTable,
+    refresh_callback,
+    score_in_eval_mode,
+)
+
+
+@dataclass
+class TrainResult:
+    """What a fine-tune produced.
+
+    Attributes:
+        model: the trained model — a peft model holding the adapter (``method="lora"``; remove
+            it with ``model.unload()`` to get the frozen model back) or the model itself.
+        steps: optimiser steps taken.
+        seconds: wall time of the training.
+        train_loss: the ``Trainer``'s mean training loss.
+        final_loss: the last logged loss (None if nothing was logged).
+        loss_curve: ``[(step, loss), ...]`` as logged (every max(1, steps // 10) steps).
+        adapter_path: where the final adapter was saved (``save_to``), else None.
+        weights: ``[(step, (N,) weights), ...]``: every weighting in force and the step from
+            which it held (empty when unweighted).
+    """
+
+    model: torch.nn.Module
+    steps: int
+    seconds: float
+    train_loss: float
+    final_loss: float | None
+    loss_curve: list[tuple[int, float]]
+    adapter_path: Path | None = None
+    weights: list[tuple[int, np.ndarray]] = field(default_factory=list)
+
+    def log(self) -> dict[str, Any]:
+        """The JSON-ready training log cached with results."""
+        return {
+            "steps": self.steps,
+            "train_loss": self.train_loss,
+            "final_loss": self.final_loss,
+            "loss_curve": [list(p) for p in self.loss_curve],
+        }
+
+
+def train(
+    model: torch.nn.Module,
+    examples: Sequence[Any],
+    formatter: Any,
+    settings: TrainSettings | None = None,
+    *,
+    objective: str | Objective = "sft",
+    seed: int = 0,
+    init_seed: int | None = None,
+    steps: int | None = None,
+    weights: Any = None,
+    refresh: Refresh | None = None,
+    checkpoints: Mapping[int, Path] | None = None,
+    save_to: Path | None = None,
+    callbacks: Sequence[Any] = (),
+) -> TrainResult:
+    """Fine-tune ``model`` on ``examples``.
+
+    Args:
+        model: the model; with ``settings.method == "lora"`` a fresh adapter is attached (its A
+            drawn from ``init_seed``, default ``seed``) and ``model`` itself is left unchanged
+            (also when training fails); with ``"full"`` ``model`` is trained in place.
+        examples: what the objective trains on (labelled examples for ``sft``).
+        formatter: the :class:`~dataplan.data.formatting.PromptFormatter` of the model's
+            tokenizer.
+        settings: hyper-parameters (default :class:`TrainSettings`).
+        objective: a registry name or an :class:`Objective` instance.
+        seed: data order, dropout and (by default) the adapter's initialisation.
+        steps: optimiser steps (default ``settings.steps_for(len(examples))``).
+        weights: (N,) non-negative per-example weights; None = unweighted.
+        refresh: recompute the weights every ``refresh.every`` steps from the current model
+            (without ``weights``, the first weights come from ``refresh.fn(model, 0)``).
+        checkpoints: ``{step: folder}``: save the adapter there after that step (0 = before
+            training).
+        save_to: save the final adapter (or model, for full fine-tuning) here.
+        callbacks: more ``transformers.TrainerCallback`` objects.
+
+    Raises:
+        ConfigError: on invalid weights.
+        ValueError: with no examples.
+    """
+    from transformers import TrainingArguments, set_seed
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    if not examples:
+        raise ValueError("nothing to train on")
+    settings = settings or TrainSettings()
+    objective = get_objective(objective)
+    total = steps if steps is not None else settings.steps_for(len(examples))
+    start = time.perf_counter()
+    set_seed(seed)
+    base = model
+    if settings.method == "lora":
+        from dataplan.models.lora import attach_lora
+
+        model = attach_lora(model, settings.lora(seed if init_seed is None else init_seed))
+    else:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    try:
+        table = None
+        if weights is None and refresh is not None:
+            weights = score_in_eval_mode(refresh.fn, model, 0)
+        if weights is not None:
+            table = WeightTable(np.asarray(weights, dtype=np.float64))
+            if len(table.current) != len(examples):
+                from dataplan.errors import ConfigError
+
+                raise ConfigError(
+                    f"weights: expected one weight per example ({len(examples)}), "
+                    f"got {len(table.current)}"
+                )
+        extra = list(callbacks)
+        if checkpoints:
+            extra.append(save_at_steps(dict(checkpoints)))
+        if table is not None and refresh is not None:
+            extra.append(refresh_callback(table, refresh, total))
+        with tempfile.TemporaryDirectory(prefix="dataplan-train-") as out_dir:
+            args = TrainingArguments(
+                output_dir=out_dir,
+                per_device_train_batch_size=min(settings.batch_size, len(examples)),
+                learning_rate=settings.learning_rate,
+                max_steps=total,
+                warmup_steps=math.floor(settings.warmup_ratio * total),
+                weight_decay=settings.weight_decay,
+                lr_scheduler_type="linear",
+                logging_steps=max(1, total // 10),
+                save_strategy="no",
+                report_to=[],
+                seed=seed,
+                data_seed=seed,
+                disable_tqdm=True,
+                remove_unused_columns=False,
+                dataloader_num_workers=0,
+                use_cpu=not torch.cuda.is_available(),
+            )
+            trainer = objective.build_trainer(model, examples, formatter, args, table, extra)
+            # Both print the loss log to stdout, which must stay clean for --json.
+            trainer.remove_callback(PrinterCallback)
+            trainer.remove_callback(ProgressCallback)
+            output = trainer.train()
+            history = [h for h in trainer.state.log_history if "loss" in h]
+    except BaseException:
+        if settings.method == "lora":  # the caller's model again, without the adapter
+            detach_adapters(base)
+        raise
+    model.eval()
+    if save_to is not None:
+        save_adapter(model, Path(save_to))
+    return TrainResult(
+        model=model,
+        steps=total,
+        seconds=time.perf_counter() - start,
+        train_loss=float(output.training_loss),
+        final_loss=float(history[-1]["loss"]) if history else None,
+        loss_curve=[(int(h["step"]), float(h["loss"])) for h in history],
+        adapter_path=None if save_to is None else Path(save_to),
+        weights=[] if table is None else list(table.history),
+    )

@@ -1,0 +1,68 @@
+"""Fine-tuning hyper-parameters shared by every fine-tune in dataplan.
+
+Steps [our choice]: ``max(min_steps, ceil(epochs · n / batch_size))``, capped at ``max_steps``,
+so that tiny budgets still train a little and large ones see each example ``epochs`` times.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from dataplan.errors import ConfigError
+from dataplan.models.lora import LoraSettings
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Fine-tuning hyper-parameters (recorded with every cached result).
+
+    Attributes:
+        method: ``lora`` (a fresh adapter on the frozen model) or ``full``.
+        learning_rate: peak learning rate (linear decay after a warm-up of
+            ``warmup_ratio`` of the steps).
+        batch_size: examples per optimiser step and process.
+        epochs, min_steps, max_steps: the steps rule of the module docstring.
+        weight_decay: AdamW weight decay.
+        lora_r, lora_alpha, lora_targets: the adapter (``all-linear`` or comma-separated
+            module names).
+    """
+
+    method: str = "lora"  # "lora" or "full"
+    learning_rate: float = 5e-4
+    batch_size: int = 8
+    epochs: float = 3.0
+    min_steps: int = 20
+    max_steps: int = 300
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    lora_r: int = 16
+    lora_alpha: float = 32.0
+    lora_targets: str = "all-linear"
+
+    def __post_init__(self) -> None:
+        if self.method not in ("lora", "full"):
+            raise ConfigError(f"training method must be lora or full, got {self.method!r}")
+        if self.learning_rate <= 0 or self.batch_size < 1 or self.epochs <= 0:
+            raise ConfigError("learning rate, batch size and epochs must be positive")
+        if not 1 <= self.min_steps <= self.max_steps:
+            raise ConfigError("need 1 <= min_steps <= max_steps")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"warm-up ratio must be in [0, 1), got {self.warmup_ratio}")
+
+    def steps_for(self, n: int) -> int:
+        """Optimiser steps for a training set of ``n`` examples."""
+        return min(
+            self.max_steps, max(self.min_steps, math.ceil(self.epochs * n / self.batch_size))
+        )
+
+    def lora(self, seed: int) -> LoraSettings:
+        """The adapter these settings attach, its random A drawn from ``seed``."""
+        targets: str | tuple[str, ...] = self.lora_targets
+        if targets != "all-linear":
+            targets = tuple(t.strip() for t in self.lora_targets.split(",") if t.strip())
+        return LoraSettings(r=self.lora_r, alpha=self.lora_alpha, target_modules=targets, seed=seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
