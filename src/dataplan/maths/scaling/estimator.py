@@ -1,12 +1,4 @@
-"""Dataset-volume scaling laws of fine-tuned performance (arXiv 2505.06150, METHODS.md §6).
-
-Forms (performance P, higher is better; N examples, L̄ mean tokens per example, V = N·L̄ the
-dataset volume, T tokens seen in training, M model parameters)::
-
-    volume      P = A · V^β · M^γ + E
-    tokens      P = A · T^β · M^γ + E
-    examples    P = A · N^β · M^γ + E
-    chinchilla  P = E − A · N^(−α) − B · L̄^(−β)        (additive, Chinchilla-style)
+"""The robust estimator of a scaling law (arXiv 2505.06150, docs/methods.md §7).
 
 Fitting [our choice]: robust nonlinear least squares (:func:`scipy.optimize.least_squares`
 with a soft-L1 or Huber loss) from several starting points, on features divided by their
@@ -19,6 +11,11 @@ at least 3 distinct values spanning a factor 1.5 (else: not identifiable, an inp
 a single model size γ is not identifiable and is fixed at 0. Bootstrap over runs gives a
 percentile interval for every parameter and for predictions.
 
+Starts: for fixed exponents every form is linear in its other internal parameters (see
+:mod:`.forms`), so a grid of exponents with the linear least-squares fit of the rest gives the
+starting points; each has shape (params + levels − 1,), as do the fitted internal parameters and
+every row of ``bootstrap_params_`` (shape (resamples, params + levels − 1)).
+
 Strategy effects [our choice]: with ``strategy_effects``, every form gets one intercept per
 subsampling strategy, P = f(features) + E_s, reported as E (the mean of the E_s) and
 ``delta[s]`` = E_s − E. It tests the paper's premise that the volume alone predicts
@@ -26,217 +23,38 @@ performance: when subsets of equal volume chosen differently (shortest-first, lo
 …) differ systematically, the offsets win on held-out error. The offsets enter linearly, so
 the exponent-grid starts stay exact.
 
-Held-out error refits without
+Held-out error (``heldout_``, computed by ``fit``) refits without
 each design point (all seeds of one (N, L̄, M) together, so repeated seeds do not leak), each
-run, or each group of a column, from starts that never saw the held-out runs; forms are compared
-on the runs every form could predict. :class:`ScalingLaw` follows the scikit-learn estimator
-contract (``fit`` returns self, fitted attributes end in ``_``).
+run, or each group of a column, from starts that never saw the held-out runs. :class:`ScalingLaw`
+follows the scikit-learn estimator contract (``fit`` returns self, fitted attributes end in
+``_``).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy import optimize
 
-COLUMNS = ("n_examples", "mean_tokens", "model_params", "performance")
+from dataplan.maths.scaling.forms import (
+    FORMS,
+    LEVEL,
+    LawForm,
+    ScalingInputError,
+    _bounds,
+    _box_cox,
+    _evaluate,
+    _identifiable,
+    _normalise,
+    _power_internal,
+    identifiability_problem,
+    runs_features,
+)
 
-
-@dataclass(frozen=True)
-class LawForm:
-    """A functional form, fitted in a reparametrisation that stays finite where the published
-    one does not (see :data:`FORMS`).
-
-    ``params`` names the published parameters; ``func(q, x)`` is P for internal parameters q
-    (same order, exponents identical) on normalised features; ``natural(q)`` maps q to the
-    published parameters (still on normalised features).
-    """
-
-    name: str
-    params: tuple[str, ...]
-    features: tuple[str, ...]  # columns used, after normalisation
-    equation: str
-    func: Callable[[np.ndarray, Mapping[str, np.ndarray]], np.ndarray]
-    natural: Callable[[np.ndarray], np.ndarray]
-    power_of_model: str | None = "gamma"  # the exponent of M (fixed to 0 with one model size)
-
-
-EXPONENT_BOUND = 5.0
-MIN_DISTINCT = 3  # distinct values of a feature a power law needs
-MIN_LOG_SPREAD = math.log(1.5)  # and the factor they must span
 MAX_EVALUATIONS = 1000  # per start; well-started fits need a few dozen
-LEVEL = "strategy_level"  # key of each run's strategy index among the features (0 = reference)
-
-
-def _evaluate(form: LawForm, q: np.ndarray, xn: Mapping[str, np.ndarray], levels: int):
-    """P for internal parameters q = [form's parameters, offsets of strategies 1..levels−1]
-    (strategy 0 is the reference, offset 0)."""
-    k = len(form.params)
-    p = form.func(q[:k], xn)
-    if levels > 1:
-        p = p + np.concatenate([[0.0], q[k:]])[xn[LEVEL]]
-    return p
-
-
-def _box_cox(log_x: np.ndarray, power: float | np.ndarray) -> np.ndarray:
-    """(x^p − 1)/p, with its limit ln x at p = 0 (stable for small p via expm1)."""
-    p = np.asarray(power, dtype=np.float64)
-    safe = np.where(p == 0, 1.0, p)
-    return np.where(p == 0, log_x, np.expm1(p * log_x) / safe)
-
-
-def _power_internal(q, x, base: str):
-    """P = a·(x^β·m^γ − 1)/β + e, q = [a, β, γ, e]: the power law A·x^β·m^γ + E with
-    A = a/β and E = e − a/β. Unlike (A, E), (a, e) stay finite as β → 0 (the law's logarithmic
-    limit a·ln x + e), which is where plain fits of a flat curve slide off to A → ∓∞, E → ±∞."""
-    u = q[1] * np.log(x[base]) + q[2] * np.log(x["model_params"])
-    beta = q[1] if q[1] != 0 else 1.0
-    h = np.log(x[base]) if q[1] == 0 else np.expm1(u) / beta
-    return q[0] * h + q[3]
-
-
-def _ratio(a: float, b: float) -> float:
-    """a / b, ±inf for b = 0 (a logarithmic limit), 0 for a = b = 0."""
-    if b != 0:
-        return a / b
-    return math.copysign(math.inf, a) if a else 0.0
-
-
-def _power_natural(q):
-    a, beta, gamma, e = (float(v) for v in q)
-    big_a = _ratio(a, beta)
-    return np.array([big_a, beta, gamma, e - big_a])
-
-
-def _chinchilla_internal(q, x):
-    """P = e + a·(1 − N^−α)/α + b·(1 − L̄^−β)/β, q = [e, a, α, b, β]: Chinchilla's
-    E − A·N^−α − B·L̄^−β with A = a/α, B = b/β, E = e + A + B (finite as α, β → 0)."""
-    return (
-        q[0]
-        + q[1] * _box_cox(np.log(x["n_examples"]), -q[2])
-        + q[3] * _box_cox(np.log(x["mean_tokens"]), -q[4])
-    )
-
-
-def _chinchilla_natural(q):
-    e, a, alpha, b, beta = (float(v) for v in q)
-    big_a, big_b = _ratio(a, alpha), _ratio(b, beta)
-    return np.array([e + big_a + big_b, big_a, alpha, big_b, beta])
-
-
-def _power_form(name: str, base: str, symbol: str) -> LawForm:
-    return LawForm(
-        name,
-        ("A", "beta", "gamma", "E"),
-        (base, "model_params"),
-        f"P = A·{symbol}^β·M^γ + E",
-        lambda q, x: _power_internal(q, x, base),
-        _power_natural,
-    )
-
-
-FORMS: dict[str, LawForm] = {
-    "volume": _power_form("volume", "volume", "V"),
-    "tokens": _power_form("tokens", "tokens_seen", "T"),
-    "examples": _power_form("examples", "n_examples", "N"),
-    "chinchilla": LawForm(
-        "chinchilla",
-        ("E", "A", "alpha", "B", "beta"),
-        ("n_examples", "mean_tokens"),
-        "P = E − A·N^(−α) − B·L̄^(−β)",
-        _chinchilla_internal,
-        _chinchilla_natural,
-        power_of_model=None,
-    ),
-}
-
-
-class ScalingInputError(ValueError):
-    """Runs that cannot identify the law (the CLI reports it as bad input)."""
-
-
-def _bad_values(name: str, v: np.ndarray, *, positive: bool) -> None:
-    bad = np.flatnonzero(~np.isfinite(v))
-    if bad.size:
-        raise ScalingInputError(f"column {name} has {v[bad[0]]} at run {int(bad[0])}")
-    if positive:
-        bad = np.flatnonzero(~(v > 0))
-        if bad.size:
-            raise ScalingInputError(f"{name} must be positive (run {int(bad[0])} has {v[bad[0]]})")
-
-
-def runs_features(
-    runs: Mapping[str, Sequence[float]], *, need_tokens: bool = False
-) -> dict[str, np.ndarray]:
-    """Validated feature arrays: the four columns, volume V = N·L̄, and tokens_seen if present.
-
-    Args:
-        need_tokens: the ``tokens_seen`` column is required (the tokens form) and validated.
-
-    Raises:
-        ScalingInputError: missing columns, NaN or infinite values, or non-positive sizes.
-    """
-    missing = [c for c in COLUMNS if c not in runs]
-    if need_tokens and "tokens_seen" not in runs:
-        missing.append("tokens_seen")
-    if missing:
-        raise ScalingInputError(f"missing column(s): {', '.join(missing)}")
-    x = {c: np.asarray(runs[c], dtype=np.float64).reshape(-1) for c in COLUMNS}
-    n = x["n_examples"].size
-    if any(v.shape != (n,) for v in x.values()):
-        raise ScalingInputError("columns must have equal length")
-    for c, v in x.items():
-        _bad_values(c, v, positive=c != "performance")
-    x["volume"] = x["n_examples"] * x["mean_tokens"]
-    if need_tokens:
-        t = np.asarray(runs["tokens_seen"], dtype=np.float64).reshape(-1)
-        if t.shape != (n,):
-            raise ScalingInputError("columns must have equal length")
-        _bad_values("tokens_seen", t, positive=True)
-        x["tokens_seen"] = t
-    return x
-
-
-def identifiability_problem(name: str, v: np.ndarray) -> str | None:
-    """Why a power law in feature ``v`` cannot be identified from these runs, or None."""
-    logs = np.log(v)
-    distinct = int(np.unique(np.round(logs, 6)).size)
-    if distinct < MIN_DISTINCT:
-        what = "the same" if distinct == 1 else f"only {distinct} distinct values of"
-        return (
-            f"all runs have {what} {name}: a power law needs at least {MIN_DISTINCT} distinct "
-            "values"
-        )
-    if np.ptp(logs) < MIN_LOG_SPREAD:
-        return (
-            f"{name} spans only {v.min():.6g}–{v.max():.6g} (× {math.exp(np.ptp(logs)):.4g}): a power "
-            f"law needs at least a factor {math.exp(MIN_LOG_SPREAD):g}"
-        )
-    return None
-
-
-def _identifiable(spec: LawForm, x: Mapping[str, np.ndarray]) -> bool:
-    return all(
-        identifiability_problem(c, x[c]) is None for c in spec.features if c != "model_params"
-    )
-
-
-def _normalise(x: Mapping[str, np.ndarray], refs: dict[str, float]) -> dict[str, np.ndarray]:
-    return {k: x[k] / refs[k] for k in refs}
-
-
-def _bounds(form: LawForm, levels: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    lo = np.full(len(form.params) + levels - 1, -np.inf)
-    hi = np.full(len(form.params) + levels - 1, np.inf)
-    for i, name in enumerate(form.params):
-        if name in ("beta", "gamma", "alpha"):
-            lo[i] = 0.0 if form.name == "chinchilla" else -EXPONENT_BOUND
-            hi[i] = EXPONENT_BOUND
-    return lo, hi
 
 
 def _starts(
@@ -751,106 +569,3 @@ class ScalingLaw:
         except (TypeError, ValueError, AttributeError) as err:
             raise ScalingInputError(f"not a saved scaling law ({err})") from None
         return law
-
-
-def compare_forms(
-    runs: Mapping[str, Sequence[float]],
-    forms: Sequence[str] = tuple(FORMS),
-    *,
-    strategy_effects: bool | None = None,
-    **kwargs: Any,
-) -> list[dict[str, Any]]:
-    """Fit every form; rows sorted by held-out RMSE, best first.
-
-    With ``strategy_effects`` (default: when the runs hold at least 2 strategies) every form is
-    also fitted with one intercept per strategy (rows ``<form>+strategy``), beside the
-    yardstick ``constant+strategy`` (each strategy's training-fold mean): a law whose
-    ``+strategy`` row wins says subsets of equal volume differ by how they were chosen.
-
-    The RMSE and MAE that rank the forms are over the runs every fitted form could predict
-    (``heldout_n``), so no form is favoured by skipping its hard folds; each form's own
-    figures over all the runs it could predict are kept as ``own_rmse``/``own_n``. Forms that
-    cannot be fitted say why (``error``) and rank last. A ``constant`` row (P = E, the training
-    fold's mean: what the tokens form reduces to when every run sees the same budget) is the
-    yardstick a law must beat.
-    """
-    labels = [str(v) for v in runs["strategy"]] if "strategy" in runs else []
-    if strategy_effects is None:
-        strategy_effects = len(set(labels)) >= 2
-    variants = [(name, False) for name in forms]
-    if strategy_effects:
-        variants += [(name, True) for name in forms]
-    laws: dict[str, ScalingLaw] = {}
-    rows: dict[str, dict[str, Any]] = {}
-    for name, effects in variants:
-        label = f"{name}+strategy" if effects else name
-        try:
-            laws[label] = ScalingLaw(name, strategy_effects=effects, **kwargs).fit(runs)
-        except ScalingInputError as err:
-            rows[label] = {"form": label, "error": str(err), "heldout_rmse": math.inf}
-    if laws:
-        errs = {
-            k: np.array([np.nan if e is None else e for e in law.heldout_["errors"]])
-            for k, law in laws.items()
-        }
-        # A law that can predict no held-out run (strategy effects, holding out a whole
-        # strategy) ranks last instead of emptying everyone's common set.
-        predictable = [e for e in errs.values() if np.isfinite(e).any()]
-        common = np.logical_and.reduce([np.isfinite(e) for e in predictable or errs.values()])
-        first = next(iter(laws.values()))
-        groups = first._groups(runs, runs_features(runs))
-        y = np.asarray(runs["performance"], dtype=np.float64)
-        yardsticks = {"constant": ("P = E (mean of the training fold)", _fold_means(y, groups))}
-        if strategy_effects:
-            yardsticks["constant+strategy"] = (
-                "P = E_s (mean of the training fold's runs of the strategy)",
-                _fold_means(y, groups, np.array(labels)),
-            )
-        for name, (equation, predicted) in yardsticks.items():
-            e = (predicted - y)[common & np.isfinite(predicted)]
-            rows[name] = {
-                "form": name,
-                "equation": equation,
-                "heldout_rmse": float(np.sqrt(np.mean(e**2))) if e.size else math.inf,
-                "heldout_mae": float(np.mean(np.abs(e))) if e.size else None,
-                "heldout_n": int(e.size),
-                "heldout_errors": e.tolist(),
-                "baseline": True,
-            }
-        for name, law in laws.items():
-            e = errs[name][common]
-            if not np.isfinite(errs[name]).any():
-                rows[name] = {
-                    "form": name,
-                    "error": "predicts none of the held-out runs (their strategy is not in the "
-                    "training fold)",
-                    "heldout_rmse": math.inf,
-                }
-                continue
-            rows[name] = {
-                "form": name,
-                "equation": law.equation,
-                "heldout_rmse": float(np.sqrt(np.mean(e**2))) if e.size else math.inf,
-                "heldout_mae": float(np.mean(np.abs(e))) if e.size else None,
-                "heldout_n": int(e.size),
-                "heldout_errors": e.tolist(),  # prediction − truth on the common runs, in order
-                "own_rmse": law.heldout_["rmse"],
-                "own_n": law.heldout_["n"],
-                "params": law.params_,
-                "notes": law.notes_,
-            }
-    return sorted(rows.values(), key=lambda r: r["heldout_rmse"])
-
-
-def _fold_means(y: np.ndarray, groups: np.ndarray, strata: np.ndarray | None = None) -> np.ndarray:
-    """Each run predicted by the mean of the training fold (within its stratum, if given);
-    NaN where the fold holds fewer than 2 such runs."""
-    predicted = np.full(y.size, np.nan)
-    same = np.ones(y.size, dtype=bool)
-    for i in range(y.size):
-        if strata is not None:
-            same = strata == strata[i]
-        pool = (groups != groups[i]) & same
-        if pool.sum() >= 2:
-            predicted[i] = y[pool].mean()
-    return predicted
