@@ -9,11 +9,6 @@ Used by regenerate.sh to prove that the committed caches hold every result the d
 import runpy
 import sys
 
-
-def boom(*a, **k):
-    raise SystemExit("GUARD: tried to compute")
-
-
 import dataplan.compute.example_stats as stats
 import dataplan.compute.generation as gen
 import dataplan.compute.gradients as grads
@@ -21,6 +16,11 @@ import dataplan.training as training
 import dataplan.workflows.coslow as coslow
 import dataplan.workflows.curve as curve
 import dataplan.workflows.scaling_runs as scaling_runs
+
+
+def boom(*a, **k):
+    raise SystemExit("GUARD: tried to compute")
+
 
 gen.greedy_answers = boom
 grads.gradient_gram = boom
