@@ -307,6 +307,60 @@ def test_balance_by_answer_length_keeps_the_pool_length_mix(tmp_path, monkeypatc
     assert cfg.method_settings()["balance_by"] == "answer-length"
 
 
+def test_a_new_method_is_one_class_and_one_registry_line(tmp_path, monkeypatch):
+    """Adding a method: a SelectionMethod subclass and its registry entry — nothing else."""
+    from dataplan.selection import METHODS, PoolStatistics, SelectionMethod
+
+    class Length(SelectionMethod):
+        """Toy: longer answers first, no model."""
+
+        name = "length"
+        needs_model = False
+
+        def score(self, cfg, stats: PoolStatistics):
+            lengths = np.asarray([len(e.answer) for e in stats.pool], dtype=np.float64)
+            return lengths, {"answer_length": lengths}, ["scored by answer length"]
+
+    rows = [
+        {"id": f"e{i}", "prompt": f"q{i}", "answer": "x" * (1 + (i * 7) % 10)} for i in range(10)
+    ]
+    (tmp_path / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    kw = dict(data=str(tmp_path / "pool.jsonl"), k=3, out=str(tmp_path / "s.jsonl"))
+    with pytest.raises(ConfigError, match="unknown method 'length'"):
+        SelectConfig(method="length", **kw)
+    monkeypatch.setitem(METHODS, "length", Length)
+    cfg = SelectConfig(method="length", scores_out=str(tmp_path / "s.parquet"), **kw)
+    result = select(cfg)  # no --model, no run folder
+    assert result.run_dir is None and result.notes == ["scored by answer length"]
+    longest = sorted(rows, key=lambda r: -len(r["answer"]))[:3]
+    assert [e.id for e in result.selected] == [r["id"] for r in longest]
+    subset = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in subset] == [r["id"] for r in longest]
+    table = read_parquet(tmp_path / "s.parquet")
+    assert table["answer_length"] == [float(len(r["answer"])) for r in rows]
+    assert cfg.method_settings() == {"method": "length", "seed": 0}
+
+
+def test_shard_cache_reads_the_run_folder_layout(tmp_path):
+    """Shards are shards/<name>-<size>-<i>.safetensors with their bounds: run folders written
+    before the result store still resume; a shard cut otherwise counts as missing."""
+    from safetensors.numpy import save_file
+
+    from dataplan.store import ResultStore
+    from dataplan.workflows.select_scoring import ShardCache
+
+    shards = [range(0, 4), range(4, 6)]
+    v = np.arange(2, dtype=np.float64)
+    save_file({"v": v, "_bounds": np.asarray([4, 6])}, str(tmp_path / "sq-abc-4-00001.safetensors"))
+    cache = ShardCache(ResultStore(tmp_path), "sq-abc", shards)
+    assert cache.get(0) is None
+    np.testing.assert_array_equal(cache.get(1)["v"], v)
+    assert ShardCache(ResultStore(tmp_path), "sq-abc", [range(0, 4), range(4, 7)]).get(1) is None
+    cache.put(0, {"v": v + 1})
+    assert (tmp_path / "sq-abc-4-00000.safetensors").exists()
+    np.testing.assert_array_equal(cache.get(0)["v"], v + 1)
+
+
 @pytest.mark.parametrize(
     ("kw", "error"),
     [

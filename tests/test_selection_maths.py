@@ -136,3 +136,40 @@ def test_balance_ranks_by_hand():
     np.testing.assert_array_equal(demoted, [0, 1, 2, 3])
     # One label: nothing changes.
     np.testing.assert_array_equal(sel.balance_ranks(np.array([2, 0, 1]), np.zeros(3)), [2, 0, 1])
+
+
+def test_methods_score_the_cached_statistics():
+    """Each registered method turns the shared passes' statistics into its score equation."""
+    from types import SimpleNamespace
+
+    from dataplan.selection import METHODS, EnsembleLayout, PoolStatistics
+
+    assert tuple(METHODS) == ("gsnr", "gradnorm", "gradsim", "ifd", "loss", "random")
+    layout = EnsembleLayout(members=2, n_checkpoints=2)
+    assert layout.early == ["m0-c0", "m1-c0"] and layout.late == ["m0-c1", "m1-c1"]
+    assert layout.every == ["m0-c0", "m0-c1", "m1-c0", "m1-c1"]
+    cfg = SimpleNamespace(snr_form="default", snr_eps=0.01, seed=0)
+    gsnr = METHODS["gsnr"]()
+    adapters = gsnr.adapters(cfg, layout)
+    assert adapters == layout.early + layout.late and gsnr.sum_groups(cfg, layout) == {}
+    early = np.array([[4.0, 2.0, 0.0], [6.0, 2.0, 0.0]])
+    late = np.array([[1.0, 2.0, 0.0], [3.0, 2.0, 0.0]])
+    stats = PoolStatistics(
+        pool=[], layout=layout, adapters=adapters, sq_norms=np.r_[early, late] ** 2
+    )
+    scores, columns, _ = gsnr.score(cfg, stats)
+    np.testing.assert_allclose(scores, sel.gsnr_default(early, late, eps=0.01))
+    np.testing.assert_allclose(columns["grad_shrinkage"], sel.gsnr_shrinkage(early, late))
+    cfg.snr_form = "classic"
+    assert gsnr.adapters(cfg, layout) == layout.late and gsnr.shared_init(cfg)
+    assert gsnr.sum_groups(cfg, layout) == {"late": layout.late}
+    ifd = METHODS["ifd"]()
+    loss = np.array([1.0, 2.0, 3.0])
+    bare = np.array([1.5, 2.0, 2.0])
+    scores, columns, _ = ifd.score(
+        cfg, PoolStatistics([], {"loss": loss, "loss_unconditioned": bare})
+    )
+    np.testing.assert_allclose(scores, np.exp(loss - bare))
+    demoted, note = ifd.demote(scores)
+    assert demoted.tolist() == [False, True, True] and note.startswith("2 examples with IFD >= 1")
+    assert METHODS["loss"]().demote(scores) is None

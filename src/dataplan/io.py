@@ -45,7 +45,7 @@ def atomic_folder(path: str | Path, write: Callable[[Path], Any]) -> Path:
     final = Path(path)
     tmp = final.with_name(final.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.mkdir(parents=True)
     write(tmp)
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)

@@ -65,3 +65,42 @@ def _iv_n(iv, fc) -> str:
     if not iv:
         return ""
     return f"  [{fmt_n(iv[0])}, {fmt_n(iv[1])}] ({fc['interval_level']:.0%})"
+
+
+def setup_logging(quiet: bool) -> None:
+    """Log lines (and progress bars) on stderr, unless quiet; libraries' chatter silenced."""
+    import logging
+    import warnings
+
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
+        force=True,
+    )
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        pass
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="peft")
+
+
+def note(text: str) -> None:
+    """A note for the reader, after a table."""
+    console.print(f"[yellow]note:[/yellow] {text}")
+
+
+def fail(message: str, code: int) -> None:
+    """One line on stderr, then exit with ``code``."""
+    from rich.markup import escape
+
+    err_console.print(
+        f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True
+    )
+    sys.exit(code)

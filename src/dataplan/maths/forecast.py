@@ -30,7 +30,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 AUC_EPS = 1e-6
 """AUC' is clipped to [AUC_EPS, 1 − AUC_EPS] so that p and the exponent stay finite."""
@@ -93,6 +92,8 @@ class Calibration:
 
     def auc_interval(self, cos_low: float, level: float = 0.8) -> tuple[float, float] | None:
         """Central ``level`` interval of AUC' under the calibration's error model, or None."""
+        from scipy import stats
+
         if not 0.0 < level < 1.0:
             raise ValueError("level must be in (0, 1)")
         centre = self.coef * cos_low + self.intercept
@@ -244,6 +245,8 @@ def fit_calibration(
     Uses :func:`scipy.stats.linregress` for the fit; the leave-one-out residual of task k is
     ``auc_k − (c₋ₖ·cos_k + I₋ₖ)`` with the line refitted without task k.
     """
+    from scipy import stats
+
     x = np.asarray(cos_low, dtype=np.float64)
     y = np.asarray(auc, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 1:
@@ -281,6 +284,8 @@ def leave_one_out_scores(x: Sequence[float], y: Sequence[float]) -> dict[str, An
     Returns ``{"spearman", "pearson", "mae", "predictions", "in_sample_spearman",
     "in_sample_p"}``.
     """
+    from scipy import stats
+
     xa = np.asarray(x, dtype=np.float64)
     ya = np.asarray(y, dtype=np.float64)
     if xa.shape != ya.shape or xa.size < 3:

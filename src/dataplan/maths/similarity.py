@@ -11,13 +11,19 @@ be held at once:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
-import torch
 
 
-def cosine_from_gram(gram: torch.Tensor | np.ndarray, eps: float = 0.0) -> np.ndarray:
+def _numpy(x: Any) -> Any:
+    """A torch tensor (duck-typed: no torch import here) as something numpy reads."""
+    return x.detach().cpu() if hasattr(x, "detach") else x
+
+
+def cosine_from_gram(gram: Any, eps: float = 0.0) -> np.ndarray:
     """Cosine matrix (N×N, float64) from a Gram matrix; a zero gradient gives cosine 0."""
-    k = np.asarray(gram.detach().cpu() if isinstance(gram, torch.Tensor) else gram, np.float64)
+    k = np.asarray(_numpy(gram), np.float64)
     if k.ndim != 2 or k.shape[0] != k.shape[1]:
         raise ValueError(f"gram must be square, got shape {k.shape}")
     norms = np.sqrt(np.clip(np.diag(k), 0.0, None))
@@ -27,9 +33,9 @@ def cosine_from_gram(gram: torch.Tensor | np.ndarray, eps: float = 0.0) -> np.nd
     return np.clip(cos, -1.0, 1.0)
 
 
-def gradient_norms_from_gram(gram: torch.Tensor | np.ndarray) -> np.ndarray:
+def gradient_norms_from_gram(gram: Any) -> np.ndarray:
     """Per-example gradient norms ``sqrt(diag K)``, shape (N,)."""
-    k = np.asarray(gram.detach().cpu() if isinstance(gram, torch.Tensor) else gram, np.float64)
+    k = np.asarray(_numpy(gram), np.float64)
     return np.sqrt(np.clip(np.diag(k), 0.0, None))
 
 
@@ -42,6 +48,6 @@ def median_pairwise(matrix: np.ndarray) -> float:
     return float(np.median(m[np.triu_indices(n, k=1)]))
 
 
-def cos_similarity_score(gram: torch.Tensor | np.ndarray) -> float:
+def cos_similarity_score(gram: Any) -> float:
     """CoS: the median pairwise cosine of the gradients whose Gram matrix is ``gram``."""
     return median_pairwise(cosine_from_gram(gram))

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from dataplan.errors import ConfigError, ModelLoadError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class LoraSettings:
 
 def attach_lora(model: torch.nn.Module, settings: LoraSettings) -> torch.nn.Module:
     """A peft model with a fresh adapter; its random A is drawn from ``settings.seed``."""
+    import torch
     from peft import LoraConfig, get_peft_model
 
     targets = settings.target_modules

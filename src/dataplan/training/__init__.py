@@ -5,18 +5,25 @@ per-example weights with refreshes, and weighting schemes.
     result = train(model, examples, formatter, TrainSettings(max_steps=50), weights=w)
 """
 
-from dataplan.training.core import TrainResult, train
-from dataplan.training.objectives import OBJECTIVES, Objective, get_objective
-from dataplan.training.settings import TrainSettings
-from dataplan.training.weights import Refresh, WeightTable
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "OBJECTIVES",
-    "Objective",
-    "Refresh",
-    "TrainResult",
-    "TrainSettings",
-    "WeightTable",
-    "get_objective",
-    "train",
-]
+# Imported on first use: the CLI reads TrainSettings (options) without loading torch.
+_LAZY = {
+    "TrainResult": "dataplan.training.core",
+    "train": "dataplan.training.core",
+    "OBJECTIVES": "dataplan.training.objectives",
+    "Objective": "dataplan.training.objectives",
+    "get_objective": "dataplan.training.objectives",
+    "TrainSettings": "dataplan.training.settings",
+    "Refresh": "dataplan.training.weights",
+    "WeightTable": "dataplan.training.weights",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'dataplan.training' has no attribute {name!r}")

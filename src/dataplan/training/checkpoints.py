@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from dataplan.io import atomic_folder
+
+if TYPE_CHECKING:
+    import torch
 
 
 def save_adapter(model: torch.nn.Module, path: Path) -> None:

@@ -18,14 +18,15 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from dataplan.data.formatting import PromptFormatter
 from dataplan.data.loading import Example
 from dataplan.errors import ConfigError
 from dataplan.training.checkpoints import adapter_complete
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)

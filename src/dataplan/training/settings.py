@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from dataplan.errors import ConfigError
 from dataplan.models.lora import LoraSettings
@@ -19,15 +19,20 @@ class TrainSettings:
     """Fine-tuning hyper-parameters (recorded with every cached result).
 
     Attributes:
-        method: ``lora`` (a fresh adapter on the frozen model) or ``full``.
-        learning_rate: peak learning rate (linear decay after a warm-up of
-            ``warmup_ratio`` of the steps).
-        batch_size: examples per optimiser step and process.
-        epochs, min_steps, max_steps: the steps rule of the module docstring.
+        method: lora (a fresh adapter on the frozen model) or full fine-tuning.
+        learning_rate: Peak learning rate (linear decay after the warm-up).
+        batch_size: Training examples per optimiser step (and process).
+        epochs: Passes over the training set (steps = max(min, ceil(epochs · n / batch)), capped).
+        min_steps: Fewest optimiser steps of any fine-tune.
+        max_steps: Most optimiser steps of any fine-tune.
+        warmup_ratio: Share of the steps spent warming the learning rate up.
         weight_decay: AdamW weight decay.
-        lora_r, lora_alpha, lora_targets: the adapter (``all-linear`` or comma-separated
-            module names).
+        lora_r: LoRA rank of the trained adapter.
+        lora_alpha: LoRA alpha of the trained adapter.
+        lora_targets: 'all-linear' or comma-separated module names.
     """
+
+    panel: ClassVar[str] = "Training"
 
     method: str = "lora"  # "lora" or "full"
     learning_rate: float = 5e-4

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dataplan.errors import InputError
 from dataplan.maths.auc import clean_curve, data_efficiency_auc, metric_chain, select_metric
+from dataplan.options import cli
 
 
 def parse_budgets(text: str) -> tuple[int, ...]:
@@ -94,3 +96,20 @@ def auc_report(
         "curve_n": [int(n) for n in ns],
         "curve": [float(v) for v in values],
     }
+
+
+@dataclass(kw_only=True)
+class AucConfig:
+    """Settings of ``dataplan auc``.
+
+    Attributes:
+        results: Result file in the paper's format: {"<n>": {"<metric>": value}}.
+        metric: Metric key (default: f1 if present, else accuracy / exact_string_match_accuracy).
+        human_score: Human-level score H (ceiling).
+        budgets: Budget grid; n_max is the largest. 0 (zero-shot) is always included.
+    """
+
+    results: str = field(metadata=cli(argument=True))
+    metric: str | None = None
+    human_score: float | None = None
+    budgets: str = "0,50,100,200,500,1000,2500,5000"

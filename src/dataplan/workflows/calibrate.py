@@ -16,7 +16,7 @@ The AUC metric per task [our choice]: option log-likelihood accuracy for tasks w
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,11 @@ from dataplan.errors import ConfigError
 from dataplan.evaluation import headline_metric
 from dataplan.io import atomic_path, write_json
 from dataplan.maths.forecast import fit_calibration, leave_one_out_scores
+from dataplan.options import FieldOptions, ModelOptions, PromptOptions, RunOptions, cli, ints, names
+from dataplan.plots import plot_calibration
+from dataplan.training.settings import TrainSettings
 from dataplan.workflows.curve import CurveConfig, measure_curve
-from dataplan.workflows.estimate import EstimateConfig, estimate
+from dataplan.workflows.estimate_config import EstimateConfig
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,93 @@ class CalibrateConfig:
             raise ConfigError("calibrate needs curve and estimate settings")
 
 
+@dataclass(kw_only=True)
+class CalibrateOptions(ModelOptions, FieldOptions, PromptOptions, RunOptions):
+    """Settings of ``dataplan calibrate`` (the command line's view of :class:`CalibrateConfig`).
+
+    Attributes:
+        name: Name of the calibration (usually the model's).
+        tasks: Comma-separated suite tasks.
+        data: Comma-separated labelled task files (instead of or besides --tasks).
+        metric: AUC metric: auto (option log-likelihood when a task has options), exact_match,
+            token_f1, loglik_accuracy.
+        budgets: Curve budgets; 0 is zero-shot.
+        seeds: Curve seeds.
+        train: Curve fine-tuning.
+        max_test: Test examples per task.
+        max_pool: Pool examples scored for confidence per task.
+        n_labeled: Low-confidence examples per task.
+        adapter_seeds: Fresh-adapter seeds for CoS-Low.
+        min_gain: Leave out of the fit tasks whose best fine-tuned score beats neither zero-shot
+            nor the majority label by this much (negative: keep all).
+        out_dir: Study folder: curves, estimates, table, plot, calibration.json.
+        cache: Curve result cache (resumes from it).
+    """
+
+    name: str
+    tasks: tuple[str, ...] = field(default=(), metadata=cli(parse=names("--tasks")))
+    data: tuple[str, ...] = field(default=(), metadata=cli(parse=names("--data")))
+    metric: str = "auto"
+    budgets: tuple[int, ...] = field(
+        default=(0, 16, 64, 256), metadata=cli(parse=ints("--budgets"))
+    )
+    seeds: tuple[int, ...] = field(default=(0,), metadata=cli(parse=ints("--seeds")))
+    train: TrainSettings = field(default_factory=TrainSettings, metadata=cli(nested=True))
+    max_test: int | None = 200
+    max_pool: int | None = 400
+    n_labeled: int = 32
+    adapter_seeds: tuple[int, ...] = field(
+        default=(0,), metadata=cli(parse=ints("--adapter-seeds"))
+    )
+    min_gain: float = 0.05
+    out_dir: str = "runs/calibrate"
+    cache: str | None = None
+
+    def build(self) -> CalibrateConfig:
+        """The study's config: one curve and one estimate setting shared by every task."""
+        first = (
+            {"task": self.tasks[0]} if self.tasks else {"data": self.data[0] if self.data else "-"}
+        )
+        shared: dict[str, Any] = {
+            "model": self.model,
+            "device": self.device,
+            "dtype": self.dtype,
+            "trust_remote_code": self.trust_remote_code,
+            "chat_template": self.chat_template,
+            "system_prompt": self.system_prompt,
+            "prompt_field": self.prompt_field,
+            "answer_field": self.answer_field,
+            "id_field": self.id_field,
+            "split": self.split,
+            "progress": self.progress,
+            **first,
+        }
+        curve = CurveConfig(
+            budgets=self.budgets,
+            seeds=self.seeds,
+            train=self.train,
+            max_test=self.max_test,
+            cache=self.cache,
+            **shared,
+        )
+        estimate = EstimateConfig(
+            max_pool=self.max_pool,
+            n_labeled=self.n_labeled,
+            adapter_seeds=self.adapter_seeds,
+            **shared,
+        )
+        return CalibrateConfig(
+            name=self.name,
+            tasks=self.tasks,
+            data=self.data,
+            curve=curve,
+            estimate=estimate,
+            metric=self.metric,
+            out_dir=self.out_dir,
+            min_gain=None if self.min_gain < 0 else self.min_gain,
+        )
+
+
 def _auc_metric(
     summary: dict[str, Any], task_metric: str, metric: str, kind: str | None = None
 ) -> tuple[str, float]:
@@ -74,14 +164,8 @@ def _auc_metric(
 
 def calibrate(cfg: CalibrateConfig, loaded=None) -> dict[str, Any]:
     """Run the study (resuming from caches) and write table, plot and calibration file."""
-    from dataplan.models.loading import load_model
-
     assert cfg.curve is not None and cfg.estimate is not None
-    if loaded is None:
-        c = cfg.curve
-        loaded = load_model(
-            c.model, device=c.device, dtype=c.dtype, trust_remote_code=c.trust_remote_code
-        )
+    loaded = loaded or cfg.curve.spec.load()
     out = Path(cfg.out_dir)
     rows = []
     entries = [("task", t) for t in cfg.tasks] + [("data", d) for d in cfg.data]
@@ -106,6 +190,8 @@ def calibrate(cfg: CalibrateConfig, loaded=None) -> dict[str, Any]:
             data=ref if kind == "data" else None,
             run_dir=str(out / "estimates" / label),
         )
+        from dataplan.workflows.estimate import estimate
+
         est = estimate(est_cfg, loaded=loaded)
         rows.append(
             {
@@ -193,7 +279,7 @@ def summarise(cfg: CalibrateConfig, rows: list[dict[str, Any]], out: Path) -> di
     write_json(out / "study.json", result)
     with atomic_path(out / "table.md") as tmp:
         tmp.write_text(markdown_table(all_rows, evaluation), encoding="utf-8")
-    _scatter(out / "scatter.png", all_rows, calibration)
+    plot_calibration(out / "scatter.png", all_rows, calibration)
     return result
 
 
@@ -229,35 +315,3 @@ def markdown_table(rows: list[dict[str, Any]], evaluation: dict[str, Any]) -> st
             f"{in_sample} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def _scatter(path: Path, rows, calibration) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from dataplan.io import save_figure
-
-    x = np.array([r["cos_low"] for r in rows])
-    y = np.array([r["auc"] for r in rows])
-    fit = np.array([r.get("in_fit", True) for r in rows])
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    ax.scatter(x[fit], y[fit], label="in the fit")
-    if (~fit).any():
-        ax.scatter(x[~fit], y[~fit], marker="x", color="grey", label="left out: no learning gain")
-    for r in rows:
-        ax.annotate(r["task"], (r["cos_low"], r["auc"]), fontsize=6, alpha=0.7)
-    grid = np.linspace(x.min(), x.max(), 50)
-    ax.plot(
-        grid,
-        calibration.coef * grid + calibration.intercept,
-        color="C3",
-        label=f"AUC' = {calibration.coef:.3f}·CoS + {calibration.intercept:.3f}",
-    )
-    ax.set_xlabel("CoS-Low")
-    ax.set_ylabel("measured AUC")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    save_figure(fig, path)
-    plt.close(fig)

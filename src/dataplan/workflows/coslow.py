@@ -5,17 +5,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dataplan.compute.gradients import gradient_gram, lora_pairs, lora_parameter_count
 from dataplan.data.formatting import PromptFormatter, encode_examples
 from dataplan.data.loading import Example
 from dataplan.errors import ConfigError
 from dataplan.maths.similarity import cosine_from_gram, gradient_norms_from_gram, median_pairwise
-from dataplan.models.loading import LoadedModel
 from dataplan.models.lora import LoraSettings, attach_lora, load_adapter
+from dataplan.options import FieldOptions, ModelOptions, PromptOptions, RunOptions
+
+if TYPE_CHECKING:
+    from dataplan.models.loading import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,8 @@ def coslow(
     for the computation and removed afterwards, leaving the model as it was; ``adapter`` uses an
     existing PEFT adapter folder instead.
     """
+    from dataplan.compute.gradients import gradient_gram, lora_pairs, lora_parameter_count
+
     if len(examples) < 2:
         raise ConfigError("CoS needs at least 2 labelled examples")
     lora = lora or LoraSettings()
@@ -116,3 +120,58 @@ def coslow(
         loaded.model = peft_model.unload()
         loaded.model.eval()
     return CosLowResult.from_gram(gram.numpy(), [ex.id for ex in examples], label, n_params)
+
+
+@dataclass(kw_only=True)
+class CosLowConfig(ModelOptions, FieldOptions, PromptOptions, RunOptions):
+    """Settings of ``dataplan coslow``: CoS-Low of a file of labelled examples.
+
+    Attributes:
+        labeled: Labelled examples (JSONL, CSV, Parquet, …).
+        adapter: Existing PEFT adapter folder instead of a fresh adapter.
+        seed: Seed of the fresh adapter's random A.
+        lora_r: LoRA rank of the gradient adapter.
+        lora_alpha: LoRA alpha of the gradient adapter.
+        lora_targets: 'all-linear' or comma-separated module names.
+        batch_size: Examples per backward pass.
+    """
+
+    labeled: str
+    adapter: str | None = None
+    seed: int = 0
+    lora_r: int = 64
+    lora_alpha: float = 32.0
+    lora_targets: str = "all-linear"
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError("--batch-size must be positive")
+        self.lora  # noqa: B018 - validates the adapter settings
+
+    @property
+    def lora(self) -> LoraSettings:
+        targets: str | tuple[str, ...] = self.lora_targets
+        if targets != "all-linear":
+            targets = tuple(t.strip() for t in self.lora_targets.split(",") if t.strip())
+        return LoraSettings(
+            r=self.lora_r, alpha=self.lora_alpha, target_modules=targets, seed=self.seed
+        )
+
+
+def coslow_of_file(cfg: CosLowConfig, loaded: LoadedModel | None = None) -> CosLowResult:
+    """CoS-Low of the labelled examples in ``cfg.labeled`` (the file is read before the model
+    loads, so a bad file fails at once)."""
+    from dataplan.data.loading import load_examples
+
+    examples = load_examples(cfg.labeled, fields=cfg.fields, require_answer=True)
+    loaded = loaded or cfg.spec.load()
+    return coslow(
+        loaded,
+        examples,
+        lora=cfg.lora,
+        adapter=cfg.adapter,
+        formatter=cfg.prompts.formatter(loaded.tokenizer),
+        batch_size=cfg.batch_size,
+        progress=cfg.progress,
+    )

@@ -21,53 +21,57 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dataplan.data.formatting import PromptFormatter, PromptSettings
+from dataplan.data.formatting import PromptFormatter
 from dataplan.data.loading import Example
-from dataplan.data.sources import DataSource
 from dataplan.errors import ConfigError
 from dataplan.evaluation import METRICS, EvalSettings
 from dataplan.evaluation.metrics import majority_baseline
 from dataplan.io import write_json
 from dataplan.maths.auc import data_efficiency_auc
 from dataplan.models.builtin import cache_dir
-from dataplan.models.loading import LoadedModel
+from dataplan.options import DataOptions, ModelOptions, PromptOptions, RunOptions, cli, ints
+from dataplan.plots import plot_curve
 from dataplan.store import ResultStore
 from dataplan.training import TrainSettings
-from dataplan.workflows.experiment import ModelSpec, point_identity, train_and_evaluate
+from dataplan.workflows.experiment import point_identity, train_and_evaluate
+
+if TYPE_CHECKING:
+    from dataplan.models.loading import LoadedModel
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class CurveConfig:
-    """Settings of ``dataplan curve``; invalid values fail before any model loads."""
+@dataclass(kw_only=True)
+class CurveConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
+    """Settings of ``dataplan curve``; invalid values fail before any model loads.
 
-    model: str
-    task: str | None = None
-    data: str | None = None
+    Attributes:
+        test_data: Held-out test file (default: min(300, half) split off --data).
+        budgets: Training-set sizes; 0 is zero-shot.
+        seeds: Seeds: subset order and training randomness.
+        train: Fine-tuning settings.
+        max_test: Evaluate on at most this many test examples.
+        max_new_tokens: Longest generated answer at evaluation.
+        eval_batch_size: Prompts generated together at evaluation.
+        out_dir: Where the curve files go (default runs/curve-<task>).
+        cache: Result cache (default ~/.cache/dataplan/curves); resumes from it.
+    """
+
     test_data: str | None = None
-    budgets: tuple[int, ...] = (0, 16, 32, 64, 128, 256, 512, 1024)
-    seeds: tuple[int, ...] = (0,)
-    train: TrainSettings = field(default_factory=TrainSettings)
+    budgets: tuple[int, ...] = field(
+        default=(0, 16, 32, 64, 128, 256, 512, 1024), metadata=cli(parse=ints("--budgets"))
+    )
+    seeds: tuple[int, ...] = field(default=(0,), metadata=cli(parse=ints("--seeds")))
+    train: TrainSettings = field(default_factory=TrainSettings, metadata=cli(nested=True))
     max_test: int | None = None
     max_new_tokens: int = 16
     eval_batch_size: int = 64
-    prompt_field: str = "prompt"
-    answer_field: str = "answer"
-    id_field: str = "id"
-    split: str | None = None
-    chat_template: bool = True
-    system_prompt: str | None = None
     out_dir: str | None = None
     cache: str | None = None
-    device: str = "auto"
-    dtype: str = "auto"
-    trust_remote_code: bool = False
-    progress: bool = True
 
     def __post_init__(self) -> None:
         self.source  # noqa: B018 - validates --task / --data now
@@ -83,25 +87,6 @@ class CurveConfig:
             raise ConfigError("--max-test must be positive")
         self.evaluation  # noqa: B018 - validates the evaluation settings now
         self.budgets = tuple(sorted(set(self.budgets)))
-
-    @property
-    def source(self) -> DataSource:
-        return DataSource(
-            task=self.task,
-            data=self.data,
-            prompt_field=self.prompt_field,
-            answer_field=self.answer_field,
-            id_field=self.id_field,
-            split=self.split,
-        )
-
-    @property
-    def spec(self) -> ModelSpec:
-        return ModelSpec(self.model, self.device, self.dtype, self.trust_remote_code)
-
-    @property
-    def prompts(self) -> PromptSettings:
-        return PromptSettings(self.chat_template, self.system_prompt)
 
     @property
     def evaluation(self) -> EvalSettings:
@@ -149,35 +134,6 @@ def run_point(
         spec=cfg.spec,
     )
     return {"budget": n, **result}
-
-
-def _plot(
-    path: Path, label: str, model: str, curve: dict[int, dict[str, float]], majority: float
-) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from dataplan.io import save_figure
-
-    ns = sorted(curve)
-    x = [max(n, 1) for n in ns]
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for metric in METRICS:
-        ys = [curve[n].get(metric) for n in ns]
-        if all(y is not None for y in ys):
-            ax.plot(x, ys, marker="o", label=metric)
-    ax.axhline(majority, color="grey", ls="--", lw=1, label=f"always-majority ({majority:.2f})")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("training examples (0 plotted at 1)")
-    ax.set_ylabel("test performance")
-    ax.set_ylim(0, 1.02)
-    ax.set_title(f"{model} on {label}", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    save_figure(fig, path)
-    plt.close(fig)
 
 
 def point_store(cfg: CurveConfig) -> ResultStore:
@@ -268,5 +224,5 @@ def summarise(cfg: CurveConfig, label: str, pool, test, points, out_dir: Path) -
     write_json(out_dir / "results.json", {str(n): v for n, v in curve.items()})
     write_json(out_dir / "summary.json", summary)
     write_json(out_dir / "points.json", [points[k] for k in sorted(points)])
-    _plot(out_dir / "curve.png", label, cfg.model, curve, maj_acc)
+    plot_curve(out_dir / "curve.png", label, cfg.model, curve, maj_acc)
     return summary

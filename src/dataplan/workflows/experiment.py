@@ -12,14 +12,16 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dataplan.data.formatting import PromptFormatter, PromptSettings
 from dataplan.data.loading import Example
 from dataplan.digests import examples_digest
 from dataplan.evaluation import EvalSettings, evaluate
-from dataplan.models.loading import LoadedModel
-from dataplan.training import TrainSettings, train
+from dataplan.training.settings import TrainSettings
+
+if TYPE_CHECKING:
+    from dataplan.models.loading import LoadedModel
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,8 @@ def train_and_evaluate(
         ``{"seed", "n_test", <metrics of evaluate>, "train": <training log or None>,
         "seconds"}``.
     """
+    from dataplan.training import train
+
     start = time.perf_counter()
     train_log: dict[str, Any] | None = None
     model = loaded.model

@@ -3,7 +3,9 @@
 A run folder holds ``config.json`` (the settings that determine the results), ``versions.json``,
 cached intermediate results and the final results. Re-running with the same folder and the same
 settings reuses every cached step; a folder whose saved settings differ is refused rather than
-silently mixed (like kronfluence's ``_save_arguments`` check).
+silently mixed (like kronfluence's ``_save_arguments`` check). A setting missing on one side counts
+as its default (``defaults``), so a folder written before a setting existed stays valid when
+that setting is left at its default.
 """
 
 from __future__ import annotations
@@ -27,14 +29,19 @@ class RunFolder:
     Args:
         path: the folder (created on :meth:`open`).
         config: the settings; must be JSON-serialisable.
+        defaults: setting → default value; a setting absent from a saved (or the new) config is
+            taken to be at its default.
     """
 
     CONFIG = "config.json"
     VERSIONS = "versions.json"
 
-    def __init__(self, path: str | Path, config: dict[str, Any]):
+    def __init__(
+        self, path: str | Path, config: dict[str, Any], defaults: dict[str, Any] | None = None
+    ):
         self.path = Path(path)
         self.config = json.loads(to_json(config))
+        self.defaults = json.loads(to_json(defaults or {}))
 
     def check(self) -> None:
         """Raise :class:`ConfigError` if the folder holds a run with other settings."""
@@ -47,7 +54,9 @@ class RunFolder:
             return
         saved = json.loads(saved_path.read_text(encoding="utf-8"))
         diffs = [
-            k for k in sorted(set(saved) | set(self.config)) if saved.get(k) != self.config.get(k)
+            k
+            for k in sorted(set(saved) | set(self.config))
+            if saved.get(k, self.defaults.get(k)) != self.config.get(k, self.defaults.get(k))
         ]
         if diffs:
             shown = "; ".join(f"{k}: {saved.get(k)!r} -> {self.config.get(k)!r}" for k in diffs[:3])

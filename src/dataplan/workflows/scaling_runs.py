@@ -22,9 +22,9 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,11 +32,15 @@ from dataplan.data.formatting import PromptFormatter
 from dataplan.data.loading import Example
 from dataplan.errors import ConfigError
 from dataplan.evaluation import headline_metric
-from dataplan.models.loading import LoadedModel
+from dataplan.options import DataOptions, ModelOptions, PromptOptions, RunOptions, cli, ints, names
+from dataplan.training.settings import TrainSettings
 from dataplan.workflows.curve import CurveConfig, load_splits, point_settings, point_store
 from dataplan.workflows.experiment import train_and_evaluate
 
 STRATEGIES = ("random", "shortest", "longest", "stratified")
+if TYPE_CHECKING:
+    from dataplan.models.loading import LoadedModel
+
 log = logging.getLogger(__name__)
 
 
@@ -71,6 +75,73 @@ def headline(
     """The performance of a run: its :func:`dataplan.evaluation.headline_metric` and value."""
     metric = headline_metric(metrics, task_metric, kind)
     return metric, metrics[metric]
+
+
+@dataclass(kw_only=True)
+class ScalingRunsConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
+    """Settings of ``dataplan scaling runs``.
+
+    Attributes:
+        out: Runs file to write (.csv or .parquet).
+        n: Numbers of training examples.
+        strategies: Subsampling: random, shortest, longest, stratified.
+        compute_tokens: Training tokens per run (steps = C / (min(batch, N) · L̄)); default: the
+            curve's steps rule.
+        seeds: Seeds.
+        train: Fine-tuning.
+        max_test: Test examples.
+        max_new_tokens: Longest generated answer at evaluation.
+        cache: Result cache (shared with `curve`; resumes from it).
+    """
+
+    out: str
+    n: tuple[int, ...] = field(
+        default=(32, 64, 128, 256, 512), metadata=cli(flag="--n", parse=ints("--n"))
+    )
+    strategies: tuple[str, ...] = field(
+        default=STRATEGIES, metadata=cli(parse=names("--strategies"))
+    )
+    compute_tokens: float | None = None
+    seeds: tuple[int, ...] = field(default=(0,), metadata=cli(parse=ints("--seeds")))
+    train: TrainSettings = field(default_factory=TrainSettings, metadata=cli(nested=True))
+    max_test: int | None = 200
+    max_new_tokens: int = 16
+    cache: str | None = None
+
+    def curve(self) -> CurveConfig:
+        """The curve settings every run shares."""
+        return CurveConfig(
+            model=self.model,
+            device=self.device,
+            dtype=self.dtype,
+            trust_remote_code=self.trust_remote_code,
+            task=self.task,
+            data=self.data,
+            prompt_field=self.prompt_field,
+            answer_field=self.answer_field,
+            id_field=self.id_field,
+            split=self.split,
+            chat_template=self.chat_template,
+            system_prompt=self.system_prompt,
+            budgets=(0, *self.n),
+            seeds=self.seeds,
+            train=self.train,
+            max_test=self.max_test,
+            max_new_tokens=self.max_new_tokens,
+            cache=self.cache,
+            progress=self.progress,
+        )
+
+    def run(self, loaded: LoadedModel | None = None) -> list[dict[str, Any]]:
+        """Run (or resume) every (N, strategy, seed) and write the runs file."""
+        return scaling_runs(
+            self.curve(),
+            sizes=self.n,
+            strategies=self.strategies,
+            compute_tokens=self.compute_tokens,
+            out=self.out,
+            loaded=loaded,
+        )
 
 
 def scaling_runs(

@@ -1,18 +1,9 @@
 """``dataplan select``: score every pool example with a proxy model and keep the best subset.
 
-Methods (METHODS.md §4; higher score = kept first unless ``lowest``):
-
-- ``gsnr`` — GRADFILTERING: an ensemble of M LoRA adapters trained on the pool; per-example
-  gradient norms at an early and a late checkpoint give the G-SNR of
-  :mod:`dataplan.maths.selection` (default form, or ``classic`` with a shared initialisation);
-- ``gradnorm`` — mean over members of the late per-example gradient norm;
-- ``gradsim`` — LESS-style: cosine between the example's LoRA gradient and the mean gradient of a
-  target set, averaged over members and checkpoints (plain gradients, no Adam preconditioning
-  [our choice]);
-- ``ifd`` — Superfiltering: PPL(answer | prompt) / PPL(answer) of the frozen proxy; IFD ≥ 1
-  ranks last;
-- ``loss`` — the frozen proxy's answer loss;
-- ``random`` — a seeded uniform draw (no model).
+The methods (docs/methods.md §5; higher score = kept first unless ``lowest``) are registered in
+:data:`dataplan.selection.METHODS`, one module each, whose docstring gives its score: ``gsnr``
+(GRADFILTERING's G-SNR over a LoRA ensemble), ``gradnorm``, ``gradsim`` (LESS-style), ``ifd``
+(Superfiltering), ``loss`` and ``random``. :data:`METHODS` holds their names.
 
 ``balance_by`` re-orders any method's ranking so that every prefix keeps the pool's share of
 each group (:func:`dataplan.maths.selection.balance_ranks`): ``label`` groups by the answer (a
@@ -34,160 +25,27 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dataplan.data.formatting import PromptSettings
 from dataplan.data.loading import Example, Fields, load_examples
 from dataplan.digests import examples_digest
 from dataplan.errors import ConfigError, InputError
 from dataplan.io import write_jsonl, write_parquet
 from dataplan.maths import selection as sel
-from dataplan.training.ensemble import EnsembleSettings
-from dataplan.workflows.experiment import ModelSpec
+from dataplan.selection import METHODS as REGISTRY
+from dataplan.selection import PoolStatistics
 from dataplan.workflows.run_folder import RunFolder
+from dataplan.workflows.select_config import SelectConfig
 
 log = logging.getLogger(__name__)
 
-METHODS = ("gsnr", "gradnorm", "gradsim", "ifd", "loss", "random")
-BALANCE_BY = ("label", "answer-length")
+METHODS = tuple(REGISTRY)  # the built-in methods' names (the registry may gain more)
 LABEL_MIN_EXAMPLES = 5  # --balance-by label: a label needs this many pool examples on average
 LENGTH_GROUPS = 5  # --balance-by answer-length: at most this many length strata
-GRADIENT_METHODS = ("gsnr", "gradnorm", "gradsim")
-
-
-@dataclass
-class SelectConfig:
-    """Settings of ``dataplan select``. Invalid values fail here, before any model loads."""
-
-    method: str
-    data: str
-    model: str | None = None
-    fraction: float | None = None
-    k: int | None = None
-    out: str | None = None
-    scores_out: str | None = None
-    target: str | None = None
-    seed: int = 0
-    lowest: bool = False
-    balance_by: str | None = None
-    run_dir: str | None = None
-    prompt_field: str = "prompt"
-    answer_field: str = "answer"
-    id_field: str = "id"
-    split: str | None = None
-    chat_template: bool = True
-    system_prompt: str | None = None
-    members: int | None = None  # None: 3 for gsnr, 1 for gradnorm/gradsim
-    lora_r: int = 8
-    lora_alpha: float = 16.0
-    learning_rate: float = 5e-4
-    train_batch_size: int = 8
-    epochs: float = 1.0
-    checkpoints: tuple[float, ...] = (0.25, 1.0)
-    snr_form: str = "default"
-    snr_eps: float = 1e-3
-    stats_batch_size: int = 8
-    loss_batch_size: int = 16
-    shard_size: int = 1024
-    device: str = "auto"
-    dtype: str = "auto"
-    trust_remote_code: bool = False
-    progress: bool = True
-    fields: Fields = field(init=False)
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ConfigError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        if (self.fraction is None) == (self.k is None):
-            raise ConfigError("give exactly one of --fraction F or --k N")
-        if self.fraction is not None and not (0.0 < self.fraction <= 1.0):
-            raise ConfigError(f"--fraction must be in (0, 1], got {self.fraction}")
-        if self.k is not None and self.k < 1:
-            raise ConfigError(f"--k must be a positive number of examples, got {self.k}")
-        if self.method != "random" and not self.model:
-            raise ConfigError(f"--model is needed for --method {self.method}")
-        if self.method == "gradsim" and not self.target:
-            raise ConfigError("--method gradsim needs --target FILE (the examples to resemble)")
-        if self.balance_by is not None and self.balance_by not in BALANCE_BY:
-            raise ConfigError(f"--balance-by must be one of {', '.join(BALANCE_BY)}")
-        if self.snr_form not in sel.GSNR_FORMS:
-            raise ConfigError(f"--snr-form must be one of {', '.join(sel.GSNR_FORMS)}")
-        if self.members is None:
-            self.members = 3 if self.method == "gsnr" else 1
-        if self.method == "gsnr" and self.snr_form != "shrinkage" and self.members < 2:
-            raise ConfigError("G-SNR needs --members >= 2 (its noise is the members' spread)")
-        two_points = self.snr_form in ("default", "shrinkage")
-        if self.method == "gsnr" and two_points and len(self.checkpoints) < 2:
-            raise ConfigError(f"the {self.snr_form} G-SNR needs an early and a late --checkpoints")
-        if self.seed < 0:
-            raise ConfigError(f"--seed must be a non-negative integer, got {self.seed}")
-        if min(self.stats_batch_size, self.loss_batch_size, self.shard_size) < 1:
-            raise ConfigError("batch sizes and --shard-size must be positive")
-        for path, flag in ((self.out, "--out"), (self.scores_out, "--scores-out")):
-            allowed = (".jsonl", ".parquet", ".pq") if flag == "--out" else (".parquet", ".pq")
-            if path is not None and Path(path).suffix.lower() not in allowed:
-                raise ConfigError(f"{flag} must end in {' or '.join(allowed)}, got {path!r}")
-        self.checkpoints = tuple(float(c) for c in self.checkpoints)
-        self.fields = Fields(prompt=self.prompt_field, answer=self.answer_field, id=self.id_field)
-        if self.method in GRADIENT_METHODS:
-            self.ensemble  # noqa: B018 - validates the ensemble settings now
-
-    def method_settings(self) -> dict[str, Any]:
-        """The settings of this method's scores beyond the run folder's (recorded in results)."""
-        out: dict[str, Any] = {"method": self.method, "seed": self.seed}
-        if self.method in GRADIENT_METHODS:
-            out["ensemble"] = self.ensemble.to_dict()
-        if self.method == "gsnr":
-            out.update(snr_form=self.snr_form, snr_eps=self.snr_eps)
-        if self.balance_by:  # only when on: earlier results keep their settings
-            out["balance_by"] = self.balance_by
-        if self.method == "gradsim":
-            out["target"] = self.target
-        return out
-
-    @property
-    def spec(self) -> ModelSpec:
-        return ModelSpec(self.model or "", self.device, self.dtype, self.trust_remote_code)
-
-    @property
-    def prompts(self) -> PromptSettings:
-        return PromptSettings(self.chat_template, self.system_prompt)
-
-    @property
-    def ensemble(self) -> EnsembleSettings:
-        return EnsembleSettings(
-            members=int(self.members or 1),
-            rank=self.lora_r,
-            alpha=self.lora_alpha,
-            learning_rate=self.learning_rate,
-            batch_size=self.train_batch_size,
-            epochs=self.epochs,
-            checkpoints=self.checkpoints,
-            shared_init=self.method == "gsnr" and self.snr_form == "classic",
-            seed=self.seed,
-        )
-
-    def compute_settings(self, data_digest: str) -> dict[str, Any]:
-        """The run folder's identity: what every method's scores depend on.
-
-        Method-specific settings (the ensemble, the target set) name the ensemble's sub-folder
-        and the cached shards instead, so one folder serves every method: ``gradnorm`` with the
-        same ensemble settings reuses the adapters ``gsnr`` trained.
-        """
-        from dataplan.models.loading import model_identity
-        from dataplan.store import runtime
-
-        return {
-            "model": None if self.model is None else model_identity(self.model),
-            "data": data_digest,
-            "chat_template": self.chat_template,
-            "system_prompt": self.system_prompt,
-            **runtime(self.device, self.dtype),
-        }
 
 
 @dataclass
@@ -222,30 +80,35 @@ class SelectResult:
 
 
 def load_pool(cfg: SelectConfig) -> tuple[list[Example], list[Example] | None]:
-    pool = load_examples(cfg.data, fields=cfg.fields, require_answer=True, split=cfg.split)
+    pool = cfg.source.load(require_answer=True)
     target = None
     if cfg.target:
         target = load_examples(cfg.target, fields=cfg.fields, require_answer=True)
     if cfg.k is not None and cfg.k > len(pool):
         raise InputError(
-            f"--k {cfg.k} is larger than the pool of {len(pool)} examples", path=cfg.data
+            f"--k {cfg.k} is larger than the pool of {len(pool)} examples",
+            path=cfg.data or cfg.task,
         )
     return pool, target
 
 
-def select(cfg: SelectConfig, loaded=None) -> SelectResult:
-    """Score the pool, rank it and (with ``cfg.out``) write the subset; resumable."""
+def select(cfg: SelectConfig, loaded: Any = None) -> SelectResult:
+    """Score the pool, rank it and (with ``cfg.out``) write the subset; resumable.
+
+    ``loaded``: the proxy model already loaded (:meth:`ModelSpec.load`), else loaded here.
+    """
+    method = cfg.selection_method
     pool, target = load_pool(cfg)
     k = sel.subset_size(len(pool), fraction=cfg.fraction, k=cfg.k)
     if cfg.balance_by == "label":
         _check_labels(pool, cfg)
     run = None
     _check_writable(cfg.out, cfg.scores_out)
-    if cfg.method != "random":
+    if method.needs_model:
         from dataplan.compute.distributed import barrier, world
 
         if cfg.run_dir is None:
-            cfg.run_dir = str(Path("runs") / f"select-{Path(cfg.data).stem}")
+            cfg.run_dir = str(Path("runs") / f"select-{cfg.source.label}")
         run = RunFolder(cfg.run_dir, cfg.compute_settings(examples_digest(pool)))
         if world()[0] == 0:  # one process creates the folder; the others find it made
             run.open()
@@ -253,9 +116,8 @@ def select(cfg: SelectConfig, loaded=None) -> SelectResult:
         run.check()
     seconds: dict[str, float] = {}
     notes: list[str] = []
-    if cfg.method == "random":
-        scores = np.random.default_rng([cfg.seed, 5]).random(len(pool))
-        columns: dict[str, Any] = {}
+    if not method.needs_model:
+        scores, columns, notes = method.score(cfg, PoolStatistics(pool=pool))
     else:
         from dataplan.workflows.select_scoring import score_pool
 
@@ -266,12 +128,12 @@ def select(cfg: SelectConfig, loaded=None) -> SelectResult:
         notes.append(f"{n_nan} examples have no score (NaN) and are ranked last")
     demote = None
     order_by = scores
-    if cfg.method == "ifd" and not cfg.lowest:
-        demote = scores >= 1.0
-        # Superfiltering drops IFD >= 1; when k needs some of them, the closest to 1 come first.
-        order_by = np.where(demote, -scores, scores)
+    demoted = None if cfg.lowest else method.demote(scores)
+    if demoted is not None:
+        demote, note = demoted
+        order_by = np.where(demote, -scores, scores)  # the demoted: lowest (nearest kept) first
         if demote.any():
-            notes.append(f"{int(demote.sum())} examples with IFD >= 1 ranked last (Superfiltering)")
+            notes.append(note)
     rank = sel.rank_scores(order_by, descending=not cfg.lowest, seed=cfg.seed, demote=demote)
     if cfg.balance_by:  # the demoted and the unscored stay last
         rank = _balanced(rank, sel.rank_tiers(scores, demote), pool, k, cfg, notes)
@@ -347,7 +209,7 @@ def _check_labels(pool: list[Example], cfg: SelectConfig) -> None:
             f"distinct values in {len(pool)} examples (fewer than {LABEL_MIN_EXAMPLES} per "
             "value); it balances classification pools, whose answers are a few labels "
             "(free-text answers: --balance-by answer-length)",
-            path=cfg.data,
+            path=cfg.data or cfg.task,
         )
 
 

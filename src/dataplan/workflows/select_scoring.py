@@ -1,19 +1,24 @@
-"""Model-based scores of ``dataplan select``: proxy losses, and ensemble gradient statistics.
+"""Model-based scores of ``dataplan select``: the shared passes that methods declare they read.
+
+A method (:class:`dataplan.selection.SelectionMethod`) reads the frozen proxy's losses
+(``proxy_losses``) or the ensemble's per-example gradient statistics (``needs_ensemble``); the
+passes here compute and cache them, then the method's ``score`` turns them into scores. No
+method is named here.
 
 Each pass over the pool is cut into shards (``cfg.shard_size`` examples); every shard's arrays are
-saved in the run folder as ``shards/<array>-<size>-<i>.safetensors`` (start/stop recorded
-inside), so a crashed run resumes shard by shard, and ``torchrun`` ranks share the shards.
-Proxy losses are named by method (``loss-…``, ``ifd-…``); gradient statistics by what they are
-of — ``sq-<adapter weights>`` (per-example squared norms), ``inner-<adapter weights>-<target>``
+a :class:`~dataplan.store.ResultStore` entry of the run folder's ``shards/`` folder,
+``shards/<array>-<size>-<i>.safetensors`` (start/stop recorded inside as ``_bounds``), so a
+crashed run resumes shard by shard, and ``torchrun`` ranks share the shards. Proxy losses are
+named by method (``loss-…``, ``ifd-…``); gradient statistics by what they are of —
+``sq-<adapter weights>`` (per-example squared norms), ``inner-<adapter weights>-<target>``
 (inner products with a target's mean gradient; ``target-…`` holds that gradient's norm),
-``sum-<member weights>`` (the classic SNR's norm of the members' sum) — so every method that
-reads an adapter shares its pass.
+``sum-<member weights>`` (norms of a group of adapters' summed gradient, e.g. the classic SNR's
+members) — so every method that reads an adapter shares its pass.
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,45 +27,43 @@ from dataplan.compute.distributed import local_device, run_sharded, shard_ranges
 from dataplan.data.formatting import Encoded, PromptFormatter, encode_examples
 from dataplan.data.loading import Example
 from dataplan.digests import file_digest, json_digest
-from dataplan.io import atomic_path
-from dataplan.maths import selection as sel
+from dataplan.selection import EnsembleLayout, PoolStatistics, SelectionMethod
+from dataplan.store import ResultStore
 from dataplan.workflows.run_folder import RunFolder
 
 
-def _shard_store(run: RunFolder, name: str, shards: list[range]):
-    folder = run.file("shards")
+class ShardCache:
+    """One pass's per-shard arrays: ``<name>-<shard size>-<i>`` entries of a result store.
 
-    def path(i: int) -> Path:
-        return folder / f"{name}-{len(shards[0])}-{i:05d}.safetensors"
+    An entry also holds ``_bounds`` = (start, stop) of its shard; one whose bounds differ (the
+    pool was cut otherwise) counts as missing.
+    """
 
-    def load(i: int) -> dict[str, np.ndarray] | None:
-        from safetensors.numpy import load_file
+    def __init__(self, store: ResultStore, name: str, shards: list[range]):
+        self.store, self.name, self.shards = store, name, shards
 
-        p = path(i)
-        if not p.exists():
+    def entry(self, i: int) -> str:
+        return f"{self.name}-{len(self.shards[0])}-{i:05d}"
+
+    def get(self, i: int) -> dict[str, np.ndarray] | None:
+        """Shard ``i``'s arrays, or None."""
+        found = self.store.get_arrays(self.entry(i))
+        if found is None:
             return None
-        arrays = load_file(str(p))
+        arrays = found[0]
         bounds = arrays.pop("_bounds")
-        if (int(bounds[0]), int(bounds[1])) != (shards[i].start, shards[i].stop):
+        if (int(bounds[0]), int(bounds[1])) != (self.shards[i].start, self.shards[i].stop):
             return None
         return arrays
 
-    def save(i: int, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from safetensors.numpy import save_file
-
-        folder.mkdir(parents=True, exist_ok=True)
-        bounds = np.asarray([shards[i].start, shards[i].stop], dtype=np.int64)
-        with atomic_path(path(i)) as tmp:
-            save_file(
-                {**{k: np.ascontiguousarray(v) for k, v in arrays.items()}, "_bounds": bounds},
-                str(tmp),
-            )
+    def put(self, i: int, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Save shard ``i``'s arrays (atomically); returns them."""
+        bounds = np.asarray([self.shards[i].start, self.shards[i].stop], dtype=np.int64)
+        self.store.put_arrays(self.entry(i), {**arrays, "_bounds": bounds})
         return arrays
 
-    return load, save
 
-
-def _unconditioned_prefix(formatter: PromptFormatter, tokenizer) -> tuple[int, ...]:
+def _unconditioned_prefix(formatter: PromptFormatter, tokenizer: Any) -> tuple[int, ...]:
     """Context for PPL(answer): the prompt template around an empty prompt (BOS/EOS if none)."""
     prefix = tuple(formatter.prompt_ids(""))
     if prefix:
@@ -70,38 +73,52 @@ def _unconditioned_prefix(formatter: PromptFormatter, tokenizer) -> tuple[int, .
 
 
 def score_pool(
-    cfg, run: RunFolder, pool: list[Example], target: list[Example] | None, loaded=None
+    cfg: Any,
+    run: RunFolder,
+    pool: list[Example],
+    target: list[Example] | None,
+    loaded: Any = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, float], list[str]]:
     """``(scores, extra columns, seconds per stage, notes)`` for a model-based method."""
-
-    rank, world_size = world()
+    method = cfg.selection_method
+    _, world_size = world()
     if loaded is None:
         loaded = cfg.spec.load(device=local_device(cfg.device))
     formatter = cfg.prompts.formatter(loaded.tokenizer)
     encoded = encode_examples(formatter, pool)
     pad = loaded.tokenizer.pad_token_id
     shards = shard_ranges(len(pool), cfg.shard_size, world_size)
-    progress = cfg.progress and rank == 0
-    if cfg.method in ("loss", "ifd"):
-        return _loss_scores(cfg, run, loaded, formatter, encoded, pad, shards, progress)
-    target_encoded = encode_examples(formatter, target) if target else None
-    target_id = json_digest([[e.prompt_ids, e.answer_ids] for e in target_encoded or []])
-    return _gradient_scores(
-        cfg, run, loaded, formatter, pool, encoded, target_encoded, target_id, pad, shards, progress
-    )
+    store = ResultStore(run.file("shards"))
+    if method.proxy_losses:
+        stats, seconds = _loss_pass(cfg, method, store, loaded, formatter, encoded, pad, shards)
+    elif method.needs_ensemble:
+        stats, seconds = _gradient_pass(
+            cfg, method, run, store, loaded, formatter, pool, encoded, target, pad, shards
+        )
+    else:
+        raise ValueError(
+            f"method {method.name!r} needs a model but declares neither proxy_losses nor "
+            "needs_ensemble"
+        )
+    stats.pool = pool
+    scores, columns, notes = method.score(cfg, stats)
+    return scores, columns, seconds, notes
 
 
-def _loss_scores(cfg, run, loaded, formatter, encoded, pad, shards, progress):
+def _loss_pass(cfg, method: SelectionMethod, store, loaded, formatter, encoded, pad, shards):
+    """The frozen proxy's answer losses the method reads, cached under the method's name."""
     from dataplan.compute.example_stats import answer_losses
 
     model = loaded.model
     prefix = _unconditioned_prefix(formatter, loaded.tokenizer)
-    load, save = _shard_store(run, cfg.method, shards)
+    cache = ShardCache(store, method.name, shards)
+    progress = cfg.progress and world()[0] == 0
 
     def work(i: int, r: range) -> dict[str, np.ndarray]:
         enc = [encoded[j] for j in r]
-        out = {
-            "loss": answer_losses(
+        out = {}
+        if "loss" in method.proxy_losses:
+            out["loss"] = answer_losses(
                 model,
                 enc,
                 pad,
@@ -109,33 +126,30 @@ def _loss_scores(cfg, run, loaded, formatter, encoded, pad, shards, progress):
                 progress=progress,
                 desc=f"losses (shard {i + 1}/{len(shards)})",
             )
-        }
-        if cfg.method == "ifd":
+        if "loss_unconditioned" in method.proxy_losses:
             bare = [Encoded(prefix, e.answer_ids, e.end_ids) for e in enc]
             out["loss_unconditioned"] = answer_losses(
                 model, bare, pad, batch_size=cfg.loss_batch_size, progress=False
             )
-        return save(i, out)
+        return cache.put(i, out)
 
     start = time.perf_counter()
-    parts = run_sharded(shards, work, cached=load)
+    parts = run_sharded(shards, work, cached=cache.get)
     seconds = {"scoring": round(time.perf_counter() - start, 3)}
     columns = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
-    if cfg.method == "loss":
-        return columns["loss"], columns, seconds, []
-    scores = sel.ifd(columns["loss"], columns["loss_unconditioned"])
-    return scores, columns, seconds, []
+    return PoolStatistics(pool=[], columns=columns), seconds
 
 
-def _gradient_scores(
-    cfg, run, loaded, formatter, pool, encoded, target_encoded, target_id, pad, shards, progress
+def _gradient_pass(
+    cfg, method: SelectionMethod, run, store, loaded, formatter, pool, encoded, target, pad, shards
 ):
+    """Train (or find) the ensemble, then the per-example statistics the method reads."""
     from dataplan.compute.example_stats import gradient_stats
-    from dataplan.training.ensemble import adapter_name, load_ensemble, train_ensemble
+    from dataplan.training.ensemble import load_ensemble, train_ensemble
 
+    progress = cfg.progress and world()[0] == 0
     settings = cfg.ensemble
     seconds: dict[str, float] = {}
-    notes: list[str] = []
     start = time.perf_counter()
     _, world_size = world()
     identity = settings.to_dict()
@@ -151,18 +165,9 @@ def _gradient_scores(
         progress=progress,
     )
     seconds["ensemble_training"] = round(time.perf_counter() - start, 3)
-    members, n_cp = settings.members, len(settings.checkpoints)
-    late = [adapter_name(m, n_cp - 1) for m in range(members)]
-    early = [adapter_name(m, 0) for m in range(members)]
-    groups: dict[str, list[str]] = {}
-    if cfg.method == "gsnr" and cfg.snr_form == "classic":
-        adapters, groups = late, {"late": late}
-    elif cfg.method == "gsnr":
-        adapters = early + late
-    elif cfg.method == "gradnorm":
-        adapters = late
-    else:  # gradsim: every member and checkpoint, LESS-style
-        adapters = [adapter_name(m, c) for m in range(members) for c in range(n_cp)]
+    layout = EnsembleLayout(settings.members, len(settings.checkpoints))
+    adapters = method.adapters(cfg, layout)
+    groups = method.sum_groups(cfg, layout)
     model = load_ensemble(loaded.model, dirs)
     try:
         # Statistics are cached per adapter — named by its weights' digest, so a retrained
@@ -170,51 +175,53 @@ def _gradient_scores(
         # passes (gradnorm reuses gsnr's late norms; gradsim's pass, which yields every
         # member's and checkpoint's norms with its inner products, serves both).
         weight_of = {
-            adapter_name(m, c): file_digest(dirs[m][c] / "adapter_model.safetensors")[:12]
-            for m in range(members)
-            for c in range(n_cp)
+            layout.adapter(m, c): file_digest(dirs[m][c] / "adapter_model.safetensors")[:12]
+            for m in range(layout.members)
+            for c in range(layout.n_checkpoints)
         }
         references: dict[str, Any] = {}
         target_norm = None
-        if cfg.method == "gradsim":
+        target_id = ""
+        if method.needs_target and target:
+            target_encoded = encode_examples(formatter, target)
+            target_id = json_digest([[e.prompt_ids, e.answer_ids] for e in target_encoded])
             start = time.perf_counter()
             references, target_norm = _target_gradients(
-                run, model, target_encoded, target_id, pad, adapters, weight_of, cfg
+                store, model, target_encoded, target_id, pad, adapters, weight_of, cfg
             )
             # The target's gradients themselves are computed lazily, inside the scoring of
             # the first shard that needs them: their time then counts under "scoring".
             seconds["target_gradients"] = round(time.perf_counter() - start, 3)
-        stores = {("sq", a): _shard_store(run, f"sq-{weight_of[a]}", shards) for a in adapters}
+        caches = {("sq", a): ShardCache(store, f"sq-{weight_of[a]}", shards) for a in adapters}
         if references:
             for a in adapters:
                 name = f"inner-{weight_of[a]}-{target_id}"
-                stores[("inner", a)] = _shard_store(run, name, shards)
-        if groups:
-            group_id = json_digest([weight_of[a] for a in groups["late"]])
-            stores[("sum", "late")] = _shard_store(run, f"sum-{group_id}", shards)
+                caches[("inner", a)] = ShardCache(store, name, shards)
+        for group, members in groups.items():
+            group_id = json_digest([weight_of[a] for a in members])
+            caches[("sum", group)] = ShardCache(store, f"sum-{group_id}", shards)
 
         def assemble(found: dict) -> dict[str, np.ndarray]:
             out = {"sq_norms": np.stack([found[("sq", a)]["v"] for a in adapters])}
             if references:
                 out["inner"] = np.stack([found[("inner", a)]["v"] for a in adapters])
-            if groups:
-                out["sq_norm_of_sum"] = found[("sum", "late")]["v"][None, :]
+            for group in groups:
+                out[f"sum:{group}"] = found[("sum", group)]["v"][None, :]
             return out
 
         def load(i: int) -> dict[str, np.ndarray] | None:
-            found = {key: store[0](i) for key, store in stores.items()}
+            found = {key: cache.get(i) for key, cache in caches.items()}
             return None if any(v is None for v in found.values()) else assemble(found)
 
         def work(i: int, r: range) -> dict[str, np.ndarray]:
-            found = {key: store[0](i) for key, store in stores.items()}
+            found = {key: cache.get(i) for key, cache in caches.items()}
             missing = {key for key, v in found.items() if v is None}
-            need_sum = ("sum", "late") in missing
+            need_sums = {g: members for g, members in groups.items() if ("sum", g) in missing}
+            summed = {a for members in need_sums.values() for a in members}
             need = [
                 a
                 for a in adapters
-                if ("sq", a) in missing
-                or ("inner", a) in missing
-                or (need_sum and a in groups["late"])
+                if ("sq", a) in missing or ("inner", a) in missing or a in summed
             ]
             stats = gradient_stats(
                 model,
@@ -222,18 +229,16 @@ def _gradient_scores(
                 pad,
                 need,
                 references={a: references[a]() for a in need if a in references},
-                sum_groups=groups if need_sum else None,
+                sum_groups=need_sums or None,
                 batch_size=cfg.stats_batch_size,
                 progress=progress,
             )
             for a in need:
-                found[("sq", a)] = stores[("sq", a)][1](i, {"v": stats.sq_norms[a]})
-                if ("inner", a) in stores:
-                    found[("inner", a)] = stores[("inner", a)][1](i, {"v": stats.inner[a]})
-            if need_sum:
-                found[("sum", "late")] = stores[("sum", "late")][1](
-                    i, {"v": stats.sq_norm_of_sum["late"]}
-                )
+                found[("sq", a)] = caches[("sq", a)].put(i, {"v": stats.sq_norms[a]})
+                if ("inner", a) in caches:
+                    found[("inner", a)] = caches[("inner", a)].put(i, {"v": stats.inner[a]})
+            for g in need_sums:
+                found[("sum", g)] = caches[("sum", g)].put(i, {"v": stats.sq_norm_of_sum[g]})
             return assemble(found)
 
         start = time.perf_counter()
@@ -243,37 +248,27 @@ def _gradient_scores(
         loaded.model = model.unload()
         loaded.model.eval()
     arrays = {key: np.concatenate([p[key] for p in parts], axis=1) for key in parts[0]}
-    norms = np.sqrt(np.clip(arrays["sq_norms"], 0.0, None))  # (A, N)
-    row = {a: i for i, a in enumerate(adapters)}
-    columns: dict[str, np.ndarray] = {}
-    late_norms = norms[[row[a] for a in late]]
-    columns["grad_norm_late"] = late_norms.mean(axis=0)
-    if members > 1:
-        columns["grad_spread_late"] = late_norms.std(axis=0) / np.where(
-            columns["grad_norm_late"] > 0, columns["grad_norm_late"], 1.0
-        )
-    if cfg.method == "gsnr" and cfg.snr_form in ("default", "shrinkage"):
-        early_norms = norms[[row[a] for a in early]]
-        columns["grad_norm_early"] = early_norms.mean(axis=0)
-        columns["grad_shrinkage"] = sel.gsnr_shrinkage(early_norms, late_norms)
-        if cfg.snr_form == "shrinkage":
-            scores = columns["grad_shrinkage"]
-        else:
-            scores = sel.gsnr_default(early_norms, late_norms, eps=cfg.snr_eps)
-    elif cfg.method == "gsnr":
-        scores = sel.gsnr_classic(
-            arrays["sq_norms"].sum(axis=0), arrays["sq_norm_of_sum"][0], members
-        )
-        notes.append("classic SNR: members share one adapter initialisation (seed)")
-    elif cfg.method == "gradnorm":
-        scores = columns["grad_norm_late"]
-    else:
-        cos = sel.cosine_scores(arrays["inner"], norms, target_norm)
-        scores = cos.mean(axis=0)
-    return scores, columns, seconds, notes
+    stats = PoolStatistics(
+        pool=[],
+        layout=layout,
+        adapters=list(adapters),
+        sq_norms=arrays["sq_norms"],
+        inner=arrays.get("inner"),
+        target_norm=target_norm,
+        sq_norm_of_sum={g: arrays[f"sum:{g}"][0] for g in groups},
+    )
+    if set(layout.late) <= set(adapters):  # the shared columns
+        late_norms = stats.norms(layout.late)
+        stats.columns["grad_norm_late"] = late_norms.mean(axis=0)
+        if layout.members > 1:
+            mean = stats.columns["grad_norm_late"]
+            stats.columns["grad_spread_late"] = late_norms.std(axis=0) / np.where(
+                mean > 0, mean, 1.0
+            )
+    return stats, seconds
 
 
-def _target_gradients(run, model, target_encoded, target_id, pad, adapters, weight_of, cfg):
+def _target_gradients(store, model, target_encoded, target_id, pad, adapters, weight_of, cfg):
     """Per adapter: a lazy mean target gradient, and its norm (cached), shape (A, 1).
 
     The target's mean gradient R (one (out, in) matrix per LoRA linear) is only needed for
@@ -295,15 +290,15 @@ def _target_gradients(run, model, target_encoded, target_id, pad, adapters, weig
             return computed[a]
 
         references[a] = reference
-        load, save = _shard_store(
-            run, f"target-{weight_of[a]}-{target_id}", [range(len(target_encoded))]
+        cache = ShardCache(
+            store, f"target-{weight_of[a]}-{target_id}", [range(len(target_encoded))]
         )
-        cached = load(0)
+        cached = cache.get(0)
         if cached is None:
             norm = float(sum(g.pow(2).sum() for g in reference().values()) ** 0.5)
-            cached = save(0, {"norm": np.asarray([norm], dtype=np.float64)})
+            cached = cache.put(0, {"norm": np.asarray([norm], dtype=np.float64)})
         norms.append(cached["norm"])
     return references, np.stack(norms)
 
 
-__all__ = ["score_pool"]
+__all__ = ["ShardCache", "score_pool"]

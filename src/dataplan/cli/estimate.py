@@ -1,0 +1,86 @@
+"""``dataplan estimate``, ``predict`` and ``coslow``: CoS-Low and the data budget it forecasts."""
+
+from __future__ import annotations
+
+import typer
+
+from dataplan.cli.build import Output, config_command
+from dataplan.cli.output import console, emit_json, fmt, forecast_rows, key_value_table, note
+from dataplan.workflows.coslow import CosLowConfig
+from dataplan.workflows.estimate_config import EstimateConfig
+from dataplan.workflows.forecasting import PredictConfig
+
+
+def register(app: typer.Typer) -> None:
+    @config_command(app, "estimate", EstimateConfig)
+    def estimate(cfg: EstimateConfig, out: Output) -> None:
+        """Predict a task's data efficiency and the examples needed to reach a target (CoS-Low)."""
+        from dataplan.workflows.estimate import estimate as run_estimate
+
+        d = run_estimate(cfg).to_dict()
+        if out.json:
+            emit_json(d)
+            return
+        rows = [
+            ("model", f"{d['model']['name']} ({d['model']['device']}, {d['model']['dtype']})"),
+            ("pool", f"{d['n_pool']} examples, lowest {cfg.low_fraction:.0%} = {d['n_low']}"),
+        ]
+        if d["status"] == "needs_labels":
+            console.print(key_value_table("dataplan estimate", rows))
+            console.print(f"[yellow]{d['note']}[/yellow]")
+            return
+        seeds = d["cos_low_per_seed"]
+        spread = (
+            f"  (adapter seeds: {', '.join(f'{s:.4f}' for s in seeds)})" if len(seeds) > 1 else ""
+        )
+        b = d["baselines"]
+        rows += [
+            ("CoS-Low", fmt(d["cos_low"]) + spread),
+            ("CoS over random examples", fmt(b["cos_random"])),
+            ("mean gradient norm", fmt(b["mean_grad_norm"])),
+            (
+                "mean confidence (pool / low)",
+                f"{fmt(b['mean_confidence_pool'])} / {fmt(b['mean_confidence_low'])}",
+            ),
+            ("zero-shot exact match", fmt(d["zero_shot_accuracy"], 3)),
+        ]
+        if d["forecast"] is not None:
+            rows += forecast_rows(d["forecast"])
+        rows.append(("run folder", d["run_dir"]))
+        console.print(key_value_table("dataplan estimate", rows))
+        if d["note"]:
+            note(d["note"])
+
+    @config_command(app, "predict", PredictConfig)
+    def predict(cfg: PredictConfig, out: Output) -> None:
+        """Forecast AUC', the data-efficiency curve and the examples needed, from a CoS-Low value."""
+        from dataplan.workflows.forecasting import predict as run_predict
+
+        fc, text = run_predict(cfg)
+        d = fc.to_dict()
+        if out.json:
+            emit_json({**d, "note": text} if text else d)
+            return
+        console.print(
+            key_value_table("dataplan predict", [("CoS-Low", fmt(cfg.cos_low)), *forecast_rows(d)])
+        )
+        if text:
+            note(text)
+
+    @config_command(app, "coslow", CosLowConfig)
+    def coslow(cfg: CosLowConfig, out: Output) -> None:
+        """CoS-Low of labelled examples: the median pairwise cosine of their LoRA gradients."""
+        from dataplan.workflows.coslow import coslow_of_file
+
+        res = coslow_of_file(cfg)
+        if out.json:
+            emit_json(res.to_dict())
+            return
+        rows = [
+            ("examples", str(len(res.ids))),
+            ("adapter", res.adapter),
+            ("gradient length", f"{res.n_params:,}"),
+            ("CoS-Low (median pairwise cosine)", fmt(res.coslow)),
+            ("mean gradient norm", fmt(float(res.grad_norms.mean()))),
+        ]
+        console.print(key_value_table("dataplan coslow", rows))

@@ -1,0 +1,138 @@
+"""Settings of ``dataplan estimate`` (CoS-Low and the data budget it forecasts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dataplan.errors import ConfigError
+from dataplan.models.lora import LoraSettings
+from dataplan.options import DataOptions, ModelOptions, PromptOptions, RunOptions, cli, ints
+from dataplan.workflows.forecasting import ForecastOptions
+
+
+@dataclass(kw_only=True)
+class EstimateConfig(ModelOptions, DataOptions, PromptOptions, ForecastOptions, RunOptions):
+    """Settings of ``dataplan estimate``. Invalid values fail here, before any model loads.
+
+    Attributes:
+        labeled: The labelled low-confidence examples (after --annotate-out).
+        annotate_out: Write the low-confidence examples to label here (unlabelled pool).
+        run_dir: Run folder (default runs/estimate-<time>); rerun to resume.
+        max_pool: Use a seeded random subset of at most this many pool examples.
+        confidence_measure: Confidence measure: confidence (mean max-token probability) or
+            perplexity.
+        low_fraction: Share of the pool counted as low confidence.
+        n_labeled: Low-confidence examples to label and use.
+        seed: Seed of every random choice (recorded).
+        max_new_tokens: Longest generated answer.
+        generation_batch_size: Prompts generated together.
+        gradient_batch_size: Examples per backward pass.
+        lora_r: LoRA rank of the gradient adapter.
+        lora_alpha: LoRA alpha of the gradient adapter.
+        lora_targets: 'all-linear' or comma-separated module names.
+        adapter: Existing PEFT adapter folder instead of a fresh adapter.
+        adapter_seeds: Seeds of the fresh adapters; CoS-Low is their mean, the spread is reported.
+        gradient_space: lora (the paper's fresh-adapter gradients) or frozen (seed-free: gradients
+            of the adapted weights).
+        random_baseline: Also compute CoS over random pool examples.
+    """
+
+    labeled: str | None = None
+    annotate_out: str | None = None
+    run_dir: str | None = None
+    max_pool: int | None = None
+    confidence_measure: str = field(default="confidence", metadata=cli(flag="--confidence"))
+    low_fraction: float = 0.1
+    n_labeled: int = 32
+    seed: int = 0
+    max_new_tokens: int = 30
+    generation_batch_size: int = 64
+    gradient_batch_size: int = 8
+    lora_r: int = 64
+    lora_alpha: float = 32.0
+    lora_targets: str = "all-linear"
+    adapter: str | None = None
+    adapter_seeds: tuple[int, ...] = field(
+        default=(0,), metadata=cli(parse=ints("--adapter-seeds"))
+    )
+    gradient_space: str = "lora"
+    random_baseline: bool = True
+
+    def __post_init__(self) -> None:
+        self.source  # noqa: B018 - exactly one of --data / --task
+        if self.confidence_measure not in ("confidence", "perplexity"):
+            raise ConfigError("--confidence must be 'confidence' or 'perplexity'")
+        if not 0.0 < self.low_fraction <= 1.0:
+            raise ConfigError(f"--low-fraction must be in (0, 1], got {self.low_fraction}")
+        if self.n_labeled < 2:
+            raise ConfigError(f"--n-labeled must be at least 2, got {self.n_labeled}")
+        if self.max_pool is not None and self.max_pool < 1:
+            raise ConfigError("--max-pool must be positive")
+        for name in ("max_new_tokens", "generation_batch_size", "gradient_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+        if not self.adapter_seeds:
+            raise ConfigError("--adapter-seeds needs at least one seed")
+        self.check_forecast_options()
+        if self.annotate_out is not None and not self.annotate_out.endswith(".jsonl"):
+            raise ConfigError(
+                f"{self.annotate_out}: --annotate-out writes JSONL; give a .jsonl path"
+            )
+        if self.gradient_space not in ("lora", "frozen"):
+            raise ConfigError("--gradient-space must be lora or frozen")
+        self.lora(0)  # validates the adapter settings
+
+    def lora(self, seed: int) -> LoraSettings:
+        targets: str | tuple[str, ...] = self.lora_targets
+        if targets != "all-linear":
+            targets = tuple(t.strip() for t in self.lora_targets.split(",") if t.strip())
+        return LoraSettings(r=self.lora_r, alpha=self.lora_alpha, target_modules=targets, seed=seed)
+
+    @classmethod
+    def setting_defaults(cls) -> dict[str, Any]:
+        """Each setting's default: a run folder saved before a setting existed matches a run
+        that leaves it at its default."""
+        import dataclasses
+
+        return {
+            f.name: f.default
+            for f in dataclasses.fields(cls)
+            if f.default is not dataclasses.MISSING
+        }
+
+    def compute_settings(self, data_digest: str) -> dict[str, Any]:
+        """The settings that determine the cached steps (the run folder's identity)."""
+        keys = [
+            "model",
+            "prompt_field",
+            "answer_field",
+            "id_field",
+            "split",
+            "max_pool",
+            "chat_template",
+            "system_prompt",
+            "confidence_measure",
+            "low_fraction",
+            "n_labeled",
+            "seed",
+            "max_new_tokens",
+            "lora_r",
+            "lora_alpha",
+            "lora_targets",
+            "adapter",
+            "task",
+        ]
+        from dataplan.models.loading import model_identity
+
+        d = {k: getattr(self, k) for k in keys}
+        d["model"] = model_identity(self.model)
+        d["data"] = None if self.data is None else str(Path(self.data).resolve())
+        d["data_sha256"] = data_digest
+        from dataplan.models.device import resolve_device, resolve_dtype
+
+        d["dtype_resolved"] = str(resolve_dtype(self.dtype, resolve_device(self.device)))
+        if self.adapter is not None:
+            d["adapter"] = str(Path(self.adapter).resolve())
+        return d
