@@ -228,7 +228,9 @@ def test_predict_without_target_forecasts_for_09_like_estimate(capsys):
 
 def test_calibrations_table_names_its_source_column(capsys):
     code, out, _ = run_main(["calibrations"], capsys)
-    assert code == 0 and "source" in out and "arXiv 2512.24991" in out
+    header = next(line for line in out.splitlines() if "name" in line)
+    assert code == 0 and "source" in header  # a named column, not an unnamed sixth one
+    assert "[1] published coefficients" in out  # a source's details as a note under the table
 
 
 def test_console_script_subprocess_exit_code(tmp_path):
@@ -433,3 +435,23 @@ def test_run_dir_that_is_a_file_exit_2(tiny_model_dir, tmp_path, capsys):
         capsys,
     )
     assert code == 2 and out == "" and "exists and is not a folder" in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["estimate", "--data", "{bad}"],
+        ["coslow", "--labeled", "{bad}"],
+        ["curve", "--data", "{bad}", "--budgets", "0,4"],
+        ["select", "--method", "loss", "--data", "{bad}", "--k", "2"],
+        ["scaling", "runs", "--data", "{bad}", "--n", "4", "--out", "{tmp}/runs.csv"],
+        ["calibrate", "--name", "x", "--data", "{bad},{bad},{bad}"],
+    ],
+)
+def test_a_missing_model_is_reported_before_bad_data(tmp_path, capsys, args):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": ["not", "text"]}\n[broken\n')
+    argv = [a.replace("{bad}", str(bad)).replace("{tmp}", str(tmp_path)) for a in args]
+    code, out, err = run_main([*argv, "--model", str(tmp_path / "no-such-model")], capsys)
+    assert code == 2 and out == ""
+    assert "no-such-model: model folder not found" in err and "Traceback" not in err

@@ -118,6 +118,13 @@ class ModelOptions:
     dtype: str = "auto"
     trust_remote_code: bool = field(default=False, metadata=cli(flag="--trust-remote-code"))
 
+    def check_model(self) -> None:
+        """A missing model folder is reported as such before anything else is read."""
+        if self.model:
+            from dataplan.models.loading import check_model_reference
+
+            check_model_reference(self.model)
+
     @property
     def spec(self) -> ModelSpec:
         from dataplan.workflows.experiment import ModelSpec

@@ -1,4 +1,4 @@
-"""From CoS-Low to a data budget (arXiv 2512.24991, §3 of METHODS.md).
+"""From CoS-Low to a data budget (arXiv 2512.24991; docs/methods.md §3).
 
 Calibration (per model family, least squares over calibration tasks)::
 

@@ -4,7 +4,7 @@ Notation: N examples, an ensemble of M LoRA adapters, gradients g_i^m of example
 member m, taken at an *early* and a *late* checkpoint of the members' training.
 ḡ_i = mean_m ‖g_i^m‖ is the ensemble-mean gradient norm.
 
-G-SNR, default form [our choice, METHODS.md §4]: how much the gradient shrank during training
+G-SNR, default form [our choice, docs/methods.md §5]: how much the gradient shrank during training
 (signal: the ensemble learned the example) over how much the members disagree late in training
 (noise), both made scale-free::
 

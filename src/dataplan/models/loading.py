@@ -50,6 +50,20 @@ class LoadedModel:
         }
 
 
+def check_model_reference(name_or_path: str) -> None:
+    """Fail at once on a model that cannot exist, before any data is read or model loaded.
+
+    A built-in name or a hub-id-like name passes (a hub id is only checked when it loads); a
+    folder must hold a ``config.json``; a path-like name whose folder is missing is an error.
+
+    Raises:
+        ModelLoadError: naming the model.
+    """
+    if name_or_path in BUILTIN_MODELS:
+        return
+    resolve_model_path(name_or_path)
+
+
 def resolve_model_path(name_or_path: str) -> str:
     """Built-in name → converted cache folder; existing folder → itself; else a hub id.
 

@@ -164,6 +164,8 @@ def _auc_metric(
 
 def calibrate(cfg: CalibrateConfig, loaded=None) -> dict[str, Any]:
     """Run the study (resuming from caches) and write table, plot and calibration file."""
+    if loaded is None:
+        cfg.curve.check_model()  # type: ignore[union-attr]
     assert cfg.curve is not None and cfg.estimate is not None
     loaded = loaded or cfg.curve.spec.load()
     out = Path(cfg.out_dir)

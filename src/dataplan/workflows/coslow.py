@@ -162,6 +162,8 @@ class CosLowConfig(ModelOptions, FieldOptions, PromptOptions, RunOptions):
 def coslow_of_file(cfg: CosLowConfig, loaded: LoadedModel | None = None) -> CosLowResult:
     """CoS-Low of the labelled examples in ``cfg.labeled`` (the file is read before the model
     loads, so a bad file fails at once)."""
+    if loaded is None:
+        cfg.check_model()
     from dataplan.data.loading import load_examples
 
     examples = load_examples(cfg.labeled, fields=cfg.fields, require_answer=True)

@@ -148,6 +148,8 @@ def point_settings(cfg: CurveConfig, pool: list[Example], test: list[Example]) -
 
 def measure_curve(cfg: CurveConfig, loaded: LoadedModel | None = None) -> dict[str, Any]:
     """Run (or resume) every (budget, seed) point and write the curve files; returns the summary."""
+    if loaded is None:
+        cfg.check_model()
     pool, test, label = load_splits(cfg)
     store = point_store(cfg)
     out_dir = Path(cfg.out_dir) if cfg.out_dir else Path("runs") / f"curve-{label}"

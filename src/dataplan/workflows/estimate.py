@@ -188,6 +188,8 @@ def _labelled_chosen(chosen: list[Example], labelled: list[Example] | None) -> l
 
 def estimate(cfg: EstimateConfig, loaded=None) -> EstimateResult:
     """Run ``dataplan estimate`` (see module docstring). ``loaded`` reuses a loaded model."""
+    if loaded is None:
+        cfg.check_model()
     from dataplan.maths.confidence import lowest_confidence
     from dataplan.models.loading import load_model
 

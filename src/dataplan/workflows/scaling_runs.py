@@ -154,6 +154,8 @@ def scaling_runs(
     loaded: LoadedModel | None = None,
 ) -> list[dict[str, Any]]:
     """Run (or resume) every (N, strategy, seed) and write the runs file (CSV or Parquet)."""
+    if loaded is None:
+        cfg.check_model()
     bad = [s for s in strategies if s not in STRATEGIES]
     if bad:
         raise ConfigError(f"unknown strategy {bad[0]!r}; choose from {', '.join(STRATEGIES)}")

@@ -97,6 +97,8 @@ def select(cfg: SelectConfig, loaded: Any = None) -> SelectResult:
 
     ``loaded``: the proxy model already loaded (:meth:`ModelSpec.load`), else loaded here.
     """
+    if loaded is None:
+        cfg.check_model()
     method = cfg.selection_method
     pool, target = load_pool(cfg)
     k = sel.subset_size(len(pool), fraction=cfg.fraction, k=cfg.k)
