@@ -12,6 +12,7 @@ Modules:
 
 - :mod:`.forms`: the forms, their parameters and equations, the finite reparametrisation they
   are fitted in, and the checks of the runs' feature columns.
+- :mod:`.fitting`: one form's fit (exponent-grid starts, robust least squares);
 - :mod:`.estimator`: :class:`ScalingLaw`, the robust estimator (grid starts, robust fits,
   bootstrap intervals, held-out refits, prediction, saving and loading).
 - :mod:`.validation`: :func:`compare_forms`, the forms ranked by held-out error.
@@ -21,7 +22,8 @@ Everything public is re-exported here (``from dataplan.maths.scaling import Scal
 
 from __future__ import annotations
 
-from dataplan.maths.scaling.estimator import MAX_EVALUATIONS, FitResult, ScalingLaw, fit_params
+from dataplan.maths.scaling.estimator import ScalingLaw
+from dataplan.maths.scaling.fitting import MAX_EVALUATIONS, FitResult, fit_params
 from dataplan.maths.scaling.forms import (
     COLUMNS,
     EXPONENT_BOUND,
