@@ -113,3 +113,16 @@ def plot_calibration(path: Path, rows: list[dict[str, Any]], calibration: Calibr
     ax.grid(alpha=0.3)
     save_figure(fig, path)
     plt.close(fig)
+
+
+def plot_weights(path: Path, weights: np.ndarray, *, title: str) -> None:
+    """Histogram of per-example training weights in [0, 1]."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.hist(np.asarray(weights, dtype=float), bins=20, range=(0.0, 1.0), color="C0")
+    ax.set_xlabel("weight")
+    ax.set_ylabel("examples")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)
+    plt.close(fig)

@@ -1,9 +1,9 @@
-"""The registry of weighting schemes: how per-example training weights are chosen.
+"""What a weighting scheme is (the protocol of the weighting registry), and ``uniform``.
 
 A scheme gives the first weights of a training set (None = unweighted) and, optionally, a
 :data:`~dataplan.training.weights.WeightFunction` that recomputes them from the current model
-during training. ``uniform`` (every example counts once; the unweighted loss) is the only scheme
-so far; ICA reweighting (arXiv 2510.14459) comes next. Adding one is a subclass of
+during training. ``uniform`` (every example counts once; the unweighted loss) and ``ica`` (in-context
+approximation reweighting, arXiv 2510.14459, :mod:`dataplan.training.ica`). Adding one is a subclass of
 :class:`Weighting` and one line in ``WEIGHTINGS``.
 """
 
@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 
-from dataplan.errors import ConfigError
 from dataplan.training.weights import WeightFunction
+
+if TYPE_CHECKING:
+    from dataplan.data.formatting import PromptFormatter
 
 
 class Weighting(ABC):
@@ -31,11 +33,13 @@ class Weighting(ABC):
 
     @abstractmethod
     def initial(
-        self, model: torch.nn.Module, examples: Sequence[Any], formatter: Any
+        self, model: torch.nn.Module, examples: Sequence[Any], formatter: PromptFormatter
     ) -> np.ndarray | None:
         """(N,) weights before training, or None for the unweighted loss."""
 
-    def refresh_function(self, examples: Sequence[Any], formatter: Any) -> WeightFunction | None:
+    def refresh_function(
+        self, examples: Sequence[Any], formatter: PromptFormatter
+    ) -> WeightFunction | None:
         """A function recomputing the weights from the current model (None: fixed weights)."""
         return None
 
@@ -46,18 +50,6 @@ class Uniform(Weighting):
     name: ClassVar[str] = "uniform"
 
     def initial(
-        self, model: torch.nn.Module, examples: Sequence[Any], formatter: Any
+        self, model: torch.nn.Module, examples: Sequence[Any], formatter: PromptFormatter
     ) -> np.ndarray | None:
         return None
-
-
-WEIGHTINGS: dict[str, type[Weighting]] = {
-    Uniform.name: Uniform,
-}
-
-
-def get_weighting(name: str, **options: Any) -> Weighting:
-    """A weighting scheme by name (options go to its constructor)."""
-    if name not in WEIGHTINGS:
-        raise ConfigError(f"unknown weighting {name!r}; choose from {', '.join(WEIGHTINGS)}")
-    return WEIGHTINGS[name](**options)

@@ -1,0 +1,169 @@
+"""ICA reweighting (arXiv 2510.14459): demonstrations, scores and weights of a training set.
+
+For each training example: its k demonstrations from a small trusted holdout (the nearest by
+cosine of the model's own mean-pooled prompt embeddings [our choice], or a seeded random draw),
+its ICA score (:func:`dataplan.compute.ica.ica_scores`), and a weight by min-max normalisation
+over the pool with an optional floor (:func:`dataplan.maths.weights.minmax_weights`). A holdout
+example with the same prompt as the training example is never its own demonstration. With a
+refresh (``train --refresh R``) the scores are recomputed from the current parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from dataplan.data.formatting import PromptFormatter
+from dataplan.data.loading import Example
+from dataplan.errors import ConfigError
+from dataplan.training.weighting.base import Weighting
+from dataplan.training.weights import WeightFunction
+
+DEMOS = ("knn", "random")
+
+
+@dataclass(frozen=True)
+class ICASettings:
+    """How ICA scores and weights are computed.
+
+    Attributes:
+        k: Demonstrations per example.
+        demos: knn (the holdout prompts nearest by cosine of the model's mean-pooled hidden
+            states) or random (a seeded draw per example).
+        min_weight: Floor of the normalised weights (0: an example can be silenced).
+        score_reduction: sum (the authors': the answer's summed negative log-likelihood) or
+            mean over its tokens.
+        batch_size: Examples per forward pass.
+        seed: Seed of random demonstrations.
+    """
+
+    k: int = 3
+    demos: str = "knn"
+    min_weight: float = 0.0
+    score_reduction: str = "sum"
+    batch_size: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ConfigError(f"--k must be at least 1, got {self.k}")
+        if self.demos not in DEMOS:
+            raise ConfigError(f"--demos must be one of {', '.join(DEMOS)}, got {self.demos!r}")
+        if not 0.0 <= self.min_weight < 1.0:
+            raise ConfigError(f"--min-weight must be in [0, 1), got {self.min_weight}")
+        if self.score_reduction not in ("sum", "mean"):
+            raise ConfigError("--score-reduction must be sum or mean")
+        if self.batch_size < 1:
+            raise ConfigError("--batch-size must be positive")
+
+
+def check_holdout(holdout: Sequence[Example], k: int, where: str) -> None:
+    """An empty holdout, or one smaller than k, is an input error."""
+    from dataplan.errors import InputError
+
+    if not holdout:
+        raise InputError("the holdout is empty: ICA needs labelled demonstrations", path=where)
+    if k > len(holdout):
+        raise InputError(
+            f"--k {k} is larger than the holdout of {len(holdout)} examples", path=where
+        )
+
+
+def choose_demonstrations(
+    model: Any,
+    formatter: PromptFormatter,
+    examples: Sequence[Example],
+    holdout: Sequence[Example],
+    settings: ICASettings,
+    *,
+    progress: bool = False,
+) -> np.ndarray:
+    """(N, k) holdout indices per training example, the most similar first (knn)."""
+    from dataplan.maths.weights import nearest_by_cosine
+
+    exclude = np.array([[e.prompt == h.prompt for h in holdout] for e in examples], dtype=bool)
+    if settings.demos == "random":
+        rng = np.random.default_rng([settings.seed, 11])
+        rows = []
+        for i in range(len(examples)):
+            allowed = np.flatnonzero(~exclude[i])
+            if allowed.size < settings.k:
+                raise ConfigError(f"example {examples[i].id}: fewer than k holdout examples left")
+            rows.append(rng.choice(allowed, size=settings.k, replace=False))
+        return np.asarray(rows, dtype=np.int64)
+    from dataplan.compute.embeddings import mean_pooled_embeddings
+
+    tok = formatter.tokenizer
+    pad = tok.pad_token_id
+
+    def ids(texts: list[str]) -> list[list[int]]:
+        return [list(tok(t, add_special_tokens=False)["input_ids"]) or [pad] for t in texts]
+
+    q = mean_pooled_embeddings(
+        model,
+        ids([e.prompt for e in examples]),
+        pad,
+        batch_size=settings.batch_size,
+        progress=progress,
+    )
+    x = mean_pooled_embeddings(
+        model, ids([h.prompt for h in holdout]), pad, batch_size=settings.batch_size
+    )
+    return nearest_by_cosine(q, x, settings.k, exclude=exclude)
+
+
+def ica_weight_function(
+    examples: Sequence[Example],
+    holdout: Sequence[Example],
+    formatter: PromptFormatter,
+    settings: ICASettings,
+    demonstrations: np.ndarray | None = None,
+) -> WeightFunction:
+    """``fn(model, step) -> weights``: ICA scores under the current model, min-max normalised.
+
+    The demonstrations are chosen once (with the model given first, or ``demonstrations``).
+    """
+    from dataplan.compute.ica import ica_scores
+    from dataplan.maths.weights import minmax_weights
+
+    chosen: list[np.ndarray] = [] if demonstrations is None else [demonstrations]
+
+    def weights(model: Any, step: int) -> np.ndarray:
+        if not chosen:
+            chosen.append(choose_demonstrations(model, formatter, examples, holdout, settings))
+        scores = ica_scores(
+            model,
+            formatter,
+            examples,
+            holdout,
+            chosen[0],
+            reduction=settings.score_reduction,
+            batch_size=settings.batch_size,
+        )
+        return minmax_weights(scores.score, settings.min_weight)
+
+    return weights
+
+
+class ICA(Weighting):
+    """ICA reweighting: examples the holdout helps (in context) count more."""
+
+    name: ClassVar[str] = "ica"
+
+    def __init__(self, holdout: Sequence[Example], settings: ICASettings | None = None):
+        self.holdout = list(holdout)
+        self.ica = settings or ICASettings()
+
+    def settings(self) -> dict[str, Any]:
+        from dataplan.store import canonical
+
+        return {"ica": canonical(self.ica)}
+
+    def initial(self, model: Any, examples: Sequence[Any], formatter: Any) -> np.ndarray | None:
+        return self.refresh_function(examples, formatter)(model, 0)
+
+    def refresh_function(self, examples: Sequence[Any], formatter: Any) -> WeightFunction:
+        return ica_weight_function(examples, self.holdout, formatter, self.ica)

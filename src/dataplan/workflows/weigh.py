@@ -1,0 +1,195 @@
+"""``dataplan weigh``: ICA weights of a training set from a small trusted holdout.
+
+Steps, each cached in the run folder (``--run-dir``), so an interrupted run resumes:
+
+1. the demonstrations of every example (k holdout indices)        → ``demonstrations.safetensors``
+2. ICA scores, in shards of ``shard_size`` examples                → ``shards/ica-<size>-<i>…``
+3. weights (min-max over the pool, floored), written to ``--out`` (parquet: id, line, score,
+   weight, loss, loss_in_context, answer_tokens, demonstrations) with ``result.json`` and a
+   histogram (``weights.png``).
+
+See :mod:`dataplan.training.weighting.ica` and docs/methods.md §6.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from dataplan.errors import ConfigError
+from dataplan.options import DataOptions, ModelOptions, PromptOptions, RunOptions, cli
+from dataplan.training.weighting.ica import ICASettings
+
+if TYPE_CHECKING:
+    from dataplan.models.loading import LoadedModel
+
+
+@dataclass(kw_only=True)
+class WeighConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
+    """Settings of ``dataplan weigh``. Invalid values fail here, before any model loads.
+
+    Attributes:
+        holdout: A small trusted labelled holdout (the same fields as --data): the
+            demonstrations.
+        out: Write every example's score and weight here (.parquet).
+        ica: ICA scoring.
+        run_dir: Run folder (default runs/weigh-<data>); rerun to resume.
+        shard_size: Examples per cached shard (the unit of resume).
+    """
+
+    holdout: str
+    out: str
+    ica: ICASettings = field(default_factory=ICASettings, metadata=cli(nested=True))
+    run_dir: str | None = None
+    shard_size: int = 256
+
+    def __post_init__(self) -> None:
+        self.source  # noqa: B018 - exactly one of --data / --task
+        if Path(self.out).suffix.lower() not in (".parquet", ".pq"):
+            raise ConfigError(f"--out must end in .parquet, got {self.out!r}")
+        if self.shard_size < 1:
+            raise ConfigError("--shard-size must be positive")
+
+    def compute_settings(self, data_digest: str, holdout_digest: str) -> dict[str, Any]:
+        """The run folder's identity (device and dtype resolved): what the scores depend on — not
+        the weight floor or the batch size, so a new floor reuses every cached score."""
+        from dataclasses import replace
+
+        from dataplan.models.loading import model_identity
+        from dataplan.store import canonical, runtime
+
+        return {
+            "model": model_identity(self.model),
+            **runtime(self.device, self.dtype),
+            "data": data_digest,
+            "holdout": holdout_digest,
+            "prompts": canonical(self.prompts),
+            "ica": canonical(replace(self.ica, min_weight=0.0, batch_size=8)),
+        }
+
+
+@dataclass
+class WeighResult:
+    """Scores and weights of every training example (arrays of shape (N,))."""
+
+    ids: list[str]
+    score: np.ndarray
+    weight: np.ndarray
+    demonstrations: np.ndarray  # (N, k) holdout indices
+    run_dir: str
+    seconds: dict[str, float]
+
+    def summary(self) -> dict[str, Any]:
+        w = self.weight
+        return {
+            "n": len(self.ids),
+            "run_dir": self.run_dir,
+            "score_quantiles": {
+                q: float(np.nanquantile(self.score, q / 100)) for q in (0, 50, 100)
+            },
+            "weight_mean": float(w.mean()),
+            "weight_zero": int((w == 0).sum()),
+            "weight_quantiles": {q: float(np.quantile(w, q / 100)) for q in (0, 10, 50, 90, 100)},
+            "seconds": self.seconds,
+        }
+
+
+def weigh(cfg: WeighConfig, loaded: LoadedModel | None = None) -> WeighResult:
+    """Run ``dataplan weigh`` (see the module docstring); resumable from the run folder."""
+    from dataplan.compute.ica import ica_scores
+    from dataplan.data.loading import load_examples
+    from dataplan.digests import examples_digest
+    from dataplan.io import write_parquet
+    from dataplan.maths.weights import minmax_weights
+    from dataplan.store import ResultStore
+    from dataplan.training.weighting.ica import check_holdout, choose_demonstrations
+    from dataplan.workflows.run_folder import RunFolder
+
+    if loaded is None:
+        cfg.check_model()
+    examples = cfg.source.load(require_answer=True)
+    holdout = load_examples(cfg.holdout, fields=cfg.fields, require_answer=True)
+    check_holdout(holdout, cfg.ica.k, cfg.holdout)
+    if cfg.run_dir is None:
+        cfg.run_dir = str(Path("runs") / f"weigh-{cfg.source.label}")
+    run = RunFolder(
+        cfg.run_dir, cfg.compute_settings(examples_digest(examples), examples_digest(holdout))
+    )
+    run.check()
+    loaded = loaded or cfg.spec.load()
+    formatter = cfg.prompts.formatter(loaded.tokenizer)
+    run.open()
+    store = ResultStore(run.path)
+    seconds: dict[str, float] = {}
+    cached = store.get_arrays("demonstrations")
+    if cached is None:
+        start = time.perf_counter()
+        demos = choose_demonstrations(
+            loaded.model, formatter, examples, holdout, cfg.ica, progress=cfg.progress
+        )
+        store.put_arrays("demonstrations", {"index": demos})
+        seconds["demonstrations"] = round(time.perf_counter() - start, 3)
+    else:
+        demos = cached[0]["index"]
+    shards = ResultStore(run.path / "shards")
+    parts = []
+    start = time.perf_counter()
+    from tqdm.auto import tqdm
+
+    ranges = [
+        range(i, min(i + cfg.shard_size, len(examples)))
+        for i in range(0, len(examples), cfg.shard_size)
+    ]
+    for i, r in enumerate(
+        tqdm(ranges, desc="ICA shards", disable=not cfg.progress or len(ranges) < 2)
+    ):
+        name = f"ica-{cfg.shard_size}-{i:05d}"
+        found = shards.get_arrays(name)
+        if found is None:
+            res = ica_scores(
+                loaded.model,
+                formatter,
+                [examples[j] for j in r],
+                holdout,
+                demos[r.start : r.stop],
+                reduction=cfg.ica.score_reduction,
+                batch_size=cfg.ica.batch_size,
+                progress=cfg.progress and len(ranges) == 1,
+            )
+            arrays = {
+                "score": res.score,
+                "loss": res.loss,
+                "loss_in_context": res.loss_in_context,
+                "answer_tokens": res.answer_tokens,
+            }
+            shards.put_arrays(name, arrays)
+        else:
+            arrays = found[0]
+        parts.append(arrays)
+    seconds["scoring"] = round(time.perf_counter() - start, 3)
+    columns = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    weight = minmax_weights(columns["score"], cfg.ica.min_weight)
+    table = {
+        "id": [e.id for e in examples],
+        "line": [e.line for e in examples],
+        "score": columns["score"].tolist(),
+        "weight": weight.tolist(),
+        "loss": columns["loss"].tolist(),
+        "loss_in_context": columns["loss_in_context"].tolist(),
+        "answer_tokens": columns["answer_tokens"].astype(int).tolist(),
+        "demonstrations": [[holdout[j].id for j in row] for row in demos],
+    }
+    result = WeighResult(
+        [e.id for e in examples], columns["score"], weight, demos, str(run.path), seconds
+    )
+    write_parquet(run.file("weights.parquet"), table)
+    write_parquet(cfg.out, table)
+    run.write_json("result.json", {**result.summary(), "config": run.config})
+    from dataplan.plots import plot_weights
+
+    plot_weights(run.file("weights.png"), weight, title=f"ICA weights of {cfg.source.label}")
+    return result

@@ -1,0 +1,101 @@
+"""ICA scores against a float64 reference, weights from scores, nearest demonstrations, and a
+planted noisy example on a toy in-context learner."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_tiny_llama
+from dataplan.compute.ica import context_prompt, ica_scores
+from dataplan.data.formatting import PromptFormatter
+from dataplan.data.loading import Example
+from dataplan.maths.weights import minmax_weights, nearest_by_cosine, top_fraction_weights
+
+
+def test_minmax_weights_floor_ties_and_nan():
+    np.testing.assert_allclose(minmax_weights([1.0, 3.0, 2.0]), [0.0, 1.0, 0.5])
+    np.testing.assert_allclose(minmax_weights([1.0, 3.0, 2.0], floor=0.2), [0.2, 1.0, 0.6])
+    np.testing.assert_array_equal(minmax_weights([0.7, 0.7, 0.7]), [1.0, 1.0, 1.0])  # uniform
+    np.testing.assert_allclose(minmax_weights([np.nan, 0.0, 4.0], floor=0.1), [0.1, 0.1, 1.0])
+    with pytest.raises(ValueError):
+        minmax_weights([np.nan])
+    with pytest.raises(ValueError):
+        minmax_weights([1.0, 2.0], floor=1.0)
+    np.testing.assert_array_equal(top_fraction_weights([3, 1, 2, 5], 0.5), [1, 0, 0, 1])
+    np.testing.assert_array_equal(top_fraction_weights([1, 1, 1], 0.34), [1, 1, 0])  # ties: index
+
+
+def test_nearest_by_cosine_matches_a_loop():
+    rng = np.random.default_rng(0)
+    q, x = rng.normal(size=(5, 4)), rng.normal(size=(7, 4))
+    got = nearest_by_cosine(q, x, 3)
+    for i in range(5):
+        cos = [q[i] @ x[j] / np.linalg.norm(q[i]) / np.linalg.norm(x[j]) for j in range(7)]
+        assert list(got[i]) == sorted(range(7), key=lambda j: -cos[j])[:3]
+    assert list(nearest_by_cosine(x[:2] * 3.0, x, 1)[:, 0]) == [0, 1]  # scale-free
+    with pytest.raises(ValueError):
+        nearest_by_cosine(q, x, 8)
+
+
+def _answer_nll(model, prompt_ids, answer_ids) -> float:
+    ids = torch.tensor([[*prompt_ids, *answer_ids]])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=ids).logits[0].double(), -1)
+    start = len(prompt_ids)
+    return -sum(float(logp[start + t - 1, a]) for t, a in enumerate(answer_ids))
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_ica_score_matches_a_float64_reference(char_tokenizer, chat):
+    model = make_tiny_llama(len(char_tokenizer), dtype=torch.float64, init_range=0.2)
+    fmt = PromptFormatter(char_tokenizer, use_chat_template=chat)
+    examples = [
+        Example(id="a", prompt="Colour of sky?", answer="blue"),
+        Example(id="b", prompt="2+2?", answer="4"),
+    ]
+    holdout = [Example(id=f"h{i}", prompt=f"Q{i}?", answer=f"A{i}") for i in range(3)]
+    demos = np.array([[2, 0], [1, 2]])
+    got = ica_scores(model, fmt, examples, holdout, demos)
+    mean = ica_scores(model, fmt, examples, holdout, demos, reduction="mean")
+    for i, e in enumerate(examples):
+        answer = fmt.answer_ids(e.answer)
+        base = _answer_nll(model, fmt.prompt_ids(e.prompt), answer)
+        shown = [(holdout[j].prompt, holdout[j].answer) for j in demos[i]]
+        ctx = _answer_nll(model, fmt.prompt_ids(context_prompt(shown, e.prompt)), answer)
+        assert got.loss[i] == pytest.approx(base, rel=1e-9)
+        assert got.loss_in_context[i] == pytest.approx(ctx, rel=1e-9)
+        assert got.score[i] == pytest.approx(base - ctx, rel=1e-8, abs=1e-10)
+        assert mean.score[i] == pytest.approx((base - ctx) / len(answer), rel=1e-8, abs=1e-10)
+    assert list(got.answer_tokens) == [4, 1]
+
+
+class ContextCounter(torch.nn.Module):
+    """A toy in-context learner: the next token's logit is 2 × how often the token has occurred
+    so far in the sequence — answers shown in the demonstrations become likelier."""
+
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.vocab = vocab
+        self.dummy = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+
+    def forward(self, input_ids, attention_mask=None, logits_to_keep=0, **kw):
+        counts = torch.nn.functional.one_hot(input_ids, self.vocab).double().cumsum(dim=1)
+        logits = 2.0 * counts + self.dummy
+        return SimpleNamespace(logits=logits[:, -logits_to_keep:] if logits_to_keep else logits)
+
+
+def test_a_planted_noisy_example_gets_a_low_weight(char_tokenizer):
+    fmt = PromptFormatter(char_tokenizer, use_chat_template=False)
+    clean = [Example(id=f"c{i}", prompt=f"item {i} is?", answer="good") for i in range(6)]
+    noisy = Example(id="noisy", prompt="item 9 is?", answer="zzz")  # a wrong label
+    holdout = [Example(id=f"h{i}", prompt=f"item {10 + i} is?", answer="good") for i in range(3)]
+    examples = [*clean[:3], noisy, *clean[3:]]
+    demos = np.tile(np.arange(3), (len(examples), 1))
+    scores = ica_scores(ContextCounter(len(char_tokenizer)), fmt, examples, holdout, demos)
+    weights = minmax_weights(scores.score)
+    assert weights[3] == 0.0  # the noisy example is the least helped by the holdout
+    assert np.all(np.delete(weights, 3) > 0.9)
