@@ -16,9 +16,12 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @contextlib.contextmanager
@@ -112,7 +115,7 @@ def read_parquet(path: str | Path) -> dict[str, list]:
     return pq.read_table(path).to_pydict()
 
 
-def save_figure(fig, path: str | Path, dpi: int = 150) -> None:
+def save_figure(fig: Figure, path: str | Path, dpi: int = 150) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(
             tmp, dpi=dpi, format=Path(path).suffix.lstrip(".") or "png", bbox_inches="tight"

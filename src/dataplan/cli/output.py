@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
@@ -55,13 +56,13 @@ def forecast_rows(fc: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def _iv(iv, fc, digits) -> str:
+def _iv(iv: Sequence[float] | None, fc: dict[str, Any], digits: int) -> str:
     if not iv:
         return ""
     return f"  [{fmt(iv[0], digits)}, {fmt(iv[1], digits)}] ({fc['interval_level']:.0%})"
 
 
-def _iv_n(iv, fc) -> str:
+def _iv_n(iv: Sequence[float] | None, fc: dict[str, Any]) -> str:
     if not iv:
         return ""
     return f"  [{fmt_n(iv[0])}, {fmt_n(iv[1])}] ({fc['interval_level']:.0%})"

@@ -40,7 +40,9 @@ def pad_batch(
     return ids, mask
 
 
-def forward_kept_logits(model, ids: torch.Tensor, mask: torch.Tensor, keep: int) -> torch.Tensor:
+def forward_kept_logits(
+    model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, keep: int
+) -> torch.Tensor:
     """Logits of the last ``keep`` positions, (B, keep, V), computing only those when the
     architecture supports ``logits_to_keep`` (the vocabulary projection is the costly part)."""
     try:

@@ -26,8 +26,9 @@ The example loss is the mean cross-entropy over its answer tokens (as in CoS-Low
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -36,12 +37,16 @@ from tqdm.auto import tqdm
 
 from dataplan.compute.batching import forward_kept_logits, length_sorted_batches
 from dataplan.compute.gradients import (
+    ForwardHook,
     HookSet,
     answer_only_batch,
     graph_from_embeddings,
     per_example_answer_loss,
 )
 from dataplan.data.formatting import Encoded
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 
 def adapter_modules(model: torch.nn.Module, adapter: str) -> dict[str, torch.nn.Linear]:
@@ -51,8 +56,8 @@ def adapter_modules(model: torch.nn.Module, adapter: str) -> dict[str, torch.nn.
     out: dict[str, torch.nn.Linear] = {}
     for name, module in model.named_modules():
         if isinstance(module, LoraLayer) and adapter in module.lora_A:
-            out[f"{name}.A"] = module.lora_A[adapter]
-            out[f"{name}.B"] = module.lora_B[adapter]
+            out[f"{name}.A"] = cast(torch.nn.Linear, module.lora_A[adapter])
+            out[f"{name}.B"] = cast(torch.nn.Linear, module.lora_B[adapter])
     if not out:
         raise ValueError(f"the model has no LoRA adapter named {adapter!r}")
     return out
@@ -111,7 +116,7 @@ class _StatsHooks(HookSet):
         references: Mapping[str, Mapping[str, torch.Tensor]],
         group_of: Mapping[str, str],
         norm_method: str = "auto",
-    ):
+    ) -> None:
         super().__init__()
         if norm_method not in ("auto", "ghost", "direct"):
             raise ValueError(f"norm_method must be auto, ghost or direct, got {norm_method!r}")
@@ -125,7 +130,7 @@ class _StatsHooks(HookSet):
         self.sums: dict[str, torch.Tensor] = {}  # layer key -> (B, out·in) of the current group
         self.mean_grad: dict[str, torch.Tensor] | None = None  # when accumulating Σ_i G_i
 
-    def hooks(self):
+    def hooks(self) -> list[tuple[torch.nn.Module, ForwardHook]]:
         return [
             (module, self._forward(adapter, key))
             for adapter, mods in self.modules.items()
@@ -138,8 +143,8 @@ class _StatsHooks(HookSet):
         self.sq = torch.zeros(batch, dtype=torch.float64, device=device)
         self.inner = torch.zeros(batch, dtype=torch.float64, device=device)
 
-    def _forward(self, adapter: str, key: str):
-        def hook(module, inputs, output):
+    def _forward(self, adapter: str, key: str) -> ForwardHook:
+        def hook(module: torch.nn.Module, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
             if adapter != self.adapter or not output.requires_grad:
                 return
             self._inputs[id(module)] = inputs[0].detach()
@@ -182,7 +187,7 @@ class _StatsHooks(HookSet):
 
 
 @contextlib.contextmanager
-def _activation_grads_only(model: torch.nn.Module):
+def _activation_grads_only(model: PeftModel) -> Iterator[None]:
     """Freeze every parameter; the graph starts at the embedding output (a leaf). On exit the
     active adapter and every ``requires_grad`` flag are as they were."""
     active = getattr(model, "active_adapter", None)
@@ -202,21 +207,27 @@ def _activation_grads_only(model: torch.nn.Module):
         model.train(was_training)
 
 
-def _use_adapter(model: torch.nn.Module, adapter: str) -> None:
+def _use_adapter(model: PeftModel, adapter: str) -> None:
     """Activate ``adapter``; peft's ``set_adapter`` makes it trainable, which we undo."""
     model.set_adapter(adapter)
     for p in model.parameters():
         p.requires_grad_(False)
 
 
-def _batch_backward(model, encoded: Sequence[Encoded], idx: list[int], pad_id: int, device) -> None:
+def _batch_backward(
+    model: torch.nn.Module,
+    encoded: Sequence[Encoded],
+    idx: list[int],
+    pad_id: int,
+    device: torch.device,
+) -> None:
     ids, mask, labels, keep = answer_only_batch([encoded[i] for i in idx], pad_id)
     logits = forward_kept_logits(model, ids.to(device), mask.to(device), keep)
     per_example_answer_loss(logits, labels.to(device)).sum().backward()
 
 
 def mean_gradient(
-    model: torch.nn.Module,
+    model: PeftModel,
     encoded: Sequence[Encoded],
     pad_id: int,
     adapter: str,
@@ -243,7 +254,7 @@ def mean_gradient(
 
 
 def gradient_stats(
-    model: torch.nn.Module,
+    model: PeftModel,
     encoded: Sequence[Encoded],
     pad_id: int,
     adapters: Sequence[str],
@@ -304,8 +315,13 @@ def gradient_stats(
                         pos + 1 == len(order) or group_of.get(order[pos + 1]) != group
                     )
                     if last_of_group:
-                        total = sum(s.double().pow(2).sum(1) for s in hooks.sums.values())
-                        stats.sq_norm_of_sum[group][rows] = total.cpu().numpy()  # type: ignore[union-attr]
+                        assert group is not None
+                        # sum() of tensors: a tensor (typed int | Tensor for its start 0).
+                        total = cast(
+                            torch.Tensor,
+                            sum(s.double().pow(2).sum(1) for s in hooks.sums.values()),
+                        )
+                        stats.sq_norm_of_sum[group][rows] = total.cpu().numpy()
                         hooks.sums.clear()
                     bar.update(len(idx))
     finally:
@@ -315,7 +331,7 @@ def gradient_stats(
 
 
 def gradient_stats_reference(
-    model: torch.nn.Module,
+    model: PeftModel,
     encoded: Sequence[Encoded],
     adapters: Sequence[str],
     *,
@@ -349,7 +365,12 @@ def gradient_stats_reference(
                 )
                 loss.backward()
                 flat[adapter].append(
-                    torch.cat([m.weight.grad.reshape(-1).double().cpu() for m in mods.values()])
+                    torch.cat(
+                        [
+                            cast(torch.Tensor, m.weight.grad).reshape(-1).double().cpu()
+                            for m in mods.values()
+                        ]
+                    )
                 )
     finally:
         for p, flag in saved:
@@ -364,8 +385,8 @@ def gradient_stats_reference(
         r = torch.cat([ref[k].reshape(-1).double().cpu() for k in keys])
         stats.inner[a] = (g[a] @ r).numpy()
     for group, members in sum_groups.items():
-        s = sum(g[a] for a in members)
-        stats.sq_norm_of_sum[group] = s.pow(2).sum(1).numpy()  # type: ignore[union-attr]
+        s = cast(torch.Tensor, sum(g[a] for a in members))  # sum() of tensors: a tensor
+        stats.sq_norm_of_sum[group] = s.pow(2).sum(1).numpy()
     assert all(v.shape == (n,) for v in stats.sq_norms.values())
     return stats
 

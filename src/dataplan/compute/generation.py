@@ -18,12 +18,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from dataplan.compute.batching import length_sorted_batches, pad_batch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass
@@ -44,7 +48,7 @@ class GreedyAnswers:
         raise ValueError(f"unknown confidence measure {measure!r}")
 
 
-def stop_token_ids(model, tokenizer) -> list[int]:
+def stop_token_ids(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """End-of-turn ids: the generation config's EOS id(s) and the tokenizer's EOS."""
     ids: set[int] = set()
     gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -97,8 +101,8 @@ def answer_token_stats(
 
 @torch.no_grad()
 def greedy_answers(
-    model,
-    tokenizer,
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
     prompt_ids: Sequence[Sequence[int]],
     *,
     batch_size: int = 32,
@@ -109,7 +113,7 @@ def greedy_answers(
     """Greedy answers and their confidence for every prompt (see module docstring).
 
     Args:
-        model: a causal LM (a peft model works too).
+        model: a causal LM with ``generate`` (a peft model works too).
         tokenizer: its tokenizer (for the pad id and decoding).
         prompt_ids: the formatted prompts as token ids.
         batch_size: prompts generated together.
@@ -149,7 +153,8 @@ def greedy_answers(
         c, p, k = answer_token_stats(max_logp, gen, stops)
         for row, i in enumerate(idx):
             conf[i], ppl[i], n_tok[i] = c[row], p[row], k[row]
-            texts[i] = tokenizer.decode(gen[row, : k[row]], skip_special_tokens=True)
+            # One sequence of ids decodes to one string.
+            texts[i] = cast(str, tokenizer.decode(gen[row, : k[row]], skip_special_tokens=True))
         bar.update(len(idx))
     bar.close()
     return GreedyAnswers(confidence=conf, perplexity=ppl, n_tokens=n_tok, generated=texts)

@@ -35,8 +35,9 @@ answer tokens.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +46,14 @@ from tqdm.auto import tqdm
 from dataplan.compute.batching import forward_kept_logits, length_sorted_batches, pad_batch
 from dataplan.data.formatting import Encoded
 from dataplan.errors import ConfigError
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from torch.utils.hooks import RemovableHandle
+    from transformers import PreTrainedModel
+
+ForwardHook = Callable[..., Any]
+"""``hook(module, inputs, output)``, as ``register_forward_hook`` takes it."""
 
 
 @dataclass
@@ -74,8 +83,8 @@ def lora_pairs(model: torch.nn.Module) -> list[LoraPair]:
                     pairs.append(
                         LoraPair(
                             f"{name}.{adapter}",
-                            module.lora_A[adapter],
-                            module.lora_B[adapter],
+                            cast(torch.nn.Linear, module.lora_A[adapter]),
+                            cast(torch.nn.Linear, module.lora_B[adapter]),
                             module.get_base_layer(),
                             float(module.scaling[adapter]),
                         )
@@ -131,13 +140,15 @@ class _Hooked:
 
     @property
     def n_params(self) -> int:
-        out = self.module.weight.shape[0]
+        weight = cast(torch.Tensor, self.module.weight)
+        out = weight.shape[0]
         inner = (  # r for the A-projected frozen path, else the module's own input size
-            self.transform.weight.shape[0]
-            if self.transform is not None
-            else self.module.weight.shape[1]
+            self.transform.weight.shape[0] if self.transform is not None else weight.shape[1]
         )
         return out * inner
+
+
+_HookSetT = TypeVar("_HookSetT", bound="HookSet")
 
 
 class HookSet:
@@ -145,18 +156,18 @@ class HookSet:
 
     def __init__(self) -> None:
         self._inputs: dict[int, torch.Tensor] = {}
-        self._handles: list = []
+        self._handles: list[RemovableHandle] = []
 
-    def hooks(self) -> list[tuple[torch.nn.Module, object]]:
+    def hooks(self) -> list[tuple[torch.nn.Module, ForwardHook]]:
         """``(module, forward hook)`` pairs to register."""
         raise NotImplementedError
 
-    def __enter__(self):
+    def __enter__(self: _HookSetT) -> _HookSetT:
         for module, hook in self.hooks():
             self._handles.append(module.register_forward_hook(hook))
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         for h in self._handles:
             h.remove()
         self._handles.clear()
@@ -164,11 +175,13 @@ class HookSet:
 
 
 @contextlib.contextmanager
-def graph_from_embeddings(model: torch.nn.Module):
+def graph_from_embeddings(model: PreTrainedModel | PeftModel) -> Iterator[None]:
     """The autograd graph starts at the embedding output (a leaf): no gradient flows into the
     frozen embedding table, and hooked layers see output gradients whatever is trainable."""
 
-    def make_leaf(module, inputs, output):
+    def make_leaf(
+        module: torch.nn.Module, inputs: tuple[Any, ...], output: torch.Tensor
+    ) -> torch.Tensor:
         return output.detach().requires_grad_(True)
 
     handle = model.get_input_embeddings().register_forward_hook(make_leaf)
@@ -181,7 +194,7 @@ def graph_from_embeddings(model: torch.nn.Module):
 class _GramAccumulator(HookSet):
     """Forward/backward hooks that fold per-example gradients of chosen modules into K."""
 
-    def __init__(self, n: int, modules: list[_Hooked], direct: bool):
+    def __init__(self, n: int, modules: list[_Hooked], direct: bool) -> None:
         super().__init__()
         self.gram = torch.zeros(n, n, dtype=torch.float64)
         self.modules = modules
@@ -189,11 +202,11 @@ class _GramAccumulator(HookSet):
         self.buffers: dict[int, torch.Tensor] = {}
         self.rows: torch.Tensor | None = None
 
-    def hooks(self):
+    def hooks(self) -> list[tuple[torch.nn.Module, ForwardHook]]:
         return [(entry.module, self._make_forward_hook(k)) for k, entry in enumerate(self.modules)]
 
-    def _make_forward_hook(self, k: int):
-        def hook(module, inputs, output):
+    def _make_forward_hook(self, k: int) -> ForwardHook:
+        def hook(module: torch.nn.Module, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
             if not output.requires_grad:
                 return
             x = inputs[0].detach()
@@ -250,14 +263,14 @@ def _hooked_modules(pairs: list[LoraPair], frozen: bool) -> list[_Hooked]:
 
 
 @contextlib.contextmanager
-def _frozen_forward(model: torch.nn.Module):
+def _frozen_forward(model: PeftModel) -> Iterator[None]:
     """Adapter off (its branch is exactly zero) and a graph that starts at the embeddings."""
     with graph_from_embeddings(model), model.disable_adapter():
         yield
 
 
 def gradient_gram(
-    model: torch.nn.Module,
+    model: PeftModel,
     encoded: Sequence[Encoded],
     pad_id: int,
     *,

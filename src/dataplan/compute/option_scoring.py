@@ -26,7 +26,12 @@ def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def sequence_logprobs(
-    model, encoded: Sequence[Encoded], pad_id: int, *, batch_size: int = 32, progress: bool = False
+    model: torch.nn.Module,
+    encoded: Sequence[Encoded],
+    pad_id: int,
+    *,
+    batch_size: int = 32,
+    progress: bool = False,
 ) -> list[tuple[float, int]]:
     """(Σ log p(answer + end tokens | prompt), number of scored tokens) of every sequence."""
     device = next(model.parameters()).device
@@ -55,7 +60,7 @@ def sequence_logprobs(
 
 @torch.no_grad()
 def shared_prompt_option_logprobs(
-    model, prompt_ids: Sequence[int], options: Sequence[Sequence[int]], pad_id: int
+    model: torch.nn.Module, prompt_ids: Sequence[int], options: Sequence[Sequence[int]], pad_id: int
 ) -> list[tuple[float, int]]:
     """(Σ log p(option | prompt), tokens) of every option of one prompt (see the batched form)."""
     return batched_option_logprobs(model, [prompt_ids], [options], pad_id)[0]
@@ -63,7 +68,7 @@ def shared_prompt_option_logprobs(
 
 @torch.no_grad()
 def batched_option_logprobs(
-    model,
+    model: torch.nn.Module,
     prompts: Sequence[Sequence[int]],
     options: Sequence[Sequence[Sequence[int]]],
     pad_id: int,
@@ -113,7 +118,7 @@ def batched_option_logprobs(
 
 
 def option_predictions(
-    model,
+    model: torch.nn.Module,
     formatter: PromptFormatter,
     examples: Sequence[Example],
     pad_id: int,
@@ -124,21 +129,22 @@ def option_predictions(
 ) -> list[str]:
     """The highest-likelihood option of every example (each must have ``choices``); ties go to
     the first option."""
+    choices: list[tuple[str, ...]] = []
     for ex in examples:
         if not ex.choices:
             raise ValueError(f"example {ex.id} has no choices")
+        choices.append(ex.choices)
     order = sorted(range(len(examples)), key=lambda i: -len(examples[i].prompt))
     predictions: list[str] = [""] * len(examples)
     for start in tqdm(range(0, len(order), batch_size), desc="options", disable=not progress):
         idx = order[start : start + batch_size]
         prompts = [formatter.prompt_ids(examples[i].prompt) for i in idx]
         options = [
-            [[*formatter.answer_ids(c), *formatter.end_ids] for c in examples[i].choices]
-            for i in idx
+            [[*formatter.answer_ids(c), *formatter.end_ids] for c in choices[i]] for i in idx
         ]
         for i, scores in zip(
             idx, batched_option_logprobs(model, prompts, options, pad_id), strict=True
         ):
             values = [logp / count if length_normalise else logp for logp, count in scores]
-            predictions[i] = examples[i].choices[max(range(len(values)), key=values.__getitem__)]
+            predictions[i] = choices[i][max(range(len(values)), key=values.__getitem__)]
     return predictions

@@ -16,7 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from dataplan.data.loading import Example
 
 # Tokenizers without a known limit report a huge sentinel (1e30) as ``model_max_length``.
 _NO_LIMIT = 10**9
@@ -57,7 +62,7 @@ class PromptSettings:
     chat_template: bool = True
     system_prompt: str | None = None
 
-    def formatter(self, tokenizer: Any) -> PromptFormatter:
+    def formatter(self, tokenizer: PreTrainedTokenizerBase) -> PromptFormatter:
         return PromptFormatter(
             tokenizer, use_chat_template=self.chat_template, system_prompt=self.system_prompt
         )
@@ -73,8 +78,12 @@ class PromptFormatter:
     """
 
     def __init__(
-        self, tokenizer, *, use_chat_template: bool = True, system_prompt: str | None = None
-    ):
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        use_chat_template: bool = True,
+        system_prompt: str | None = None,
+    ) -> None:
         self.tokenizer = tokenizer
         self.chat = bool(use_chat_template and getattr(tokenizer, "chat_template", None))
         self.system_prompt = system_prompt
@@ -83,7 +92,7 @@ class PromptFormatter:
         limit = getattr(tokenizer, "model_max_length", None)
         self.max_length: int | None = int(limit) if limit and limit < _NO_LIMIT else None
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         return {"chat_template": self.chat, "system_prompt": self.system_prompt}
 
     def prompt_ids(self, prompt: str) -> list[int]:
@@ -117,7 +126,9 @@ class PromptFormatter:
         self.check_length(len(encoded.input_ids(with_end=True)), "the prompt and answer")
         return encoded
 
-    def generation_prompts(self, examples: Sequence, max_new_tokens: int) -> list[list[int]]:
+    def generation_prompts(
+        self, examples: Sequence[Example], max_new_tokens: int
+    ) -> list[list[int]]:
         """Prompt ids of examples to answer; an example that cannot fit its answer is an input
         error naming its file and line."""
         from dataplan.errors import InputError
@@ -135,14 +146,14 @@ class PromptFormatter:
         return out
 
 
-def encode_examples(formatter: PromptFormatter, examples: Sequence) -> list[Encoded]:
+def encode_examples(formatter: PromptFormatter, examples: Sequence[Example]) -> list[Encoded]:
     """Token ids of labelled examples; an example without a usable answer (missing, no tokens,
     too long for the context window) is an input error naming its file, line and field."""
     from dataplan.errors import InputError
 
     encoded = []
     for ex in examples:
-        where = {"path": ex.source or None, "line": ex.line}
+        where: dict[str, Any] = {"path": ex.source or None, "line": ex.line}
         if ex.answer is None:
             raise InputError("missing answer", **where, field="answer")
         try:

@@ -27,9 +27,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 AUC_EPS = 1e-6
 """AUC' is clipped to [AUC_EPS, 1 − AUC_EPS] so that p and the exponent stay finite."""
@@ -233,8 +236,8 @@ def forecast(
 
 
 def fit_calibration(
-    cos_low: Sequence[float],
-    auc: Sequence[float],
+    cos_low: ArrayLike,
+    auc: ArrayLike,
     *,
     name: str,
     n_max: int,
@@ -273,7 +276,7 @@ def fit_calibration(
     )
 
 
-def leave_one_out_scores(x: Sequence[float], y: Sequence[float]) -> dict[str, Any]:
+def leave_one_out_scores(x: ArrayLike, y: ArrayLike) -> dict[str, Any]:
     """How well a 1-D linear predictor of y from x generalises across tasks.
 
     For each task k the line y = a·x + b is fitted on the other tasks and predicts y_k; the

@@ -77,7 +77,8 @@ def builtin_model_path(name: str) -> Path:
     # The dequantised weights are plain tensors; the flag would make peft/Trainer refuse them.
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.hf_quantizer = None
+    # torch's stub of Module.__setattr__ admits only tensors and modules; any value works.
+    model.hf_quantizer = None  # type: ignore[assignment]
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
     try:

@@ -10,12 +10,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from dataplan.errors import ModelLoadError, first_line
 from dataplan.models.builtin import BUILTIN_MODELS, builtin_model_path
 from dataplan.models.device import resolve_device, resolve_dtype
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +35,8 @@ class LoadedModel:
         path: the folder or hub id the weights were read from.
     """
 
-    model: torch.nn.Module
-    tokenizer: object
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
     name: str
     path: str
     device: torch.device
@@ -115,7 +119,7 @@ def model_identity(name_or_path: str) -> str:
     return f"{path.resolve()}@{h.hexdigest()[:16]}"
 
 
-def load_tokenizer(path: str, *, trust_remote_code: bool = False):
+def load_tokenizer(path: str, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     """The tokenizer of ``path`` with left padding and a pad token (the EOS when it has none)."""
     from transformers import AutoTokenizer
 
@@ -150,7 +154,8 @@ def load_model(
     except (OSError, ValueError, RuntimeError, KeyError) as err:
         # RuntimeError: shape mismatches and safetensors errors; KeyError: unknown architecture.
         raise ModelLoadError(f"{path}: cannot load model ({first_line(err)})") from None
-    model.to(dev)
+    # transformers decorates ``to`` with functools.wraps, whose stub loses the bound self.
+    model.to(dev)  # type: ignore[arg-type]
     model.eval()
     window = getattr(model.config, "max_position_embeddings", None)
     if window and (tokenizer.model_max_length or 0) > window:

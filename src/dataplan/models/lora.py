@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dataplan.errors import ConfigError, ModelLoadError
 
 if TYPE_CHECKING:
     import torch
+    from peft import PeftModel
 
 
 @dataclass(frozen=True)
@@ -37,14 +38,14 @@ class LoraSettings:
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         if isinstance(self.target_modules, tuple):
             d["target_modules"] = list(self.target_modules)
         return d
 
 
-def attach_lora(model: torch.nn.Module, settings: LoraSettings) -> torch.nn.Module:
+def attach_lora(model: torch.nn.Module, settings: LoraSettings) -> PeftModel:
     """A peft model with a fresh adapter; its random A is drawn from ``settings.seed``."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -52,7 +53,8 @@ def attach_lora(model: torch.nn.Module, settings: LoraSettings) -> torch.nn.Modu
     targets = settings.target_modules
     config = LoraConfig(
         r=settings.r,
-        lora_alpha=settings.alpha,
+        # peft annotates lora_alpha as int; a float works (its scaling is alpha / r).
+        lora_alpha=settings.alpha,  # type: ignore[arg-type]
         lora_dropout=settings.dropout,
         target_modules=targets if isinstance(targets, str) else list(targets),
         bias="none",
@@ -67,7 +69,7 @@ def attach_lora(model: torch.nn.Module, settings: LoraSettings) -> torch.nn.Modu
     return peft_model
 
 
-def load_adapter(model: torch.nn.Module, adapter_dir: str | Path) -> torch.nn.Module:
+def load_adapter(model: torch.nn.Module, adapter_dir: str | Path) -> PeftModel:
     """A peft model with the trainable adapter saved in ``adapter_dir``."""
     from peft import PeftModel
 

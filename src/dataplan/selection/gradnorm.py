@@ -7,17 +7,22 @@ over the M members' adapters at the last checkpoint (the shared ``grad_norm_late
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataplan.selection.base import EnsembleLayout, PoolStatistics, Scored, SelectionMethod
+
+if TYPE_CHECKING:
+    from dataplan.workflows.select_config import SelectConfig
 
 
 class GradNorm(SelectionMethod):
     name = "gradnorm"
     needs_ensemble = True
 
-    def adapters(self, cfg, layout: EnsembleLayout) -> list[str]:
+    def adapters(self, cfg: SelectConfig, layout: EnsembleLayout) -> list[str]:
         return layout.late
 
-    def score(self, cfg, stats: PoolStatistics) -> Scored:
+    def score(self, cfg: SelectConfig, stats: PoolStatistics) -> Scored:
         return stats.columns["grad_norm_late"], dict(stats.columns), []
 
 

@@ -8,8 +8,13 @@ examples under adapter a [our choice: plain gradients, no Adam preconditioning].
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataplan.maths import selection as sel
 from dataplan.selection.base import EnsembleLayout, PoolStatistics, Scored, SelectionMethod
+
+if TYPE_CHECKING:
+    from dataplan.workflows.select_config import SelectConfig
 
 
 class GradSim(SelectionMethod):
@@ -17,10 +22,12 @@ class GradSim(SelectionMethod):
     needs_ensemble = True
     needs_target = True
 
-    def adapters(self, cfg, layout: EnsembleLayout) -> list[str]:
+    def adapters(self, cfg: SelectConfig, layout: EnsembleLayout) -> list[str]:
         return layout.every
 
-    def score(self, cfg, stats: PoolStatistics) -> Scored:
+    def score(self, cfg: SelectConfig, stats: PoolStatistics) -> Scored:
+        # needs_target: the gradient pass computed the inner products and the target's norms.
+        assert stats.inner is not None and stats.target_norm is not None
         cos = sel.cosine_scores(stats.inner, stats.norms(), stats.target_norm)
         return cos.mean(axis=0), dict(stats.columns), []
 

@@ -19,11 +19,14 @@ The formulas are in :mod:`dataplan.maths.selection`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dataplan.errors import ConfigError
 from dataplan.maths import selection as sel
 from dataplan.selection.base import EnsembleLayout, PoolStatistics, Scored, SelectionMethod
+
+if TYPE_CHECKING:
+    from dataplan.workflows.select_config import SelectConfig
 
 TWO_POINT_FORMS = ("default", "shrinkage")
 
@@ -33,25 +36,26 @@ class GSNR(SelectionMethod):
     needs_ensemble = True
     default_members = 3
 
-    def validate(self, cfg) -> None:
+    def validate(self, cfg: SelectConfig) -> None:
+        assert cfg.members is not None  # SelectConfig sets the default before validating
         if cfg.snr_form != "shrinkage" and cfg.members < 2:
             raise ConfigError("G-SNR needs --members >= 2 (its noise is the members' spread)")
         if cfg.snr_form in TWO_POINT_FORMS and len(cfg.checkpoints) < 2:
             raise ConfigError(f"the {cfg.snr_form} G-SNR needs an early and a late --checkpoints")
 
-    def settings(self, cfg) -> dict[str, Any]:
+    def settings(self, cfg: SelectConfig) -> dict[str, Any]:
         return {"snr_form": cfg.snr_form, "snr_eps": cfg.snr_eps}
 
-    def shared_init(self, cfg) -> bool:
+    def shared_init(self, cfg: SelectConfig) -> bool:
         return cfg.snr_form == "classic"
 
-    def adapters(self, cfg, layout: EnsembleLayout) -> list[str]:
+    def adapters(self, cfg: SelectConfig, layout: EnsembleLayout) -> list[str]:
         return layout.early + layout.late if cfg.snr_form in TWO_POINT_FORMS else layout.late
 
-    def sum_groups(self, cfg, layout: EnsembleLayout) -> dict[str, list[str]]:
+    def sum_groups(self, cfg: SelectConfig, layout: EnsembleLayout) -> dict[str, list[str]]:
         return {} if cfg.snr_form in TWO_POINT_FORMS else {"late": layout.late}
 
-    def score(self, cfg, stats: PoolStatistics) -> Scored:
+    def score(self, cfg: SelectConfig, stats: PoolStatistics) -> Scored:
         assert stats.layout is not None and stats.sq_norms is not None
         columns = dict(stats.columns)
         if cfg.snr_form == "classic":

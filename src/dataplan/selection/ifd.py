@@ -10,17 +10,22 @@ help) ranks after all others, nearest 1 first.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from dataplan.maths import selection as sel
 from dataplan.selection.base import PoolStatistics, Scored, SelectionMethod
+
+if TYPE_CHECKING:
+    from dataplan.workflows.select_config import SelectConfig
 
 
 class IFD(SelectionMethod):
     name = "ifd"
     proxy_losses = ("loss", "loss_unconditioned")
 
-    def score(self, cfg, stats: PoolStatistics) -> Scored:
+    def score(self, cfg: SelectConfig, stats: PoolStatistics) -> Scored:
         scores = sel.ifd(stats.columns["loss"], stats.columns["loss_unconditioned"])
         return scores, dict(stats.columns), []
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataplan.data.loading import Example
 from dataplan.errors import DataplanError
 
+if TYPE_CHECKING:
+    from dataplan.tasks.registry import TaskSpec
 
-def generate(spec, size: int, *, seed: int) -> list[Example]:
+
+def generate(spec: TaskSpec, size: int, *, seed: int) -> list[Example]:
     """``size`` examples of the generator ``spec.path`` with ``seed`` (deterministic)."""
     try:
         import reasoning_gym

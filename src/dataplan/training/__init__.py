@@ -6,7 +6,17 @@ per-example weights with refreshes, and weighting schemes.
 """
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers
+    from dataplan.training.core import TrainResult as TrainResult
+    from dataplan.training.core import train as train
+    from dataplan.training.objectives import OBJECTIVES as OBJECTIVES
+    from dataplan.training.objectives import Objective as Objective
+    from dataplan.training.objectives import get_objective as get_objective
+    from dataplan.training.settings import TrainSettings as TrainSettings
+    from dataplan.training.weights import Refresh as Refresh
+    from dataplan.training.weights import WeightTable as WeightTable
 
 # Imported on first use: the CLI reads TrainSettings (options) without loading torch.
 _LAZY = {

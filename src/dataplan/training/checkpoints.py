@@ -10,10 +10,13 @@ from dataplan.io import atomic_folder
 
 if TYPE_CHECKING:
     import torch
+    from peft import PeftModel
+    from transformers import PreTrainedModel, TrainerCallback
 
 
-def save_adapter(model: torch.nn.Module, path: Path) -> None:
-    """Save a peft adapter folder atomically (written beside, then renamed)."""
+def save_adapter(model: PeftModel | PreTrainedModel, path: Path) -> None:
+    """Save a peft adapter folder atomically (written beside, then renamed); a model that is not
+    a peft model is saved whole."""
     atomic_folder(path, lambda tmp: model.save_pretrained(str(tmp)))
 
 
@@ -22,7 +25,7 @@ def adapter_complete(path: Path) -> bool:
     return (path / "adapter_config.json").exists() and (path / "adapter_model.safetensors").exists()
 
 
-def save_at_steps(steps_to_dirs: Mapping[int, Path]) -> Any:
+def save_at_steps(steps_to_dirs: Mapping[int, Path]) -> TrainerCallback:
     """A ``TrainerCallback`` saving the adapter at the given global steps (0 = before the first
     step), on the main process only."""
     from transformers import TrainerCallback
@@ -33,10 +36,14 @@ def save_at_steps(steps_to_dirs: Mapping[int, Path]) -> Any:
             save_adapter(model, path)
 
     class SaveAt(TrainerCallback):
-        def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any):
+        def on_train_begin(
+            self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any
+        ) -> None:
             maybe_save(0, state, model)
 
-        def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any):
+        def on_step_end(
+            self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any
+        ) -> None:
             maybe_save(state.global_step, state, model)
 
     return SaveAt()

@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,6 +31,13 @@ from dataplan.training.weights import (
     refresh_callback,
     score_in_eval_mode,
 )
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+    from peft import PeftModel
+    from transformers import PreTrainedModel, TrainerCallback
+
+    from dataplan.data.formatting import PromptFormatter
 
 
 @dataclass
@@ -50,7 +57,7 @@ class TrainResult:
             which it held (empty when unweighted).
     """
 
-    model: torch.nn.Module
+    model: PeftModel | PreTrainedModel
     steps: int
     seconds: float
     train_loss: float
@@ -70,20 +77,20 @@ class TrainResult:
 
 
 def train(
-    model: torch.nn.Module,
+    model: PreTrainedModel | PeftModel,
     examples: Sequence[Any],
-    formatter: Any,
+    formatter: PromptFormatter,
     settings: TrainSettings | None = None,
     *,
     objective: str | Objective = "sft",
     seed: int = 0,
     init_seed: int | None = None,
     steps: int | None = None,
-    weights: Any = None,
+    weights: ArrayLike | None = None,
     refresh: Refresh | None = None,
     checkpoints: Mapping[int, Path] | None = None,
     save_to: Path | None = None,
-    callbacks: Sequence[Any] = (),
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> TrainResult:
     """Fine-tune ``model`` on ``examples``.
 

@@ -18,7 +18,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from dataplan.data.formatting import PromptFormatter
 from dataplan.data.loading import Example
@@ -27,6 +27,8 @@ from dataplan.training.checkpoints import adapter_complete
 
 if TYPE_CHECKING:
     import torch
+    from peft import PeftModel
+    from transformers import PreTrainedModel
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ def adapter_name(member: int, checkpoint: int) -> str:
 
 
 def train_ensemble(
-    model: torch.nn.Module,
+    model: PreTrainedModel,
     examples: Sequence[Example],
     formatter: PromptFormatter,
     settings: EnsembleSettings,
@@ -141,7 +143,7 @@ def train_ensemble(
             steps=steps,
             checkpoints=dict(zip(cp_steps, dirs[m], strict=True)),
         )
-        result.model.unload()  # the proxy again, without the adapter
+        cast("PeftModel", result.model).unload()  # the proxy again, without the adapter
         barrier()
         missing = [d for d in dirs[m] if not adapter_complete(d)]
         if missing:
@@ -149,7 +151,7 @@ def train_ensemble(
     return dirs
 
 
-def load_ensemble(model: torch.nn.Module, dirs: Sequence[Sequence[Path]]) -> torch.nn.Module:
+def load_ensemble(model: torch.nn.Module, dirs: Sequence[Sequence[Path]]) -> PeftModel:
     """A peft model holding every saved adapter, named ``m<member>-c<checkpoint>``."""
     from peft import PeftModel
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from dataplan.errors import ConfigError
+
+if TYPE_CHECKING:
+    from transformers import TrainerCallback
 
 WeightFunction = Callable[[torch.nn.Module, int], Any]
 """``fn(model, step) -> (N,) weights``: the model as trained so far, the optimiser step."""
@@ -89,14 +92,16 @@ def score_in_eval_mode(fn: WeightFunction, model: torch.nn.Module, step: int) ->
         model.train(was_training)
 
 
-def refresh_callback(table: WeightTable, refresh: Refresh, total_steps: int) -> Any:
+def refresh_callback(table: WeightTable, refresh: Refresh, total_steps: int) -> TrainerCallback:
     """A ``TrainerCallback`` that refreshes ``table`` at ``refresh.steps(total_steps)``."""
     from transformers import TrainerCallback
 
     due = set(refresh.steps(total_steps))
 
     class RefreshWeights(TrainerCallback):
-        def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any):
+        def on_step_end(
+            self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any
+        ) -> None:
             if state.global_step in due:
                 step = state.global_step
                 table.update(score_in_eval_mode(refresh.fn, model, step), step)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from dataplan.plots import plot_calibration
 from dataplan.training.settings import TrainSettings
 from dataplan.workflows.curve import CurveConfig, measure_curve
 from dataplan.workflows.estimate_config import EstimateConfig
+
+if TYPE_CHECKING:
+    from dataplan.models.loading import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -162,11 +165,11 @@ def _auc_metric(
     return metric, aucs[metric]
 
 
-def calibrate(cfg: CalibrateConfig, loaded=None) -> dict[str, Any]:
+def calibrate(cfg: CalibrateConfig, loaded: LoadedModel | None = None) -> dict[str, Any]:
     """Run the study (resuming from caches) and write table, plot and calibration file."""
+    assert cfg.curve is not None and cfg.estimate is not None  # CalibrateConfig checks both
     if loaded is None:
-        cfg.curve.check_model()  # type: ignore[union-attr]
-    assert cfg.curve is not None and cfg.estimate is not None
+        cfg.curve.check_model()
     loaded = loaded or cfg.curve.spec.load()
     out = Path(cfg.out_dir)
     rows = []
@@ -292,7 +295,7 @@ def markdown_table(rows: list[dict[str, Any]], evaluation: dict[str, Any]) -> st
     ]
     for r in rows:
 
-        def f(v, d=3):
+        def f(v: float | None, d: int = 3) -> str:
             return "—" if v is None else f"{v:.{d}f}"
 
         lines.append(
@@ -307,7 +310,7 @@ def markdown_table(rows: list[dict[str, Any]], evaluation: dict[str, Any]) -> st
     ]
     for e in evaluation.values():
 
-        def g(v):
+        def g(v: float | None) -> str:
             return "—" if v is None else f"{v:.3f}"
 
         rho, p = e.get("in_sample_spearman"), e.get("in_sample_p")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -17,6 +17,8 @@ from dataplan.models.lora import LoraSettings, attach_lora, load_adapter
 from dataplan.options import FieldOptions, ModelOptions, PromptOptions, RunOptions
 
 if TYPE_CHECKING:
+    import torch
+
     from dataplan.models.loading import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -115,7 +117,9 @@ def coslow(
         n_params = lora_parameter_count(peft_model)
         if space == "frozen":
             label = "frozen weights (seed-free)"
-            n_params = sum(p.base.weight.numel() for p in lora_pairs(peft_model))
+            n_params = sum(
+                cast("torch.Tensor", p.base.weight).numel() for p in lora_pairs(peft_model)
+            )
     finally:
         loaded.model = peft_model.unload()
         loaded.model.eval()

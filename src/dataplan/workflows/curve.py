@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -189,7 +189,14 @@ def measure_curve(cfg: CurveConfig, loaded: LoadedModel | None = None) -> dict[s
     return summarise(cfg, label, pool, test, points, out_dir)
 
 
-def summarise(cfg: CurveConfig, label: str, pool, test, points, out_dir: Path) -> dict[str, Any]:
+def summarise(
+    cfg: CurveConfig,
+    label: str,
+    pool: list[Example],
+    test: list[Example],
+    points: dict[tuple[int, int], dict[str, Any]],
+    out_dir: Path,
+) -> dict[str, Any]:
     """Mean over seeds per budget, AUC per metric, majority baseline; writes the curve files."""
     curve: dict[int, dict[str, float]] = {}
     spread: dict[int, dict[str, float]] = {}
@@ -207,7 +214,9 @@ def summarise(cfg: CurveConfig, label: str, pool, test, points, out_dir: Path) -
         series = {n: v[metric] for n, v in curve.items() if metric in v}
         if 0 in series and len(series) == len(cfg.budgets):
             aucs[metric] = data_efficiency_auc(series, grid=grid)
-    maj_label, maj_acc = majority_baseline([e.answer for e in pool], [e.answer for e in test])
+    maj_label, maj_acc = majority_baseline(  # load_splits requires answers: all strings
+        [cast(str, e.answer) for e in pool], [cast(str, e.answer) for e in test]
+    )
     summary = {
         "task": label,
         "model": cfg.model,

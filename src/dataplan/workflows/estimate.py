@@ -16,9 +16,10 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -35,6 +36,10 @@ from dataplan.workflows.coslow import CosLowResult, coslow
 from dataplan.workflows.estimate_config import EstimateConfig
 from dataplan.workflows.forecasting import CosLowCalibration, resolve_target
 from dataplan.workflows.run_folder import RunFolder
+
+if TYPE_CHECKING:
+    from dataplan.compute.generation import GreedyAnswers
+    from dataplan.models.loading import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +99,13 @@ def load_pool(cfg: EstimateConfig) -> tuple[list[Example], str, str]:
     return examples, digest, label
 
 
-def _pool_scores(run: RunFolder, cfg: EstimateConfig, loaded, formatter, pool: list[Example]):
+def _pool_scores(
+    run: RunFolder,
+    cfg: EstimateConfig,
+    loaded: LoadedModel,
+    formatter: PromptFormatter,
+    pool: list[Example],
+) -> GreedyAnswers:
     """Per-example confidence of the pool, computed once and cached."""
     from dataplan.compute.generation import GreedyAnswers, greedy_answers
 
@@ -136,7 +147,13 @@ def _pool_scores(run: RunFolder, cfg: EstimateConfig, loaded, formatter, pool: l
 
 
 def _cached_coslow(
-    run: RunFolder, loaded, formatter, examples, cfg: EstimateConfig, seed: int, kind: str
+    run: RunFolder,
+    loaded: LoadedModel,
+    formatter: PromptFormatter,
+    examples: Sequence[Example],
+    cfg: EstimateConfig,
+    seed: int,
+    kind: str,
 ) -> CosLowResult:
     """CoS of ``examples`` for one adapter seed, with the Gram matrix cached by content."""
     name = f"gradients-{kind}-{examples_key(examples)}-seed{seed}"
@@ -186,7 +203,7 @@ def _labelled_chosen(chosen: list[Example], labelled: list[Example] | None) -> l
     return None
 
 
-def estimate(cfg: EstimateConfig, loaded=None) -> EstimateResult:
+def estimate(cfg: EstimateConfig, loaded: LoadedModel | None = None) -> EstimateResult:
     """Run ``dataplan estimate`` (see module docstring). ``loaded`` reuses a loaded model."""
     if loaded is None:
         cfg.check_model()
@@ -260,8 +277,13 @@ def estimate(cfg: EstimateConfig, loaded=None) -> EstimateResult:
     )
     zero_shot = cfg.zero_shot_accuracy
     if zero_shot is None and labelled_pool:
-        zero_shot = float(
-            np.mean([exact_match(g, ex.answer) for g, ex in zip(conf.generated, pool, strict=True)])
+        zero_shot = float(  # labelled_pool: every answer is a string
+            np.mean(
+                [
+                    exact_match(g, cast(str, ex.answer))
+                    for g, ex in zip(conf.generated, pool, strict=True)
+                ]
+            )
         )
 
     labelled = _labelled_chosen(chosen, labelled_file)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from dataplan.data.formatting import PromptFormatter, PromptSettings
 from dataplan.data.loading import Example
@@ -21,6 +21,9 @@ from dataplan.evaluation import EvalSettings, evaluate
 from dataplan.training.settings import TrainSettings
 
 if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
+
     from dataplan.models.loading import LoadedModel
 
 
@@ -105,7 +108,7 @@ def train_and_evaluate(
 
     start = time.perf_counter()
     train_log: dict[str, Any] | None = None
-    model = loaded.model
+    model: PreTrainedModel | PeftModel = loaded.model
     if subset:
         if train_settings.method == "full":
             if spec is None:
@@ -117,7 +120,7 @@ def train_and_evaluate(
         metrics = evaluate(model, formatter, test, evaluation)
     finally:
         if subset and train_settings.method == "lora":
-            loaded.model = model.unload()
+            loaded.model = cast("PeftModel", model).unload()
             loaded.model.eval()
     return {
         "seed": seed,

@@ -24,7 +24,7 @@ import logging
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -46,8 +46,11 @@ log = logging.getLogger(__name__)
 
 def token_lengths(formatter: PromptFormatter, examples: list[Example]) -> np.ndarray:
     """Training tokens of each example: prompt + answer + end-of-turn."""
-    return np.array(
-        [len(formatter.encode(e.prompt, e.answer).input_ids(with_end=True)) for e in examples]
+    return np.array(  # a training pool: loaded with require_answer, every answer is a string
+        [
+            len(formatter.encode(e.prompt, cast(str, e.answer)).input_ids(with_end=True))
+            for e in examples
+        ]
     )
 
 

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -40,6 +41,9 @@ from dataplan.selection import METHODS as REGISTRY
 from dataplan.selection import PoolStatistics
 from dataplan.workflows.run_folder import RunFolder
 from dataplan.workflows.select_config import SelectConfig
+
+if TYPE_CHECKING:
+    from dataplan.models.loading import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +96,7 @@ def load_pool(cfg: SelectConfig) -> tuple[list[Example], list[Example] | None]:
     return pool, target
 
 
-def select(cfg: SelectConfig, loaded: Any = None) -> SelectResult:
+def select(cfg: SelectConfig, loaded: LoadedModel | None = None) -> SelectResult:
     """Score the pool, rank it and (with ``cfg.out``) write the subset; resumable.
 
     ``loaded``: the proxy model already loaded (:meth:`ModelSpec.load`), else loaded here.
@@ -179,7 +183,7 @@ def select(cfg: SelectConfig, loaded: Any = None) -> SelectResult:
     return result
 
 
-def answers_are_labels(answers: list[str]) -> bool:
+def answers_are_labels(answers: Sequence[str | None]) -> bool:
     """A classification pool: at least ``LABEL_MIN_EXAMPLES`` examples per distinct answer."""
     return len(set(answers)) * LABEL_MIN_EXAMPLES <= len(answers)
 
@@ -193,7 +197,8 @@ def balance_groups(pool: list[Example], balance_by: str) -> tuple[np.ndarray, di
     if balance_by == "label":
         labels = [e.answer for e in pool]
         return np.asarray(labels, dtype=object), {g: repr(g) for g in set(labels)}
-    lengths = np.asarray([len(e.answer.strip()) for e in pool], dtype=np.int64)
+    # The pool was loaded with require_answer: every answer is a string.
+    lengths = np.asarray([len(cast(str, e.answer).strip()) for e in pool], dtype=np.int64)
     groups = sel.length_groups(lengths, LENGTH_GROUPS)
     names = {}
     for g in np.unique(groups).tolist():
@@ -216,9 +221,15 @@ def _check_labels(pool: list[Example], cfg: SelectConfig) -> None:
 
 
 def _balanced(
-    rank: np.ndarray, tier: np.ndarray, pool: list[Example], k: int, cfg, notes: list[str]
+    rank: np.ndarray,
+    tier: np.ndarray,
+    pool: list[Example],
+    k: int,
+    cfg: SelectConfig,
+    notes: list[str],
 ) -> np.ndarray:
     """The ranking re-ordered so that the subset keeps the pool's share of each group."""
+    assert cfg.balance_by is not None  # only called with --balance-by
     groups, names = balance_groups(pool, cfg.balance_by)
     balanced = sel.balance_ranks(rank, groups, tier=tier)
     pooled = Counter(groups.tolist())

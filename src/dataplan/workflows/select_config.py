@@ -54,7 +54,9 @@ class SelectConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
     """
 
     method: str = "gsnr"
-    model: str | None = field(default=None, metadata=cli(short="-m"))
+    # Optional here (random needs no model), unlike ModelOptions.model, which every other command
+    # requires; not widened there, since the CLI builds each option from its field's type.
+    model: str | None = field(default=None, metadata=cli(short="-m"))  # type: ignore[assignment]
     fraction: float | None = None
     k: int | None = field(default=None, metadata=cli(flag="--k"))
     out: str | None = None

@@ -19,7 +19,8 @@ members) — so every method that reads an adapter shares its pass.
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +31,14 @@ from dataplan.digests import file_digest, json_digest
 from dataplan.selection import EnsembleLayout, PoolStatistics, SelectionMethod
 from dataplan.store import ResultStore
 from dataplan.workflows.run_folder import RunFolder
+
+if TYPE_CHECKING:
+    import torch
+    from peft import PeftModel
+    from transformers import PreTrainedTokenizerBase
+
+    from dataplan.models.loading import LoadedModel
+    from dataplan.workflows.select_config import SelectConfig
 
 
 class ShardCache:
@@ -63,7 +72,9 @@ class ShardCache:
         return arrays
 
 
-def _unconditioned_prefix(formatter: PromptFormatter, tokenizer: Any) -> tuple[int, ...]:
+def _unconditioned_prefix(
+    formatter: PromptFormatter, tokenizer: PreTrainedTokenizerBase
+) -> tuple[int, ...]:
     """Context for PPL(answer): the prompt template around an empty prompt (BOS/EOS if none)."""
     prefix = tuple(formatter.prompt_ids(""))
     if prefix:
@@ -73,11 +84,11 @@ def _unconditioned_prefix(formatter: PromptFormatter, tokenizer: Any) -> tuple[i
 
 
 def score_pool(
-    cfg: Any,
+    cfg: SelectConfig,
     run: RunFolder,
     pool: list[Example],
     target: list[Example] | None,
-    loaded: Any = None,
+    loaded: LoadedModel | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, float], list[str]]:
     """``(scores, extra columns, seconds per stage, notes)`` for a model-based method."""
     method = cfg.selection_method
@@ -105,7 +116,16 @@ def score_pool(
     return scores, columns, seconds, notes
 
 
-def _loss_pass(cfg, method: SelectionMethod, store, loaded, formatter, encoded, pad, shards):
+def _loss_pass(
+    cfg: SelectConfig,
+    method: SelectionMethod,
+    store: ResultStore,
+    loaded: LoadedModel,
+    formatter: PromptFormatter,
+    encoded: list[Encoded],
+    pad: int,
+    shards: list[range],
+) -> tuple[PoolStatistics, dict[str, float]]:
     """The frozen proxy's answer losses the method reads, cached under the method's name."""
     from dataplan.compute.example_stats import answer_losses
 
@@ -141,8 +161,18 @@ def _loss_pass(cfg, method: SelectionMethod, store, loaded, formatter, encoded, 
 
 
 def _gradient_pass(
-    cfg, method: SelectionMethod, run, store, loaded, formatter, pool, encoded, target, pad, shards
-):
+    cfg: SelectConfig,
+    method: SelectionMethod,
+    run: RunFolder,
+    store: ResultStore,
+    loaded: LoadedModel,
+    formatter: PromptFormatter,
+    pool: list[Example],
+    encoded: list[Encoded],
+    target: list[Example] | None,
+    pad: int,
+    shards: list[range],
+) -> tuple[PoolStatistics, dict[str, float]]:
     """Train (or find) the ensemble, then the per-example statistics the method reads."""
     from dataplan.compute.example_stats import gradient_stats
     from dataplan.training.ensemble import load_ensemble, train_ensemble
@@ -268,7 +298,16 @@ def _gradient_pass(
     return stats, seconds
 
 
-def _target_gradients(store, model, target_encoded, target_id, pad, adapters, weight_of, cfg):
+def _target_gradients(
+    store: ResultStore,
+    model: PeftModel,
+    target_encoded: list[Encoded],
+    target_id: str,
+    pad: int,
+    adapters: Sequence[str],
+    weight_of: dict[str, str],
+    cfg: SelectConfig,
+) -> tuple[dict[str, Callable[..., dict[str, torch.Tensor]]], np.ndarray]:
     """Per adapter: a lazy mean target gradient, and its norm (cached), shape (A, 1).
 
     The target's mean gradient R (one (out, in) matrix per LoRA linear) is only needed for
@@ -277,12 +316,12 @@ def _target_gradients(store, model, target_encoded, target_id, pad, adapters, we
     """
     from dataplan.compute.example_stats import mean_gradient
 
-    computed: dict[str, Any] = {}
-    references = {}
+    computed: dict[str, dict[str, torch.Tensor]] = {}
+    references: dict[str, Callable[..., dict[str, torch.Tensor]]] = {}
     norms = []
     for a in adapters:
 
-        def reference(a: str = a) -> Any:
+        def reference(a: str = a) -> dict[str, torch.Tensor]:
             if a not in computed:
                 computed[a] = mean_gradient(
                     model, target_encoded, pad, a, batch_size=cfg.stats_batch_size

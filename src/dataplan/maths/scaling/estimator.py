@@ -33,7 +33,7 @@ follows the scikit-learn estimator contract (``fit`` returns self, fitted attrib
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, cast, overload
 
 import numpy as np
 
@@ -41,6 +41,7 @@ from dataplan.maths.scaling.fitting import _starts, fit_params
 from dataplan.maths.scaling.forms import (
     FORMS,
     LEVEL,
+    LawForm,
     ScalingInputError,
     _bounds,
     _evaluate,
@@ -88,7 +89,7 @@ class ScalingLaw:
         holdout: str = "point",
         seed: int = 0,
         strategy_effects: bool = False,
-    ):
+    ) -> None:
         if form not in FORMS:
             raise ValueError(f"unknown form {form!r}; choose from {', '.join(FORMS)}")
         if loss not in ("soft_l1", "huber", "linear", "cauchy", "arctan"):
@@ -108,7 +109,7 @@ class ScalingLaw:
         self.strategy_effects = strategy_effects
 
     # -- fitting ---------------------------------------------------------------------------
-    def fit(self, runs: Mapping[str, Sequence[float]]) -> ScalingLaw:
+    def fit(self, runs: Mapping[str, Sequence[Any] | np.ndarray]) -> ScalingLaw:
         spec = FORMS[self.form]
         x = runs_features(runs, need_tokens="tokens_seen" in spec.features)
         y = x["performance"]
@@ -192,7 +193,14 @@ class ScalingLaw:
         self.n_runs_ = int(y.size)
         return self
 
-    def _robust_scale(self, spec, xn, y, fixed, starts) -> float:
+    def _robust_scale(
+        self,
+        spec: LawForm,
+        xn: Mapping[str, np.ndarray],
+        y: np.ndarray,
+        fixed: bool,
+        starts: list[np.ndarray],
+    ) -> float:
         """Huber's scale: 1.345 · 1.4826 · MAD of the residuals of a plain least-squares fit."""
         r = fit_params(
             spec,
@@ -208,7 +216,15 @@ class ScalingLaw:
         floor = 1e-3 * max(float(np.ptp(y)), float(np.abs(y).max()), 1e-12)
         return max(1.345 * 1.4826 * mad, floor)
 
-    def _bootstrap(self, spec, xn, y, fixed, p0, rng) -> None:
+    def _bootstrap(
+        self,
+        spec: LawForm,
+        xn: Mapping[str, np.ndarray],
+        y: np.ndarray,
+        fixed: bool,
+        p0: np.ndarray,
+        rng: np.random.Generator,
+    ) -> None:
         boots = []
         for _ in range(self.n_bootstrap):
             idx = rng.integers(0, y.size, size=y.size)
@@ -240,7 +256,7 @@ class ScalingLaw:
                 "no intervals"
             )
         alpha = (1 - self.level) / 2
-        self.intervals_ = {}
+        self.intervals_: dict[str, tuple[float, float] | None] = {}
         for name in self._to_original(p0):
             if name in self.fixed_ or len(boots) < 10:
                 self.intervals_[name] = None
@@ -253,7 +269,9 @@ class ScalingLaw:
         """Every strategy is among these runs (else its offset is not identified)."""
         return self._levels == 1 or np.unique(xs[LEVEL]).size == self._levels
 
-    def _groups(self, runs, x) -> np.ndarray:
+    def _groups(
+        self, runs: Mapping[str, Sequence[Any] | np.ndarray], x: Mapping[str, np.ndarray]
+    ) -> np.ndarray:
         if self.holdout == "run":
             return np.arange(x["performance"].size)
         if self.holdout == "point":
@@ -266,7 +284,15 @@ class ScalingLaw:
         labels = [str(v) for v in runs[self.holdout]]
         return np.unique(labels, return_inverse=True)[1]
 
-    def _heldout(self, runs, x, xn, y, spec, fixed) -> dict[str, Any]:
+    def _heldout(
+        self,
+        runs: Mapping[str, Sequence[Any] | np.ndarray],
+        x: Mapping[str, np.ndarray],
+        xn: Mapping[str, np.ndarray],
+        y: np.ndarray,
+        spec: LawForm,
+        fixed: bool,
+    ) -> dict[str, Any]:
         groups = self._groups(runs, x)
         errors = np.full(y.size, np.nan)
         for g in np.unique(groups):
@@ -341,7 +367,24 @@ class ScalingLaw:
         if not hasattr(self, "params_"):
             raise RuntimeError("call fit() first")
 
-    def predict(self, runs: Mapping[str, Sequence[float]], *, interval: bool = False):
+    @overload
+    def predict(
+        self, runs: Mapping[str, Sequence[Any] | np.ndarray], *, interval: Literal[False] = False
+    ) -> np.ndarray: ...
+
+    @overload
+    def predict(
+        self, runs: Mapping[str, Sequence[Any] | np.ndarray], *, interval: Literal[True]
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]: ...
+
+    @overload
+    def predict(
+        self, runs: Mapping[str, Sequence[Any] | np.ndarray], *, interval: bool
+    ) -> np.ndarray | tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]: ...
+
+    def predict(
+        self, runs: Mapping[str, Sequence[Any] | np.ndarray], *, interval: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
         """Predicted performance (and, with ``interval``, the bootstrap percentile band).
 
         ``runs`` needs ``n_examples``, ``mean_tokens`` and ``model_params`` (and ``tokens_seen``
@@ -424,7 +467,8 @@ class ScalingLaw:
             law = cls(d["form"], **d["settings"])
             law.params_ = {k: float(v) for k, v in d["params"].items()}
             law.intervals_ = {
-                k: (None if v is None else tuple(v)) for k, v in d["intervals"].items()
+                k: (None if v is None else cast("tuple[float, float]", tuple(v)))
+                for k, v in d["intervals"].items()
             }
             law.fixed_ = dict(d["fixed"])
             law.notes_ = list(d["notes"])

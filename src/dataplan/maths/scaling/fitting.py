@@ -50,6 +50,7 @@ def _starts(
         if levels > 1
         else []
     )
+    columns: list[tuple[np.ndarray, ...]]  # the linear terms' columns of each combination
     if form.name == "chinchilla":
         grid = np.linspace(0.0, 3.0, 16)
         log_n, log_l = np.log(xn["n_examples"]), np.log(xn["mean_tokens"])
@@ -109,12 +110,12 @@ def fit_params(
     ] + list(range(k, k + levels - 1))
     lo, hi = _bounds(form, levels)
 
-    def full(q):
+    def full(q: np.ndarray) -> np.ndarray:
         p = np.zeros(k + levels - 1)
         p[free] = q
         return p
 
-    def residual(q):
+    def residual(q: np.ndarray) -> np.ndarray:
         with np.errstate(over="ignore", invalid="ignore"):
             r = _evaluate(form, full(q), xn, levels) - y
         return np.where(np.isfinite(r), r, 1e6)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -60,7 +61,9 @@ MIN_LOG_SPREAD = math.log(1.5)  # and the factor they must span
 LEVEL = "strategy_level"  # key of each run's strategy index among the features (0 = reference)
 
 
-def _evaluate(form: LawForm, q: np.ndarray, xn: Mapping[str, np.ndarray], levels: int):
+def _evaluate(
+    form: LawForm, q: np.ndarray, xn: Mapping[str, np.ndarray], levels: int
+) -> np.ndarray:
     """P for internal parameters q = [form's parameters, offsets of strategies 1..levels−1]
     (strategy 0 is the reference, offset 0)."""
     k = len(form.params)
@@ -77,7 +80,7 @@ def _box_cox(log_x: np.ndarray, power: float | np.ndarray) -> np.ndarray:
     return np.where(p == 0, log_x, np.expm1(p * log_x) / safe)
 
 
-def _power_internal(q, x, base: str):
+def _power_internal(q: np.ndarray, x: Mapping[str, np.ndarray], base: str) -> np.ndarray:
     """P = a·(x^β·m^γ − 1)/β + e, q = [a, β, γ, e]: the power law A·x^β·m^γ + E with
     A = a/β and E = e − a/β. Unlike (A, E), (a, e) stay finite as β → 0 (the law's logarithmic
     limit a·ln x + e), which is where plain fits of a flat curve slide off to A → ∓∞, E → ±∞."""
@@ -94,13 +97,13 @@ def _ratio(a: float, b: float) -> float:
     return math.copysign(math.inf, a) if a else 0.0
 
 
-def _power_natural(q):
+def _power_natural(q: np.ndarray) -> np.ndarray:
     a, beta, gamma, e = (float(v) for v in q)
     big_a = _ratio(a, beta)
     return np.array([big_a, beta, gamma, e - big_a])
 
 
-def _chinchilla_internal(q, x):
+def _chinchilla_internal(q: np.ndarray, x: Mapping[str, np.ndarray]) -> np.ndarray:
     """P = e + a·(1 − N^−α)/α + b·(1 − L̄^−β)/β, q = [e, a, α, b, β]: Chinchilla's
     E − A·N^−α − B·L̄^−β with A = a/α, B = b/β, E = e + A + B (finite as α, β → 0)."""
     return (
@@ -110,7 +113,7 @@ def _chinchilla_internal(q, x):
     )
 
 
-def _chinchilla_natural(q):
+def _chinchilla_natural(q: np.ndarray) -> np.ndarray:
     e, a, alpha, b, beta = (float(v) for v in q)
     big_a, big_b = _ratio(a, alpha), _ratio(b, beta)
     return np.array([e + big_a + big_b, big_a, alpha, big_b, beta])
@@ -158,7 +161,7 @@ def _bad_values(name: str, v: np.ndarray, *, positive: bool) -> None:
 
 
 def runs_features(
-    runs: Mapping[str, Sequence[float]], *, need_tokens: bool = False
+    runs: Mapping[str, Sequence[Any] | np.ndarray], *, need_tokens: bool = False
 ) -> dict[str, np.ndarray]:
     """Validated feature arrays: the four columns, volume V = N·L̄, and tokens_seen if present.
 

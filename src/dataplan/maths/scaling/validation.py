@@ -23,7 +23,7 @@ from dataplan.maths.scaling.forms import FORMS, ScalingInputError, runs_features
 
 
 def compare_forms(
-    runs: Mapping[str, Sequence[float]],
+    runs: Mapping[str, Sequence[Any] | np.ndarray],
     forms: Sequence[str] = tuple(FORMS),
     *,
     strategy_effects: bool | None = None,

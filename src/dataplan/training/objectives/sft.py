@@ -8,7 +8,7 @@ is the ``Trainer``'s own (the mean over the batch's labelled tokens); weighted, 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -56,7 +56,7 @@ class Collator:
         return {"input_ids": ids, "attention_mask": mask, "labels": labels, "example_index": index}
 
 
-def _sft_trainer_class() -> type[Trainer]:
+def _sft_trainer_class() -> Callable[..., Trainer]:
     from transformers import Trainer
 
     class WeightedSFTTrainer(Trainer):

@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
-
-from dataplan.training.weights import WeightFunction
 
 if TYPE_CHECKING:
+    import torch
+
     from dataplan.data.formatting import PromptFormatter
+    from dataplan.training.weights import WeightFunction
 
 
 class Weighting(ABC):

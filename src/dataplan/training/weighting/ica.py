@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -20,7 +20,9 @@ from dataplan.data.formatting import PromptFormatter
 from dataplan.data.loading import Example
 from dataplan.errors import ConfigError
 from dataplan.training.weighting.base import Weighting
-from dataplan.training.weights import WeightFunction
+
+if TYPE_CHECKING:
+    from dataplan.training.weights import WeightFunction
 
 DEMOS = ("knn", "random")
 
