@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import numpy as np
 import pytest
@@ -105,7 +106,11 @@ def test_arrays_and_folders(tmp_path):
     assert store.get_arrays("g") is None
     store.put_arrays("g", {"gram": np.eye(2)}, {"adapter": "fresh"})
     arrays, meta = store.get_arrays("g")
-    np.testing.assert_array_equal(arrays["gram"], np.eye(2)) and meta == {"adapter": "fresh"}
+    np.testing.assert_array_equal(arrays["gram"], np.eye(2))
+    assert meta == {"adapter": "fresh"}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert store.arrays_path("g").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
     def fail(tmp):
         (tmp / "half").write_text("x")

@@ -32,9 +32,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files
+    mode = 0o666 & ~_umask()  # mkstemp makes 0600; results are ordinary files
+    os.chmod(tmp_path, mode)
     try:
         yield tmp_path
+        os.chmod(tmp_path, mode)  # a writer that replaced the file (safetensors) reset it
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
