@@ -217,6 +217,13 @@ class RunOptions:
     progress: bool = field(default=True, metadata=cli(hidden=True))
 
 
+def group_values(config: Any, *groups: type) -> dict[str, Any]:
+    """The values of ``config``'s fields that belong to the option ``groups`` (mixin classes):
+    to pass a command's shared options on to another config."""
+    names = {f.name for g in groups for f in dataclasses.fields(g)}
+    return {n: getattr(config, n) for n in names}
+
+
 def ints(what: str) -> Callable[[str], tuple[int, ...]]:
     """A parser of the comma-separated integers of option ``what``."""
     from dataplan.parsing import parse_ints

@@ -35,6 +35,11 @@ class Output:
         return not (self.json or self.quiet)
 
 
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print one JSON object on stdout and nothing else.")
+]
+"""``--json``, for the commands written by hand (without a config)."""
+
 _OUTPUT_PARAMS = [
     inspect.Parameter(
         "json_out",

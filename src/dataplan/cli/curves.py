@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from dataplan.cli.build import Output, config_command
+from dataplan.cli.build import JsonOpt, Output, config_command
 from dataplan.cli.output import console, emit_json, fmt, key_value_table
 from dataplan.workflows.auc import AucConfig
 from dataplan.workflows.calibrate import CalibrateOptions
@@ -37,9 +37,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def calibrations(
-        json_out: bool = typer.Option(
-            False, "--json", help="Print one JSON object on stdout and nothing else."
-        ),
+        json_out: JsonOpt = False,
     ) -> None:
         """List the calibrations known by name."""
         from rich.table import Table

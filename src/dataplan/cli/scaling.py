@@ -7,14 +7,10 @@ from typing import Annotated
 
 import typer
 
-from dataplan.cli.build import Output, config_command
+from dataplan.cli.build import JsonOpt, Output, config_command
 from dataplan.cli.output import console, emit_json, fmt, key_value_table, setup_logging
 from dataplan.errors import ConfigError
 from dataplan.workflows.scaling_runs import ScalingRunsConfig
-
-JsonOpt = Annotated[
-    bool, typer.Option("--json", help="Print one JSON object on stdout and nothing else.")
-]
 
 
 def register(app: typer.Typer) -> None:

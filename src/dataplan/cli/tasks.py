@@ -7,11 +7,8 @@ from typing import Annotated
 
 import typer
 
+from dataplan.cli.build import JsonOpt
 from dataplan.cli.output import console, emit_json, setup_logging
-
-JsonOpt = Annotated[
-    bool, typer.Option("--json", help="Print one JSON object on stdout and nothing else.")
-]
 
 
 def register(app: typer.Typer) -> None:

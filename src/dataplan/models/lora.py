@@ -38,6 +38,14 @@ class LoraSettings:
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
 
+    @classmethod
+    def from_options(cls, r: int, alpha: float, targets: str, seed: int = 0) -> LoraSettings:
+        """From command-line options: ``targets`` is ``all-linear`` or comma-separated names."""
+        modules: str | tuple[str, ...] = targets
+        if targets != "all-linear":
+            modules = tuple(t.strip() for t in targets.split(",") if t.strip())
+        return cls(r=r, alpha=alpha, target_modules=modules, seed=seed)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         if isinstance(self.target_modules, tuple):

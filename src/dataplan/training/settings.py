@@ -64,10 +64,7 @@ class TrainSettings:
 
     def lora(self, seed: int) -> LoraSettings:
         """The adapter these settings attach, its random A drawn from ``seed``."""
-        targets: str | tuple[str, ...] = self.lora_targets
-        if targets != "all-linear":
-            targets = tuple(t.strip() for t in self.lora_targets.split(",") if t.strip())
-        return LoraSettings(r=self.lora_r, alpha=self.lora_alpha, target_modules=targets, seed=seed)
+        return LoraSettings.from_options(self.lora_r, self.lora_alpha, self.lora_targets, seed)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -26,7 +26,16 @@ from dataplan.errors import ConfigError
 from dataplan.evaluation import headline_metric
 from dataplan.io import atomic_path, write_json
 from dataplan.maths.forecast import fit_calibration, leave_one_out_scores
-from dataplan.options import FieldOptions, ModelOptions, PromptOptions, RunOptions, cli, ints, names
+from dataplan.options import (
+    FieldOptions,
+    ModelOptions,
+    PromptOptions,
+    RunOptions,
+    cli,
+    group_values,
+    ints,
+    names,
+)
 from dataplan.plots import plot_calibration
 from dataplan.training.settings import TrainSettings
 from dataplan.workflows.curve import CurveConfig, measure_curve
@@ -115,17 +124,7 @@ class CalibrateOptions(ModelOptions, FieldOptions, PromptOptions, RunOptions):
             {"task": self.tasks[0]} if self.tasks else {"data": self.data[0] if self.data else "-"}
         )
         shared: dict[str, Any] = {
-            "model": self.model,
-            "device": self.device,
-            "dtype": self.dtype,
-            "trust_remote_code": self.trust_remote_code,
-            "chat_template": self.chat_template,
-            "system_prompt": self.system_prompt,
-            "prompt_field": self.prompt_field,
-            "answer_field": self.answer_field,
-            "id_field": self.id_field,
-            "split": self.split,
-            "progress": self.progress,
+            **group_values(self, ModelOptions, FieldOptions, PromptOptions, RunOptions),
             **first,
         }
         curve = CurveConfig(

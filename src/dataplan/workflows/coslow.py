@@ -155,12 +155,7 @@ class CosLowConfig(ModelOptions, FieldOptions, PromptOptions, RunOptions):
 
     @property
     def lora(self) -> LoraSettings:
-        targets: str | tuple[str, ...] = self.lora_targets
-        if targets != "all-linear":
-            targets = tuple(t.strip() for t in self.lora_targets.split(",") if t.strip())
-        return LoraSettings(
-            r=self.lora_r, alpha=self.lora_alpha, target_modules=targets, seed=self.seed
-        )
+        return LoraSettings.from_options(self.lora_r, self.lora_alpha, self.lora_targets, self.seed)
 
 
 def coslow_of_file(cfg: CosLowConfig, loaded: LoadedModel | None = None) -> CosLowResult:

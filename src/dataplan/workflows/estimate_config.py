@@ -85,10 +85,8 @@ class EstimateConfig(ModelOptions, DataOptions, PromptOptions, ForecastOptions, 
         self.lora(0)  # validates the adapter settings
 
     def lora(self, seed: int) -> LoraSettings:
-        targets: str | tuple[str, ...] = self.lora_targets
-        if targets != "all-linear":
-            targets = tuple(t.strip() for t in self.lora_targets.split(",") if t.strip())
-        return LoraSettings(r=self.lora_r, alpha=self.lora_alpha, target_modules=targets, seed=seed)
+        """The gradient adapter, its random A drawn from ``seed``."""
+        return LoraSettings.from_options(self.lora_r, self.lora_alpha, self.lora_targets, seed)
 
     @classmethod
     def setting_defaults(cls) -> dict[str, Any]:

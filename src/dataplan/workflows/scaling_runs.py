@@ -32,7 +32,16 @@ from dataplan.data.formatting import PromptFormatter
 from dataplan.data.loading import Example
 from dataplan.errors import ConfigError
 from dataplan.evaluation import headline_metric
-from dataplan.options import DataOptions, ModelOptions, PromptOptions, RunOptions, cli, ints, names
+from dataplan.options import (
+    DataOptions,
+    ModelOptions,
+    PromptOptions,
+    RunOptions,
+    cli,
+    group_values,
+    ints,
+    names,
+)
 from dataplan.training.settings import TrainSettings
 from dataplan.workflows.curve import CurveConfig, load_splits, point_settings, point_store
 from dataplan.workflows.experiment import train_and_evaluate
@@ -114,25 +123,13 @@ class ScalingRunsConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
     def curve(self) -> CurveConfig:
         """The curve settings every run shares."""
         return CurveConfig(
-            model=self.model,
-            device=self.device,
-            dtype=self.dtype,
-            trust_remote_code=self.trust_remote_code,
-            task=self.task,
-            data=self.data,
-            prompt_field=self.prompt_field,
-            answer_field=self.answer_field,
-            id_field=self.id_field,
-            split=self.split,
-            chat_template=self.chat_template,
-            system_prompt=self.system_prompt,
+            **group_values(self, ModelOptions, DataOptions, PromptOptions, RunOptions),
             budgets=(0, *self.n),
             seeds=self.seeds,
             train=self.train,
             max_test=self.max_test,
             max_new_tokens=self.max_new_tokens,
             cache=self.cache,
-            progress=self.progress,
         )
 
     def run(self, loaded: LoadedModel | None = None) -> list[dict[str, Any]]:
