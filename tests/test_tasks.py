@@ -104,3 +104,25 @@ def test_tasks_cli_list_and_export(bigbench_cache, tmp_path, capsys):
             assert back[0].choices == ("plausible", "implausible")
     code, _, err = run_main(["tasks", "export", "demo", "--out", str(tmp_path / "x.txt")], capsys)
     assert code == 2 and "x.txt" in err
+
+
+def test_corrupt_answers_is_seeded_and_always_wrong():
+    from dataplan.data.loading import Example
+    from dataplan.tasks.noise import corrupt_answers
+
+    examples = [
+        Example(id=str(i), prompt="p", answer="a", choices=("a", "b", "c")) for i in range(10)
+    ]
+    examples += [Example(id=f"n{i}", prompt="p", answer=str(10 * i)) for i in range(10)]
+    noisy, bad = corrupt_answers(examples, 0.3, seed=0)
+    assert len(bad) == 6 and corrupt_answers(examples, 0.3, seed=0) == (noisy, bad)
+    for before, after in zip(examples, noisy, strict=True):
+        if before.id in bad:
+            assert after.answer != before.answer
+            if before.choices:
+                assert after.answer in before.choices
+            else:
+                assert 1 <= int(after.answer) - int(before.answer) <= 9
+        else:
+            assert after == before
+    assert corrupt_answers(examples, 0.3, seed=1)[1] != bad

@@ -68,27 +68,6 @@ POOL, TARGET, TEST, FRACTION, MEMBERS, EPOCHS = 300, 32, 150, 0.1, 3, 2.0
 SHARD_SIZE = {"intent_recognition": 1024, "arithmetic_2_digit_addition": 1024}
 
 
-def corrupt(examples, fraction: float, seed: int):
-    """Replace ``fraction`` of the answers by a wrong one (another option, or a shifted number)."""
-    from dataclasses import replace
-
-    rng = np.random.default_rng([seed, 7])
-    chosen = set(rng.choice(len(examples), size=round(fraction * len(examples)), replace=False))
-    out, bad = [], []
-    for i, e in enumerate(examples):
-        if i in chosen:
-            if e.choices:
-                wrong = [c for c in e.choices if c != e.answer]
-                answer = str(rng.choice(wrong))
-            else:
-                answer = str(int(e.answer) + int(rng.integers(1, 10)))
-            out.append(replace(e, answer=answer))
-            bad.append(e.id)
-        else:
-            out.append(e)
-    return out, bad
-
-
 def store():
     """The study's cache of fine-tune results and noise rankings (committed)."""
     from dataplan.store import ResultStore
@@ -116,7 +95,9 @@ def pool_files(task: str, noise: float) -> tuple[Path, Path, list[str]]:
     target = [pool[i] for i in order[POOL : POOL + TARGET]]  # clean, disjoint from the pool
     bad: list[str] = []
     if noise > 0:
-        chosen, bad = corrupt(chosen, noise, seed=0)
+        from dataplan.tasks.noise import corrupt_answers
+
+        chosen, bad = corrupt_answers(chosen, noise, seed=0)
     folder = HERE / "data"
     label = f"{task}-noisy{round(noise * 100)}" if noise else task
     pool_path, target_path = folder / f"{label}.jsonl", folder / f"{label}-target.jsonl"

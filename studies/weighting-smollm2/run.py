@@ -52,25 +52,16 @@ def task_data(task: str):
     order = np.random.default_rng([0, 17]).permutation(len(pool))  # the select study's pool
     clean = [pool[i] for i in order[:POOL]]
     holdout = [pool[i] for i in order[POOL : POOL + HOLDOUT]]
-    rng = np.random.default_rng([0, 7])
-    bad = set(rng.choice(POOL, size=round(NOISE * POOL), replace=False).tolist())
-    noisy = []
-    for i, e in enumerate(clean):
-        if i in bad:
-            if e.choices:
-                answer = str(rng.choice([c for c in e.choices if c != e.answer]))
-            else:
-                answer = str(int(e.answer) + int(rng.integers(1, 10)))
-            noisy.append(replace(e, answer=answer))
-        else:
-            noisy.append(e)
+    from dataplan.tasks.noise import corrupt_answers
+
+    noisy, bad = corrupt_answers(clean, NOISE, seed=0)  # the select study's corruption
     spec = get_task(task)
     test = load_task(task, "test")[:TEST]
     options = spec.kind in ("classification", "multiple_choice") and all(e.choices for e in test)
     if not options:  # exact-match tasks: scoring every option would be wasted compute
         test = [replace(e, choices=None) for e in test]
     metric = "loglik_accuracy" if options else "exact_match"
-    return noisy, clean, holdout, test, {clean[i].id for i in bad}, metric
+    return noisy, clean, holdout, test, set(bad), metric
 
 
 def auroc(weights: np.ndarray, is_bad: np.ndarray) -> float:
