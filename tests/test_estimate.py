@@ -48,7 +48,8 @@ def _cfg(model_dir, data, run_dir, **kw):
 
 def test_estimate_labelled_pool_writes_run_folder(tiny_model_dir, tmp_path):
     data = _pool(tmp_path / "pool.jsonl")
-    res = estimate(_cfg(tiny_model_dir, data, tmp_path / "run", adapter_seeds=(0, 1)))
+    cfg = _cfg(tiny_model_dir, data, tmp_path / "run", adapter_seeds=(0, 1))
+    res = estimate(cfg)
     assert res.status == "ok" and res.n_pool == 24 and res.n_low == 6
     assert len(res.chosen_ids) == 4 and len(res.cos_low_per_seed) == 2
     assert -1.0 <= res.cos_low <= 1.0
@@ -70,12 +71,21 @@ def test_estimate_labelled_pool_writes_run_folder(tiny_model_dir, tmp_path):
     assert np.array(saved["cosines"]).shape == (4, 4)
     assert saved["versions"]["torch"]
     assert not list(run.glob(".*.tmp"))
-    # The chosen examples come from the lowest-confidence quarter.
+    # The chosen examples come from the lowest-confidence share of the pool, by the pool's own
+    # confidences (a cut the chosen confidences alone cannot show).
+    from dataplan.io import read_parquet
+
+    pool = read_parquet(run / "confidences.parquet")
+    n_low = int(np.floor(cfg.low_fraction * len(pool["id"]) + 1e-9))
+    cut = np.sort(np.asarray(pool["confidence"]))[n_low - 1]
     confidences = {
         json.loads(line)["id"]: json.loads(line)["confidence"]
         for line in (run / "chosen.jsonl").open()
     }
-    assert set(confidences) == set(res.chosen_ids)
+    assert set(confidences) == set(res.chosen_ids) and len(confidences) == cfg.n_labeled
+    assert all(c <= cut for c in confidences.values())
+    by_id = dict(zip(pool["id"], pool["confidence"], strict=True))
+    assert all(by_id[i] == pytest.approx(c) for i, c in confidences.items())
 
 
 def test_estimate_resumes_from_cache(tiny_model_dir, tmp_path, monkeypatch):

@@ -99,3 +99,24 @@ def test_a_planted_noisy_example_gets_a_low_weight(char_tokenizer):
     weights = minmax_weights(scores.score)
     assert weights[3] == 0.0  # the noisy example is the least helped by the holdout
     assert np.all(np.delete(weights, 3) > 0.9)
+
+
+def test_ica_weighting_keeps_its_demonstrations_across_refreshes(char_tokenizer, monkeypatch):
+    import dataplan.training.weighting.ica as ica_module
+    from dataplan.training.weighting import get_weighting
+
+    calls = []
+
+    def choose(model, formatter, examples, holdout, settings, progress=False):
+        calls.append(1)
+        return np.zeros((len(examples), settings.k), dtype=np.int64)
+
+    monkeypatch.setattr(ica_module, "choose_demonstrations", choose)
+    fmt = PromptFormatter(char_tokenizer, use_chat_template=False)
+    examples = [Example(id=str(i), prompt=f"item {i}?", answer="good") for i in range(3)]
+    holdout = [Example(id="h", prompt="item 10?", answer="good")]
+    scheme = get_weighting("ica", holdout=holdout, settings=ica_module.ICASettings(k=1))
+    model = ContextCounter(len(char_tokenizer))
+    first = scheme.initial(model, examples, fmt)
+    again = scheme.refresh_function(examples, fmt)(model, 5)
+    assert calls == [1] and first.shape == again.shape == (3,)

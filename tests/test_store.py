@@ -39,6 +39,9 @@ def test_a_new_setting_at_its_default_keeps_every_key():
     # the order in which a key is assembled does not matter; the values' types do
     assert key_of({"x": 1, "y": [1, 2]}) == key_of({"y": [1, 2], "x": 1})
     assert key_of({"x": 1}) != key_of({"x": 1.0}) and key_of({"x": (1, 2)}) == key_of({"x": [1, 2]})
+    # ... but in a field annotated float, an int is that float (epochs=3 is epochs=3.0)
+    assert key_of(TrainSettings(epochs=4)) == key_of(TrainSettings(epochs=4.0))
+    assert canonical(TrainSettings(epochs=3)) == {}
 
 
 def test_runtime_is_resolved():
@@ -121,6 +124,9 @@ def test_arrays_and_folders(tmp_path):
     assert not store.folder("adapter").exists()  # only a .partial folder, never the final name
     store.put_folder("adapter", lambda tmp: (tmp / "w").write_text("ok"))
     assert (store.folder("adapter") / "w").read_text() == "ok"
+    store.put_folder("adapter", lambda tmp: (tmp / "v").write_text("new"))  # replaced whole
+    assert sorted(p.name for p in store.folder("adapter").iterdir()) == ["v"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter", "g.safetensors"]
 
 
 def test_run_folder_accepts_a_setting_at_its_default_and_refuses_others(tmp_path):

@@ -219,6 +219,18 @@ def test_checkpoints_are_saved_and_a_failure_leaves_the_model_clean(
     assert not any("lora" in n for n, _ in tiny_llama.named_parameters())
 
 
+def test_train_settings_refuse_what_the_optimiser_would_crash_on():
+    for bad in (
+        {"learning_rate": float("nan")},
+        {"epochs": float("inf")},
+        {"weight_decay": -0.1},
+        {"lora_targets": ","},
+        {"warmup_ratio": 1.0},
+    ):
+        with pytest.raises(ConfigError):
+            TrainSettings(**bad)
+
+
 def test_registries():
     assert "sft" in OBJECTIVES and "uniform" in WEIGHTINGS
     with pytest.raises(ConfigError, match="unknown objective"):

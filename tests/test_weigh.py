@@ -88,6 +88,11 @@ def test_weigh_writes_weights_and_resumes(tiny_model_dir, tmp_path, capsys, monk
         ([], [], "no examples found"),
         ([{"prompt": "p", "answer": "a"}], ["--k", "3"], "--k 3 is larger than the holdout of 1"),
         ([{"question": "p", "answer": "a"}], [], 'field "prompt"'),
+        (  # the only two holdout examples, one of them the training example itself
+            [{"prompt": "Colour 0?", "answer": "red"}, {"prompt": "q", "answer": "a"}],
+            ["--k", "2"],
+            "has fewer than --k 2 demonstrations",
+        ),
     ],
 )
 def test_weigh_bad_holdout_exit_2(tiny_model_dir, tmp_path, capsys, holdout_rows, extra, fragment):

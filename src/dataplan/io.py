@@ -49,11 +49,15 @@ def atomic_folder(path: str | Path, write: Callable[[Path], Any]) -> Path:
 
     final = Path(path)
     tmp = final.with_name(final.name + ".partial")
+    old = final.with_name(final.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
     tmp.mkdir(parents=True)
     write(tmp)
-    shutil.rmtree(final, ignore_errors=True)
+    if final.exists():  # moved aside whole, never half-deleted under the final name
+        final.rename(old)
     tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
     return final
 
 

@@ -23,8 +23,10 @@ missing. Entries are files under one root folder::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
+import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -41,17 +43,21 @@ KEY_VERSION = 1
 def canonical(obj: Any) -> Any:
     """The JSON-ready canonical form of a key's ingredients.
 
-    A dataclass becomes the dict of its fields that differ from their defaults (recursively);
+    A dataclass becomes the dict of its fields that differ from their defaults (recursively),
+    an integer in a field annotated ``float`` counted as that float;
     dicts keep their keys (sorted when serialised), tuples become lists, numpy scalars Python
     numbers, paths strings. Floats that are whole numbers stay floats (``1.0`` ≠ ``1`` in a
     key, as in JSON).
     """
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         out = {}
+        floats = _float_fields(type(obj))
         for f in dataclasses.fields(obj):
             if not f.init:
                 continue
             value = getattr(obj, f.name)
+            if f.name in floats and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)  # epochs=3 and epochs=3.0 are one setting
             if _is_default(f, value):
                 continue
             out[f.name] = canonical(value)
@@ -65,6 +71,20 @@ def canonical(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return obj
+
+
+@functools.cache
+def _float_fields(cls: type) -> frozenset[str]:
+    """The fields of a dataclass annotated ``float`` (or ``float | None``)."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except (NameError, TypeError):  # an annotation that cannot be resolved: no coercion
+        return frozenset()
+    return frozenset(
+        name
+        for name, hint in hints.items()
+        if hint is float or (float in typing.get_args(hint) and int not in typing.get_args(hint))
+    )
 
 
 def _is_default(f: dataclasses.Field, value: Any) -> bool:

@@ -49,12 +49,19 @@ class TrainSettings:
     def __post_init__(self) -> None:
         if self.method not in ("lora", "full"):
             raise ConfigError(f"training method must be lora or full, got {self.method!r}")
-        if self.learning_rate <= 0 or self.batch_size < 1 or self.epochs <= 0:
-            raise ConfigError("learning rate, batch size and epochs must be positive")
+        if not (
+            math.isfinite(self.learning_rate) and self.learning_rate > 0 and self.batch_size >= 1
+        ) or not (math.isfinite(self.epochs) and self.epochs > 0):
+            raise ConfigError("learning rate, batch size and epochs must be positive and finite")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(
+                f"--weight-decay must be a non-negative number, got {self.weight_decay}"
+            )
         if not 1 <= self.min_steps <= self.max_steps:
             raise ConfigError("need 1 <= min_steps <= max_steps")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"warm-up ratio must be in [0, 1), got {self.warmup_ratio}")
+        self.lora(0)  # validates the adapter settings
 
     def steps_for(self, n: int) -> int:
         """Optimiser steps for a training set of ``n`` examples."""

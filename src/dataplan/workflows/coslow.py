@@ -165,7 +165,7 @@ def coslow_of_file(cfg: CosLowConfig, loaded: LoadedModel | None = None) -> CosL
         cfg.check_model()
     from dataplan.data.loading import load_examples
 
-    examples = load_examples(cfg.labeled, fields=cfg.fields, require_answer=True)
+    examples = load_examples(cfg.labeled, fields=cfg.fields, require_answer=True, split=cfg.split)
     loaded = loaded or cfg.spec.load()
     return coslow(
         loaded,

@@ -161,6 +161,8 @@ def scaling_runs(
         raise ConfigError(f"unknown strategy {bad[0]!r}; choose from {', '.join(STRATEGIES)}")
     if compute_tokens is not None and not compute_tokens > 0:
         raise ConfigError("--compute-tokens must be positive")
+    if compute_tokens is not None:  # 24000 and 24000.0 are one budget (and one cache key)
+        compute_tokens = float(compute_tokens)
     out = Path(out)
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise ConfigError(f"{out}: write runs to a .csv or .parquet file")

@@ -113,7 +113,7 @@ def weigh(cfg: WeighConfig, loaded: LoadedModel | None = None) -> WeighResult:
         cfg.check_model()
     examples = cfg.source.load(require_answer=True)
     holdout = load_examples(cfg.holdout, fields=cfg.fields, require_answer=True)
-    check_holdout(holdout, cfg.ica.k, cfg.holdout)
+    check_holdout(holdout, cfg.ica.k, cfg.holdout, examples)
     if cfg.run_dir is None:
         cfg.run_dir = str(Path("runs") / f"weigh-{cfg.source.label}")
     run = RunFolder(

@@ -60,10 +60,15 @@ class ICASettings:
             raise ConfigError("--score-reduction must be sum or mean")
         if self.batch_size < 1:
             raise ConfigError("--batch-size must be positive")
+        if self.seed < 0:
+            raise ConfigError(f"--seed must be a non-negative integer, got {self.seed}")
 
 
-def check_holdout(holdout: Sequence[Example], k: int, where: str) -> None:
-    """An empty holdout, or one smaller than k, is an input error."""
+def check_holdout(
+    holdout: Sequence[Example], k: int, where: str, examples: Sequence[Example] = ()
+) -> None:
+    """An empty holdout, one smaller than k, or one leaving an example fewer than k
+    demonstrations (a holdout example with its own prompt is not one) is an input error."""
     from dataplan.errors import InputError
 
     if not holdout:
@@ -72,6 +77,16 @@ def check_holdout(holdout: Sequence[Example], k: int, where: str) -> None:
         raise InputError(
             f"--k {k} is larger than the holdout of {len(holdout)} examples", path=where
         )
+    prompts: dict[str, int] = {}
+    for h in holdout:
+        prompts[h.prompt] = prompts.get(h.prompt, 0) + 1
+    for e in examples:
+        if len(holdout) - prompts.get(e.prompt, 0) < k:
+            raise InputError(
+                f"example {e.id!r} has fewer than --k {k} demonstrations: the holdout repeats "
+                "its prompt (an example is never its own demonstration)",
+                path=where,
+            )
 
 
 def choose_demonstrations(
@@ -158,6 +173,7 @@ class ICA(Weighting):
     def __init__(self, holdout: Sequence[Example], settings: ICASettings | None = None):
         self.holdout = list(holdout)
         self.ica = settings or ICASettings()
+        self._functions: dict[int, WeightFunction] = {}
 
     def settings(self) -> dict[str, Any]:
         from dataplan.store import canonical
@@ -168,4 +184,9 @@ class ICA(Weighting):
         return self.refresh_function(examples, formatter)(model, 0)
 
     def refresh_function(self, examples: Sequence[Any], formatter: Any) -> WeightFunction:
-        return ica_weight_function(examples, self.holdout, formatter, self.ica)
+        # One function per training set, so that the demonstrations chosen for the first
+        # weights (with the model before training) are kept by every refresh.
+        key = id(examples)
+        if key not in self._functions:
+            self._functions[key] = ica_weight_function(examples, self.holdout, formatter, self.ica)
+        return self._functions[key]
