@@ -120,3 +120,52 @@ def test_ica_weighting_keeps_its_demonstrations_across_refreshes(char_tokenizer,
     first = scheme.initial(model, examples, fmt)
     again = scheme.refresh_function(examples, fmt)(model, 5)
     assert calls == [1] and first.shape == again.shape == (3,)
+
+
+def test_rho_scores_are_losses_minus_the_holdout_adapters(char_tokenizer, monkeypatch):
+    from dataplan.compute.example_stats import answer_losses
+    from dataplan.data.formatting import encode_examples
+    from dataplan.training import TrainSettings, train
+    from dataplan.training.weighting import ICASettings, get_weighting
+
+    fmt = PromptFormatter(char_tokenizer)
+    examples = [
+        Example(id=str(i), prompt=f"Colour {i}?", answer=["red", "blue"][i % 2]) for i in range(6)
+    ]
+    holdout = [Example(id=f"h{i}", prompt=f"Shade {i}?", answer="red") for i in range(4)]
+    settings = TrainSettings(batch_size=2, min_steps=3, max_steps=3, lora_r=2)
+    model = make_tiny_llama(len(char_tokenizer), dtype=torch.float64, init_range=0.2)
+    scheme = get_weighting("rho", holdout=holdout, settings=ICASettings(), train_settings=settings)
+    weights = scheme.initial(model, examples, fmt)
+    assert not any("lora" in n for n, _ in model.named_parameters())  # adapter removed
+    # by hand: the same adapter (same seed), then summed answer losses with and without it
+    enc = encode_examples(fmt, examples)
+    tokens = np.array([len(e.answer_ids) for e in enc])
+    trained = train(model, holdout, fmt, settings, seed=0)
+    with_holdout = answer_losses(trained.model, enc, 0) * tokens
+    trained.model.unload()
+    scores = answer_losses(model, enc, 0) * tokens - with_holdout
+    np.testing.assert_allclose(weights, minmax_weights(scores), rtol=1e-9, atol=1e-12)
+
+    def boom(*a, **k):
+        raise AssertionError("the holdout adapter was trained again")
+
+    monkeypatch.setattr("dataplan.training.core.train", boom)
+    again = scheme.refresh_function(examples, fmt)(model, 3)  # only the first term is recomputed
+    np.testing.assert_allclose(again, weights, rtol=1e-9, atol=1e-12)
+
+
+def test_one_shot_and_filter(char_tokenizer):
+    from dataplan.errors import ConfigError
+    from dataplan.training.weighting import ICASettings, get_weighting
+
+    holdout = [Example(id=f"h{i}", prompt=f"item {10 + i} is?", answer="good") for i in range(3)]
+    assert get_weighting("one-shot", holdout=holdout, settings=ICASettings(k=3)).ica.k == 1
+    fmt = PromptFormatter(char_tokenizer, use_chat_template=False)
+    examples = [Example(id=f"c{i}", prompt=f"item {i} is?", answer="good") for i in range(6)]
+    examples += [Example(id="bad", prompt="item 9 is?", answer="zzz")]
+    keep = get_weighting("filter", holdout=holdout, settings=ICASettings(demos="random"), keep=0.5)
+    w = keep.initial(ContextCounter(len(char_tokenizer)), examples, fmt)
+    assert set(w.tolist()) == {0.0, 1.0} and w.sum() == 4 and w[-1] == 0.0  # ⌈0.5 · 7⌉ kept
+    with pytest.raises(ConfigError, match="--keep"):
+        get_weighting("filter", holdout=holdout, keep=0.0)

@@ -2,8 +2,9 @@
 
 A scheme gives the first weights of a training set (None = unweighted) and, optionally, a
 function recomputing them from the current model during training. ``uniform`` (every example
-counts once: the unweighted loss) and ``ica`` (in-context approximation reweighting, arXiv
-2510.14459). Adding one is a module with a subclass of :class:`Weighting` and one line in
+counts once: the unweighted loss), ``ica`` (in-context approximation reweighting, arXiv
+2510.14459) and its baselines ``one-shot`` (k = 1), ``rho`` (RHO-LOSS with a holdout-trained
+adapter) and ``filter`` (the top fraction by ICA score, uniformly weighted). Adding one is a module with a subclass of :class:`Weighting` and one line in
 ``WEIGHTINGS`` (docs/extending.md).
 """
 
@@ -14,10 +15,15 @@ from typing import Any
 from dataplan.errors import ConfigError
 from dataplan.training.weighting.base import Uniform, Weighting
 from dataplan.training.weighting.ica import ICA, ICASettings
+from dataplan.training.weighting.rho import RhoLoss
+from dataplan.training.weighting.variants import Filter, OneShot
 
 WEIGHTINGS: dict[str, type[Weighting]] = {
     Uniform.name: Uniform,
     ICA.name: ICA,
+    OneShot.name: OneShot,
+    RhoLoss.name: RhoLoss,
+    Filter.name: Filter,
 }
 
 
@@ -28,4 +34,14 @@ def get_weighting(name: str, **options: Any) -> Weighting:
     return WEIGHTINGS[name](**options)
 
 
-__all__ = ["ICA", "WEIGHTINGS", "ICASettings", "Uniform", "Weighting", "get_weighting"]
+__all__ = [
+    "ICA",
+    "WEIGHTINGS",
+    "Filter",
+    "ICASettings",
+    "OneShot",
+    "RhoLoss",
+    "Uniform",
+    "Weighting",
+    "get_weighting",
+]

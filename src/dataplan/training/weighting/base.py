@@ -2,9 +2,8 @@
 
 A scheme gives the first weights of a training set (None = unweighted) and, optionally, a
 :data:`~dataplan.training.weights.WeightFunction` that recomputes them from the current model
-during training. ``uniform`` (every example counts once; the unweighted loss) and ``ica`` (in-context
-approximation reweighting, arXiv 2510.14459, :mod:`dataplan.training.ica`). Adding one is a subclass of
-:class:`Weighting` and one line in ``WEIGHTINGS``.
+during training. The registry (``WEIGHTINGS`` in :mod:`dataplan.training.weighting`) lists the
+schemes; adding one is a subclass of :class:`Weighting` in a module and one line there.
 """
 
 from __future__ import annotations

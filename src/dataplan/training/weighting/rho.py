@@ -1,0 +1,101 @@
+"""RHO-LOSS weights (Mindermann et al. 2022), the reference the ICA paper approximates.
+
+The reducible holdout loss of an example is its loss under the current model minus its loss
+under a model trained on the holdout — here the frozen model with a LoRA adapter trained on the
+holdout through the training core (the "irreducible loss model")::
+
+    s_RHO(x, y) = ℓ(y | x; θ) − ℓ(y | x; θ_holdout)
+
+ℓ the answer's summed negative log-likelihood (as ICA's, docs/methods.md §6); weights are the
+scores min-max normalised over the pool (with ICA's floor). The holdout model is trained once per
+training set; a refresh recomputes only the first term, from the current parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from dataplan.data.loading import Example
+from dataplan.training.weighting.base import Weighting
+from dataplan.training.weighting.ica import ICASettings
+
+if TYPE_CHECKING:
+    from dataplan.training.settings import TrainSettings
+    from dataplan.training.weights import WeightFunction
+
+
+class RhoLoss(Weighting):
+    """RHO-LOSS: examples whose loss the holdout model brings down most count more.
+
+    Args:
+        holdout: the trusted examples the reference adapter is trained on.
+        settings: scoring options (ICA's: the floor, the reduction, the batch size, the seed of
+            the reference adapter's training).
+        train_settings: the reference adapter's fine-tuning (default: the curve settings).
+    """
+
+    name: ClassVar[str] = "rho"
+
+    def __init__(
+        self,
+        holdout: Sequence[Example],
+        settings: ICASettings | None = None,
+        train_settings: TrainSettings | None = None,
+    ):
+        self.holdout = list(holdout)
+        self.ica = settings or ICASettings()
+        self.train_settings = train_settings
+        self._reference: dict[int, np.ndarray] = {}
+
+    def settings(self) -> dict[str, Any]:
+        from dataplan.store import canonical
+
+        return {"ica": canonical(self.ica), "reference": canonical(self.train_settings)}
+
+    def _losses(self, model: Any, examples: Sequence[Any], formatter: Any) -> np.ndarray:
+        from dataplan.compute.example_stats import answer_losses
+        from dataplan.data.formatting import encode_examples
+
+        encoded = encode_examples(formatter, examples)
+        losses = answer_losses(
+            model, encoded, formatter.tokenizer.pad_token_id, batch_size=self.ica.batch_size
+        )
+        if self.ica.score_reduction == "sum":
+            losses = losses * np.array([len(e.answer_ids) for e in encoded], dtype=np.float64)
+        return losses
+
+    def reference_losses(self, model: Any, examples: Sequence[Any], formatter: Any) -> np.ndarray:
+        """ℓ(y | x; θ_holdout) of every example (the adapter is trained once, then removed)."""
+        key = id(examples)
+        if key not in self._reference:
+            from dataplan.training.core import train
+            from dataplan.training.settings import TrainSettings
+
+            trained = train(
+                model,
+                self.holdout,
+                formatter,
+                self.train_settings or TrainSettings(),
+                seed=self.ica.seed,
+            )
+            try:
+                self._reference[key] = self._losses(trained.model, examples, formatter)
+            finally:
+                trained.model.unload()
+        return self._reference[key]
+
+    def initial(self, model: Any, examples: Sequence[Any], formatter: Any) -> np.ndarray | None:
+        return self.refresh_function(examples, formatter)(model, 0)
+
+    def refresh_function(self, examples: Sequence[Any], formatter: Any) -> WeightFunction:
+        from dataplan.maths.weights import minmax_weights
+
+        def weights(model: Any, step: int) -> np.ndarray:
+            reference = self.reference_losses(model, examples, formatter)
+            scores = self._losses(model, examples, formatter) - reference
+            return minmax_weights(scores, self.ica.min_weight)
+
+        return weights
