@@ -1,16 +1,19 @@
 """The figures every command draws (PNG, written atomically), in one place.
 
 Each function takes results (plain numbers, dicts or dataclasses) and a path; matplotlib runs
-headless (Agg).
+headless (Agg) and is imported only when a figure is drawn, as are the scaling workflow's
+readers and planner the scaling figures use, so importing this module stays cheap.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dataplan.errors import ConfigError
 from dataplan.evaluation.metrics import METRICS
 from dataplan.io import save_figure
 from dataplan.maths.forecast import Calibration, Forecast, predicted_curve
@@ -125,4 +128,124 @@ def plot_weights(path: Path, weights: np.ndarray, *, title: str) -> None:
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     save_figure(fig, path)
+    plt.close(fig)
+
+
+def plot_fit(law_dict: dict[str, Any], runs_path: str | Path, out: str | Path) -> None:
+    """Performance against the form's feature, one colour per strategy, with the fitted law.
+
+    The law's curves follow each strategy's length profile (the tokens form: one curve over the
+    tokens seen); with several model sizes they are drawn at the median size.
+    """
+    from dataplan.workflows.scaling_files import _law, read_runs
+
+    plt = pyplot()
+    runs = read_runs(runs_path)
+    law = _law(law_dict)
+    feature, label = {
+        "volume": ("volume", "dataset volume V = N · L̄ (tokens)"),
+        "tokens": ("tokens_seen", "tokens seen in training T"),
+        "examples": ("n_examples", "examples N"),
+        "chinchilla": ("n_examples", "examples N"),
+    }[law.form]
+    strategies = runs.get("strategy") or ["all"] * len(runs["n_examples"])
+    if feature == "volume":
+        values = np.asarray(runs["n_examples"]) * np.asarray(runs["mean_tokens"])
+    else:
+        values = np.asarray(runs[feature])
+    m = law_dict["model_params"]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    prof = law_dict["strategies"]
+    for i, s in enumerate(sorted(set(strategies))):
+        colour = colours[i % len(colours)]
+        mask = np.array([t == s for t in strategies])
+        ax.scatter(values[mask], runs["performance"][mask], label=s, s=18, color=colour)
+        if law.form == "tokens" or s not in prof:
+            continue
+        p = prof[s]
+        n = np.geomspace(min(p["n"]), max(p["n"]), 60)
+        lb = np.interp(np.log(n), np.log(p["n"]), p["mean_tokens"])
+        q = {
+            "n_examples": n,
+            "mean_tokens": lb,
+            "model_params": np.full(n.size, m),
+            "strategy": [s] * n.size,
+        }
+        ax.plot(n * lb if feature == "volume" else n, law.predict(q), lw=1, color=colour)
+    if law.form == "tokens":
+        t = np.geomspace(values.min(), values.max(), 60)
+        q = {
+            "n_examples": np.ones(t.size),
+            "mean_tokens": np.ones(t.size),
+            "model_params": np.full(t.size, m),
+            "tokens_seen": t,
+        }
+        ax.plot(t, law.predict(q), lw=1, color="black", label="law")
+    ax.set_xscale("log")
+    ax.set_xlabel(label)
+    ax.set_ylabel("performance")
+    several = np.ptp(runs["model_params"]) > 0
+    title = law.equation + (f" (curves at M = {m:.3g})" if several else "")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    save_figure(fig, out)
+    plt.close(fig)
+
+
+def plot_plan(
+    law_dict: dict[str, Any],
+    out: str | Path,
+    *,
+    max_examples: int | None = None,
+    model_params: float | None = None,
+) -> None:
+    """Best predicted performance against compute (tokens), dashed where extrapolated, with its
+    bootstrap interval and each strategy's best as a thin line. The y-axis follows the
+    predictions (padded), so an interval that explodes far outside the fitted runs is cut at
+    the frame rather than flattening the curves."""
+    from dataplan.workflows.scaling import plan
+
+    plt = pyplot()
+    largest_v = max(
+        max(np.array(p["n"]) * np.array(p["mean_tokens"])) for p in law_dict["strategies"].values()
+    )
+    budgets = np.geomspace(largest_v / 50, largest_v * 20, 25)
+    pts = []
+    per_strategy: dict[str, list[tuple[float, float]]] = {}
+    for c in budgets:
+        try:
+            result = plan(law_dict, c, max_examples=max_examples, model_params=model_params)
+        except ConfigError:
+            continue
+        r = result["best"]
+        iv = r["interval"] or (math.nan, math.nan)
+        pts.append((c, r["predicted_performance"], iv[0], iv[1], r["extrapolated"]))
+        for cand in result["per_strategy"]:
+            per_strategy.setdefault(cand["strategy"], []).append((c, cand["predicted_performance"]))
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    if pts:
+        c, best, lo, hi, extra = (np.array(v) for v in zip(*pts, strict=True))
+        inside = np.where(extra, np.nan, best)
+        ax.fill_between(c, lo, hi, alpha=0.15, color="black", label="interval of the best")
+        ax.plot(c, best, lw=1.5, ls="--", color="black", label="best predicted (extrapolated)")
+        ax.plot(c, inside, lw=2.5, color="black", label="best predicted (within the fitted runs)")
+        shown = [best]
+        if len(per_strategy) > 1:
+            for i, (name, points) in enumerate(sorted(per_strategy.items())):
+                xs, ys = (np.array(v) for v in zip(*points, strict=True))
+                ax.plot(xs, ys, lw=1, color=f"C{i}", label=name)
+                shown.append(ys)
+        values = np.concatenate(shown)
+        values = values[np.isfinite(values)]
+        if values.size:
+            span = max(float(np.ptp(values)), 0.05 * max(abs(float(values.max())), 1e-6))
+            ax.set_ylim(float(values.min()) - 0.3 * span, float(values.max()) + 0.3 * span)
+    ax.set_xscale("log")
+    ax.set_xlabel("compute budget (training tokens)")
+    ax.set_ylabel("predicted performance")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, out)
     plt.close(fig)

@@ -150,16 +150,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The (N, L̄, strategy) with the best predicted performance for a compute budget."""
         setup_logging(True)
-        import json as _json
+        from dataplan.workflows.scaling import plan, plot_plan, read_law
 
-        from dataplan.workflows.scaling import plan, plot_plan
-
-        try:
-            law = _json.loads(fit.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise ConfigError(f"{fit}: cannot read the fitted law ({err})") from None
-        if not isinstance(law, dict):
-            raise ConfigError(f"{fit}: not a law file written by `dataplan scaling fit --out`")
+        law = read_law(fit)  # checked field by field: a bad file is a ConfigError naming it
         try:
             result = plan(law, compute_tokens, max_examples=max_examples, model_params=model_params)
         except ConfigError as err:

@@ -2,24 +2,35 @@
 
 Every record becomes an :class:`Example` with a prompt, an optional answer and the place it came
 from, so any later error can name the file, the line and the field. Fields default to ``prompt``
-and ``answer`` and can be renamed.
+and ``answer`` and can be renamed. :func:`load_preferences` reads preference pairs (a prompt
+with a chosen and a rejected answer) from the same kinds of files.
+
+A malformed file raises :class:`~dataplan.errors.InputError` naming the file, the line (JSONL,
+CSV) or record number (JSON, Parquet, datasets, task.json) and the field; no other exception
+escapes for bad content. The files are read into raw records by :mod:`dataplan.data.records`.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from dataplan.errors import InputError, first_line
-
-CHOICE_ORDER_SEED = 20240611  # the seeded order of BIG-bench options shown in prompts
+from dataplan.data.records import (
+    CHOICE_ORDER_SEED,
+    Records,
+    _answer_text,
+    _check_unicode,
+    _is_list,
+    _is_missing,
+    _kind,
+    _read_records,
+    _text,
+    bigbench_records,
+)
+from dataplan.errors import InputError
+from dataplan.parsing import JSONSyntaxError, decode_json, is_number
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,39 @@ class Fields:
     id: str = "id"
 
 
+@dataclass(frozen=True)
+class PreferenceExample:
+    """One preference pair: a prompt, the preferred (``chosen``) and the other answer.
+
+    Attributes are as for :class:`Example`; ``chosen`` and ``rejected`` are the two answers.
+    """
+
+    id: str
+    prompt: str
+    chosen: str
+    rejected: str
+    source: str = ""
+    line: int | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "prompt": self.prompt,
+            "chosen": self.chosen,
+            "rejected": self.rejected,
+        }
+
+
+@dataclass(frozen=True)
+class PreferenceFields:
+    """Names of the fields of a preference record."""
+
+    prompt: str = "prompt"
+    chosen: str = "chosen"
+    rejected: str = "rejected"
+    id: str = "id"
+
+
 def load_examples(
     path: str | Path,
     *,
@@ -71,74 +115,141 @@ def load_examples(
     Args:
         path: a ``.jsonl``/``.json``/``.csv``/``.parquet`` file, a BIG-bench ``task.json`` or a
             folder written by ``datasets``' ``save_to_disk``.
-        fields: field names (default ``prompt``, ``answer``, ``id``).
+        fields: field names (default ``prompt``, ``answer``, ``id``; not used for a BIG-bench
+            task, whose fields are fixed).
         require_answer: fail on a record with no answer (for labelled data).
         split: the split of a ``DatasetDict`` folder (default: ``train``, or the only split).
         show_choices: BIG-bench ``task.json`` only: list the options in the prompt (default: the
             task's ``append_choices_to_input``, which BIG-bench defaults to true).
+
+    The prompt must be text; the answer may be text or a number (matched as text: ``3.0`` stays
+    ``"3.0"``) — a list or an object is an input error (in a BIG-bench ``task.json`` a target
+    list is BIG-bench's acceptable answers, the first the reference); the id may be text or a
+    number.
 
     Raises:
         InputError: naming the file, line and field of the first bad record.
     """
     fields = fields or Fields()
     p = Path(path)
-    if not p.exists():
-        raise InputError("file not found", path=p)
-    if p.is_dir():
-        records = _read_datasets_folder(p, split)
-        kind = "record"
-    else:
-        suffix = p.suffix.lower()
-        if suffix == ".jsonl":
-            records, kind = _read_jsonl(p), "line"
-        elif suffix == ".json":
-            records, kind = _read_json(p, fields, show_choices), "record"
-        elif suffix == ".csv":
-            records, kind = _read_csv(p), "line"
-        elif suffix in (".parquet", ".pq"):
-            records, kind = _read_parquet(p), "record"
-        else:
-            raise InputError(
-                f"unsupported file type {suffix!r} (use .jsonl, .json, .csv, .parquet, a BIG-bench "
-                "task.json or a datasets folder)",
-                path=p,
-            )
-    try:
-        examples = [_to_example(rec, line, p, fields, require_answer) for line, rec in records]
-    except UnicodeDecodeError as err:
-        raise InputError(f"not UTF-8 text ({err.reason} at byte {err.start})", path=p) from None
-    except csv.Error as err:
-        raise InputError(f"malformed CSV ({err})", path=p) from None
-    except OSError as err:
-        raise InputError(f"cannot read ({err.strerror or err})", path=p) from None
+    records, kind, bigbench = _read_records(
+        p, split=split, show_choices=show_choices, columns=(*_names(fields), "choices")
+    )
+    if bigbench:
+        fields = Fields()  # bigbench_records writes the default names
+    examples = [_to_example(rec, line, p, fields, require_answer) for line, rec in records]
     if not examples:
         raise InputError("no examples found", path=p)
-    _check_unique_ids(examples, p, fields, kind)
+    _check_unique_ids(examples, p, fields.id, kind)
     return examples
+
+
+def load_preferences(
+    path: str | Path, *, fields: PreferenceFields | None = None, split: str | None = None
+) -> list[PreferenceExample]:
+    """Read every preference pair of a JSONL/JSON/CSV/Parquet file or a ``datasets`` folder.
+
+    The prompt, chosen and rejected fields are required and must be non-empty strings (the
+    conversational form, lists of ``{"role", "content"}`` messages, is not supported yet); the
+    id is optional (default: the record number) and, when present, text or an integer. A pair
+    whose chosen and rejected answers are equal is kept.
+
+    Raises:
+        InputError: naming the file, line and field of the first bad record.
+    """
+    fields = fields or PreferenceFields()
+    p = Path(path)
+    records, kind, _ = _read_records(
+        p, split=split, show_choices=None, columns=_names(fields), bigbench=False
+    )
+    pairs = [_to_preference(rec, line, p, fields) for line, rec in records]
+    if not pairs:
+        raise InputError("no preference pairs found", path=p)
+    _check_unique_ids(pairs, p, fields.id, kind)
+    return pairs
+
+
+# -- turning records into examples ---------------------------------------------------------------
+
+
+def _names(fields: Fields | PreferenceFields) -> tuple[str, ...]:
+    return tuple(getattr(fields, f) for f in fields.__dataclass_fields__)
 
 
 def _to_example(
     rec: Mapping[str, Any], line: int, path: Path, fields: Fields, require_answer: bool
 ) -> Example:
     if not isinstance(rec, Mapping):
-        raise InputError(f"expected an object, got {type(rec).__name__}", path=path, line=line)
+        raise InputError(f"expected an object, got {_kind(rec)}", path=path, line=line)
     if fields.prompt not in rec:
         raise InputError("missing field", path=path, line=line, field=fields.prompt)
-    prompt = _as_text(rec[fields.prompt], path, line, fields.prompt)
+    prompt = _text(rec[fields.prompt], path, line, fields.prompt)
     if not prompt.strip():
         raise InputError("empty prompt", path=path, line=line, field=fields.prompt)
     answer = None
     if fields.answer in rec and not _is_missing(rec[fields.answer]):
-        answer = _as_text(rec[fields.answer], path, line, fields.answer)
+        answer = _answer_text(rec[fields.answer], path, line, fields.answer, lists=False)
         if not answer.strip():
             raise InputError("empty answer", path=path, line=line, field=fields.answer)
     elif require_answer:
         raise InputError("missing answer", path=path, line=line, field=fields.answer)
     choices = _choices(rec.get("choices"), path, line)
-    rid = rec.get(fields.id)
-    ex_id = str(line) if _is_missing(rid) else str(rid)
     return Example(
-        id=ex_id, prompt=prompt, answer=answer, choices=choices, source=str(path), line=line
+        id=_id(rec, line, path, fields.id),
+        prompt=prompt,
+        answer=answer,
+        choices=choices,
+        source=str(path),
+        line=line,
+    )
+
+
+def _to_preference(
+    rec: Mapping[str, Any], line: int, path: Path, fields: PreferenceFields
+) -> PreferenceExample:
+    if not isinstance(rec, Mapping):
+        raise InputError(f"expected an object, got {_kind(rec)}", path=path, line=line)
+    texts = {}
+    for role in ("prompt", "chosen", "rejected"):
+        name = getattr(fields, role)
+        if name not in rec:
+            raise InputError("missing field", path=path, line=line, field=name)
+        value = rec[name]
+        if _is_list(value) or isinstance(value, Mapping):
+            raise InputError(
+                f"expected a string (conversational preference data is not supported yet), "
+                f"got {_kind(value)}",
+                path=path,
+                line=line,
+                field=name,
+            )
+        if not isinstance(value, str):
+            raise InputError(
+                f"expected a string, got {_kind(value)}", path=path, line=line, field=name
+            )
+        _check_unicode(value, path, line, name)
+        if not value.strip():
+            raise InputError(f"empty {role}", path=path, line=line, field=name)
+        texts[role] = value
+    return PreferenceExample(
+        id=_id(rec, line, path, fields.id), **texts, source=str(path), line=line
+    )
+
+
+def _id(rec: Mapping[str, Any], line: int, path: Path, name: str) -> str:
+    """The record's id (text or an integer; a float id keeps its text, ``1.0``), else its line."""
+    value = rec.get(name)
+    if _is_missing(value):
+        return str(line)
+    if isinstance(value, str):
+        _check_unicode(value, path, line, name)
+        if not value.strip():
+            raise InputError("empty id", path=path, line=line, field=name)
+        return value
+    if is_number(value, finite=True):
+        return str(value)
+    raise InputError(
+        f"expected text or an integer, got {_kind(value)}", path=path, line=line, field=name
     )
 
 
@@ -146,21 +257,21 @@ def _choices(value: Any, path: Path, line: int) -> tuple[str, ...] | None:
     """Options of a multiple-choice example: a list, or a JSON list in a text cell (CSV)."""
     if hasattr(value, "tolist"):  # numpy arrays from Parquet
         value = value.tolist()
-    if value is None or _is_missing(value) or value == "":
+    if _is_missing(value) or (isinstance(value, str) and value == ""):
         return None
     if isinstance(value, str):
         try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
+            value = decode_json(value)
+        except JSONSyntaxError:
             value = None
-    if not isinstance(value, (list, tuple)) or len(value) < 2:
+    if not _is_list(value) or len(value) < 2:
         raise InputError(
             "expected a list of at least two options", path=path, line=line, field="choices"
         )
-    return tuple(_as_text(c, path, line, "choices") for c in value)
+    return tuple(_answer_text(c, path, line, "choices", lists=False) for c in value)
 
 
-def _check_unique_ids(examples: list[Example], path: Path, fields: Fields, kind: str) -> None:
+def _check_unique_ids(examples: Sequence[Any], path: Path, field: str, kind: str) -> None:
     seen: dict[str, int | None] = {}
     for ex in examples:
         if ex.id in seen:
@@ -168,149 +279,19 @@ def _check_unique_ids(examples: list[Example], path: Path, fields: Fields, kind:
                 f"duplicated id {ex.id!r} (first seen at {kind} {seen[ex.id]})",
                 path=path,
                 line=ex.line,
-                field=fields.id,
+                field=field,
             )
         seen[ex.id] = ex.line
 
 
-def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _as_text(value: Any, path: Path, line: int, name: str) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool) or value is None:
-        raise InputError(f"expected text, got {value!r}", path=path, line=line, field=name)
-    if isinstance(value, (int, float)):
-        # Numeric answers (arithmetic tasks) are matched as text; 3.0 stays "3.0".
-        return str(value)
-    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-        # BIG-bench style list of acceptable targets: the first is the reference.
-        return value[0]
-    raise InputError(f"expected text, got {type(value).__name__}", path=path, line=line, field=name)
-
-
-def _read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    with path.open(encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                yield lineno, json.loads(raw)
-            except json.JSONDecodeError as err:
-                raise InputError(
-                    f"malformed JSON ({err.msg} at column {err.colno})", path=path, line=lineno
-                ) from None
-
-
-def _read_json(
-    path: Path, fields: Fields, show_choices: bool | None = None
-) -> Iterable[tuple[int, Any]]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as err:
-        raise InputError(f"not UTF-8 text ({err.reason} at byte {err.start})", path=path) from None
-    except json.JSONDecodeError as err:
-        raise InputError(f"malformed JSON ({err.msg})", path=path, line=err.lineno) from None
-    if isinstance(data, dict) and "examples" in data:
-        return list(enumerate(bigbench_records(data, path, show_choices=show_choices), start=1))
-    if isinstance(data, list):
-        return list(enumerate(data, start=1))
-    raise InputError("expected a list of records or a BIG-bench task with 'examples'", path=path)
-
-
-def bigbench_records(
-    task: Mapping[str, Any], path: Path | str = "task.json", *, show_choices: bool | None = None
-) -> list[dict[str, Any]]:
-    """Records ``{prompt, answer, choices?}`` from a BIG-bench ``task.json``, formatted as BIG-bench
-    formats them.
-
-    The prompt is ``task_prefix + example_input_prefix + input [+ choices] +
-    example_output_prefix`` (BIG-bench's defaults: ``"\\nQ: "`` and ``"\\nA: "``) without
-    surrounding whitespace. For a multiple-choice example of a task whose
-    ``append_choices_to_input`` is true (BIG-bench's default; ``show_choices`` overrides it), the
-    options follow the input, each after ``choice_prefix`` (default ``"\\n  choice: "``), in a
-    seeded order per example [our choice: the task files list the correct option first, which
-    would give the answer away]. The answer is ``target`` (its first item for a list) or the
-    best-scored choice of ``target_scores``; the choices are kept for multiple-choice scoring.
-    """
-    in_prefix = task.get("example_input_prefix", "\nQ: ")
-    out_prefix = task.get("example_output_prefix", "\nA: ")
-    task_prefix = task.get("task_prefix", "")
-    choice_prefix = task.get("choice_prefix", "\n  choice: ")
-    append = task.get("append_choices_to_input", True) if show_choices is None else show_choices
-    records = []
-    for k, ex in enumerate(task["examples"], start=1):
-        if not isinstance(ex, Mapping) or "input" not in ex:
-            raise InputError("missing field", path=path, line=k, field="input")
-        body = str(ex["input"])
-        rec: dict[str, Any] = {}
-        if "target_scores" in ex:
-            scores = ex["target_scores"]
-            if (
-                not isinstance(scores, Mapping)
-                or not scores
-                or not all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in scores.values()
-                )
-            ):
-                raise InputError(
-                    "expected a non-empty object of numeric scores",
-                    path=path,
-                    line=k,
-                    field="target_scores",
-                )
-            rec["choices"] = list(scores)
-            rec["answer"] = max(scores, key=lambda c: scores[c])
-            if append:
-                order = np.random.default_rng([CHOICE_ORDER_SEED, k]).permutation(len(scores))
-                body += "".join(choice_prefix + rec["choices"][i] for i in order)
-        elif "target" in ex:
-            rec["answer"] = ex["target"]
-        else:
-            raise InputError("missing field", path=path, line=k, field="target")
-        rec["prompt"] = (task_prefix + in_prefix + body + out_prefix).strip()
-        records.append(rec)
-    return records
-
-
-def _read_csv(path: Path) -> Iterator[tuple[int, Any]]:
-    with path.open(encoding="utf-8-sig", newline="") as fh:  # -sig: tolerate a byte-order mark
-        reader = csv.DictReader(fh)
-        if reader.fieldnames is None:
-            raise InputError("empty CSV file (no header)", path=path)
-        for row in reader:
-            if None in row:
-                raise InputError("more values than header columns", path=path, line=reader.line_num)
-            yield reader.line_num, {k: (v if v != "" else None) for k, v in row.items()}
-
-
-def _read_parquet(path: Path) -> Iterable[tuple[int, Any]]:
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path)
-    except Exception as err:  # pyarrow raises several unrelated types for a bad file
-        raise InputError(f"cannot read Parquet ({first_line(err)})", path=path) from None
-    return list(enumerate(table.to_pylist(), start=1))
-
-
-def _read_datasets_folder(path: Path, split: str | None) -> Iterable[tuple[int, Any]]:
-    import datasets
-
-    try:
-        ds = datasets.load_from_disk(str(path))
-    except (FileNotFoundError, ValueError) as err:
-        raise InputError(
-            f"not a datasets folder written by save_to_disk ({first_line(err)})", path=path
-        ) from None
-    if isinstance(ds, datasets.DatasetDict):
-        names = list(ds)
-        chosen = split or ("train" if "train" in ds else names[0] if len(names) == 1 else None)
-        if chosen is None or chosen not in ds:
-            raise InputError(
-                f"choose a split with --split (available: {', '.join(names)})", path=path
-            )
-        ds = ds[chosen]
-    return list(enumerate(ds, start=1))
+__all__ = [
+    "CHOICE_ORDER_SEED",
+    "Example",
+    "Fields",
+    "PreferenceExample",
+    "PreferenceFields",
+    "Records",
+    "bigbench_records",
+    "load_examples",
+    "load_preferences",
+]

@@ -6,6 +6,9 @@ A runs file (CSV or Parquet, one row per fine-tuning run) has at least ``n_examp
 and saves the chosen law with the runs' length profile per subsampling strategy and the ranges
 it was fitted on, which ``plan`` uses to turn a compute budget into the best (N, L̄, strategy),
 flagging every answer that leaves the fitted ranges.
+
+The runs and law files are read and checked in :mod:`dataplan.workflows.scaling_files`, the
+figures drawn in :mod:`dataplan.plots`; both are re-exported here.
 """
 
 from __future__ import annotations
@@ -17,55 +20,19 @@ from typing import Any
 import numpy as np
 
 from dataplan.errors import ConfigError, InputError
-from dataplan.maths.scaling import COLUMNS, FORMS, ScalingInputError, ScalingLaw, compare_forms
-
-LOSSES = ("soft_l1", "huber", "linear")
-
-TEXT_COLUMNS = ("strategy", "task", "metric")
-# Must hold numbers (a non-number is an input error); other columns may hold labels.
-NUMERIC_COLUMNS = (
-    *COLUMNS,
-    "tokens_seen",
-    "pool_size",
-    "epochs",
-    "seed",
-    "exact_match",
-    "token_f1",
-    "loglik_accuracy",
+from dataplan.maths.scaling import FORMS, ScalingInputError, ScalingLaw, compare_forms
+from dataplan.plots import plot_fit, plot_plan
+from dataplan.workflows.scaling_files import (
+    MOST_EXAMPLES,
+    NOT_A_LAW,
+    NUMERIC_COLUMNS,
+    TEXT_COLUMNS,
+    _law,
+    read_law,
+    read_runs,
 )
 
-
-def read_runs(path: str | Path) -> dict[str, np.ndarray | list]:
-    """Columns of a runs file: the numeric ones (a non-number there is an input error) as float
-    arrays, labels such as ``strategy``, ``task`` and ``metric`` as strings."""
-    p = Path(path)
-    if not p.exists():
-        raise InputError("file not found", path=p)
-    import pandas as pd
-
-    try:
-        frame = pd.read_parquet(p) if p.suffix.lower() in (".parquet", ".pq") else pd.read_csv(p)
-    except Exception as err:  # pandas raises many parser error types
-        raise InputError(f"cannot read runs ({str(err).splitlines()[0]})", path=p) from None
-    missing = [c for c in COLUMNS if c not in frame.columns]
-    if missing:
-        raise InputError(f"missing column(s) {', '.join(missing)}", path=p, field=missing[0])
-    out: dict[str, Any] = {}
-    for c in frame.columns:
-        values = pd.to_numeric(frame[c], errors="coerce")
-        bad = values.isna() & frame[c].notna()
-        if c in TEXT_COLUMNS or (bad.any() and c not in NUMERIC_COLUMNS):
-            out[c] = [str(v) for v in frame[c]]  # labels (strategy, task, metric name, …)
-        else:
-            if bad.any():
-                row = int(np.flatnonzero(bad.to_numpy())[0])
-                raise InputError(
-                    f"not a number: {frame[c].iloc[row]!r}", path=p, line=row + 2, field=c
-                )
-            out[c] = values.to_numpy(dtype=np.float64)
-    if len(frame) == 0:
-        raise InputError("no runs", path=p)
-    return out
+LOSSES = ("soft_l1", "huber", "linear")
 
 
 def length_profile(runs: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
@@ -115,6 +82,10 @@ def fit_runs(
         raise InputError(str(err), path=path) from None
     except ArithmeticError as err:  # defensive: the fits bound their exponents
         raise InputError(f"the fit overflowed ({err})", path=path) from None
+    except np.linalg.LinAlgError as err:  # runs of absurd scales (1e300 examples…)
+        raise InputError(
+            f"the fit failed numerically ({err}); check the scales of the runs' values", path=path
+        ) from None
     d = law.to_dict()
     d["strategies"] = length_profile(runs)
     d["model_params"] = float(np.median(runs["model_params"]))
@@ -149,25 +120,6 @@ def _strategy_hint(law_dict: dict[str, Any]) -> str | None:
             "they were chosen; refit with --strategy-effects before planning"
         )
     return None
-
-
-def _law(law_dict: dict[str, Any]) -> ScalingLaw:
-    try:
-        law = ScalingLaw.from_dict(law_dict)
-        float(law_dict["model_params"])
-        profile = law_dict["strategies"]
-        for prof in profile.values():
-            if len(prof["n"]) != len(prof["mean_tokens"]) or not prof["n"]:
-                raise ScalingInputError("a strategy's length profile is empty or uneven")
-    except (KeyError, TypeError, AttributeError) as err:
-        raise ConfigError(
-            f"not a law file written by `dataplan scaling fit --out` ({err!r} missing or malformed)"
-        ) from None
-    except ScalingInputError as err:
-        raise ConfigError(
-            f"not a law file written by `dataplan scaling fit --out`: {err}"
-        ) from None
-    return law
 
 
 def _outside(value: float, lo_hi: list[float] | None, slack: float = 1.0) -> bool:
@@ -291,126 +243,17 @@ def _span(lo_hi: list[float] | None) -> str:
     return "?" if lo_hi is None else f"{lo_hi[0]:.4g}–{lo_hi[1]:.4g}"
 
 
-def plot_fit(law_dict: dict[str, Any], runs_path: str | Path, out: str | Path) -> None:
-    """Performance against the form's feature, one colour per strategy, with the fitted law.
-
-    The law's curves follow each strategy's length profile (the tokens form: one curve over the
-    tokens seen); with several model sizes they are drawn at the median size.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from dataplan.io import save_figure
-
-    runs = read_runs(runs_path)
-    law = _law(law_dict)
-    feature, label = {
-        "volume": ("volume", "dataset volume V = N · L̄ (tokens)"),
-        "tokens": ("tokens_seen", "tokens seen in training T"),
-        "examples": ("n_examples", "examples N"),
-        "chinchilla": ("n_examples", "examples N"),
-    }[law.form]
-    strategies = runs.get("strategy") or ["all"] * len(runs["n_examples"])
-    values = runs["n_examples"] * runs["mean_tokens"] if feature == "volume" else runs[feature]
-    m = law_dict["model_params"]
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    prof = law_dict["strategies"]
-    for i, s in enumerate(sorted(set(strategies))):
-        colour = colours[i % len(colours)]
-        mask = np.array([t == s for t in strategies])
-        ax.scatter(values[mask], runs["performance"][mask], label=s, s=18, color=colour)
-        if law.form == "tokens" or s not in prof:
-            continue
-        p = prof[s]
-        n = np.geomspace(min(p["n"]), max(p["n"]), 60)
-        lb = np.interp(np.log(n), np.log(p["n"]), p["mean_tokens"])
-        q = {
-            "n_examples": n,
-            "mean_tokens": lb,
-            "model_params": np.full(n.size, m),
-            "strategy": [s] * n.size,
-        }
-        ax.plot(n * lb if feature == "volume" else n, law.predict(q), lw=1, color=colour)
-    if law.form == "tokens":
-        t = np.geomspace(values.min(), values.max(), 60)
-        q = {
-            "n_examples": np.ones(t.size),
-            "mean_tokens": np.ones(t.size),
-            "model_params": np.full(t.size, m),
-            "tokens_seen": t,
-        }
-        ax.plot(t, law.predict(q), lw=1, color="black", label="law")
-    ax.set_xscale("log")
-    ax.set_xlabel(label)
-    ax.set_ylabel("performance")
-    several = np.ptp(runs["model_params"]) > 0
-    title = law.equation + (f" (curves at M = {m:.3g})" if several else "")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    save_figure(fig, out)
-    plt.close(fig)
-
-
-def plot_plan(
-    law_dict: dict[str, Any],
-    out: str | Path,
-    *,
-    max_examples: int | None = None,
-    model_params: float | None = None,
-) -> None:
-    """Best predicted performance against compute (tokens), dashed where extrapolated, with its
-    bootstrap interval and each strategy's best as a thin line. The y-axis follows the
-    predictions (padded), so an interval that explodes far outside the fitted runs is cut at
-    the frame rather than flattening the curves."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from dataplan.io import save_figure
-
-    largest_v = max(
-        max(np.array(p["n"]) * np.array(p["mean_tokens"])) for p in law_dict["strategies"].values()
-    )
-    budgets = np.geomspace(largest_v / 50, largest_v * 20, 25)
-    pts = []
-    per_strategy: dict[str, list[tuple[float, float]]] = {}
-    for c in budgets:
-        try:
-            result = plan(law_dict, c, max_examples=max_examples, model_params=model_params)
-        except ConfigError:
-            continue
-        r = result["best"]
-        iv = r["interval"] or (math.nan, math.nan)
-        pts.append((c, r["predicted_performance"], iv[0], iv[1], r["extrapolated"]))
-        for cand in result["per_strategy"]:
-            per_strategy.setdefault(cand["strategy"], []).append((c, cand["predicted_performance"]))
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    if pts:
-        c, best, lo, hi, extra = (np.array(v) for v in zip(*pts, strict=True))
-        inside = np.where(extra, np.nan, best)
-        ax.fill_between(c, lo, hi, alpha=0.15, color="black", label="interval of the best")
-        ax.plot(c, best, lw=1.5, ls="--", color="black", label="best predicted (extrapolated)")
-        ax.plot(c, inside, lw=2.5, color="black", label="best predicted (within the fitted runs)")
-        shown = [best]
-        if len(per_strategy) > 1:
-            for i, (name, values) in enumerate(sorted(per_strategy.items())):
-                xs, ys = (np.array(v) for v in zip(*values, strict=True))
-                ax.plot(xs, ys, lw=1, color=f"C{i}", label=name)
-                shown.append(ys)
-        values = np.concatenate(shown)
-        values = values[np.isfinite(values)]
-        if values.size:
-            span = max(float(np.ptp(values)), 0.05 * max(abs(float(values.max())), 1e-6))
-            ax.set_ylim(float(values.min()) - 0.3 * span, float(values.max()) + 0.3 * span)
-    ax.set_xscale("log")
-    ax.set_xlabel("compute budget (training tokens)")
-    ax.set_ylabel("predicted performance")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    save_figure(fig, out)
-    plt.close(fig)
+__all__ = [
+    "LOSSES",
+    "MOST_EXAMPLES",
+    "NOT_A_LAW",
+    "NUMERIC_COLUMNS",
+    "TEXT_COLUMNS",
+    "fit_runs",
+    "length_profile",
+    "plan",
+    "plot_fit",
+    "plot_plan",
+    "read_law",
+    "read_runs",
+]

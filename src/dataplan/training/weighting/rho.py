@@ -14,7 +14,7 @@ training set; a refresh recomputes only the first term, from the current paramet
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import numpy as np
 
@@ -23,6 +23,8 @@ from dataplan.training.weighting.base import Weighting
 from dataplan.training.weighting.ica import ICASettings
 
 if TYPE_CHECKING:
+    from peft import PeftModel
+
     from dataplan.training.settings import TrainSettings
     from dataplan.training.weights import WeightFunction
 
@@ -84,7 +86,7 @@ class RhoLoss(Weighting):
             try:
                 self._reference[key] = self._losses(trained.model, examples, formatter)
             finally:
-                trained.model.unload()
+                cast("PeftModel", trained.model).unload()  # a LoRA fine-tune
         return self._reference[key]
 
     def initial(self, model: Any, examples: Sequence[Any], formatter: Any) -> np.ndarray | None:
