@@ -135,6 +135,7 @@ def main() -> None:
     from dataplan.data.formatting import PromptFormatter
     from dataplan.data.loading import load_examples
     from dataplan.digests import examples_digest
+    from dataplan.evaluation import headline_metric
     from dataplan.models.loading import load_model
     from dataplan.store import canonical
     from dataplan.tasks.registry import get_task, load_task
@@ -159,11 +160,12 @@ def main() -> None:
         label = pool_path.stem
         test = load_task(task, "test")[:TEST]
         curve_cfg = CurveConfig(model=args.model, task=task, max_test=TEST)
-        kind = get_task(task).kind  # options scored by log-likelihood for classification / MC
+        spec = get_task(task)  # the metric by the project's rule (options for classification / MC)
         has_options = all(e.choices for e in test)
-        options = kind in ("classification", "multiple_choice") and has_options
-        metric = "loglik_accuracy" if options else "exact_match"
-        if not options:  # exact-match tasks: scoring every option would be wasted compute
+        metric = headline_metric(
+            {"loglik_accuracy": 0.0} if has_options else {}, spec.metric, spec.kind
+        )
+        if metric != "loglik_accuracy":  # scoring every option would be wasted compute
             test = [replace(e, choices=None) for e in test]
         pool_examples = load_examples(pool_path)
         # The groups +balanced rows balance (answers as trained on, corrupted or not), also

@@ -59,10 +59,14 @@ def task_data(task: str):
     noisy, bad = corrupt_answers(clean, NOISE, seed=0)  # the select study's corruption
     spec = get_task(task)
     test = load_task(task, "test")[:TEST]
-    options = spec.kind in ("classification", "multiple_choice") and all(e.choices for e in test)
-    if not options:  # exact-match tasks: scoring every option would be wasted compute
+    from dataplan.evaluation import headline_metric  # options for classification / MC
+
+    has_options = all(e.choices for e in test)
+    metric = headline_metric(
+        {"loglik_accuracy": 0.0} if has_options else {}, spec.metric, spec.kind
+    )
+    if metric != "loglik_accuracy":  # scoring every option would be wasted compute
         test = [replace(e, choices=None) for e in test]
-    metric = "loglik_accuracy" if options else "exact_match"
     return noisy, clean, holdout, test, set(bad), metric
 
 
