@@ -249,3 +249,18 @@ def plot_plan(
     ax.legend(fontsize=8)
     save_figure(fig, out)
     plt.close(fig)
+
+
+def plot_loss(path: Path, curve: list[tuple[int, float]], *, title: str) -> None:
+    """The logged training loss against the optimiser step."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    if curve:
+        steps, losses = zip(*curve, strict=True)
+        ax.plot(steps, losses, marker="o", ms=3)
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("training loss")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)
+    plt.close(fig)

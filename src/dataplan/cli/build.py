@@ -154,6 +154,12 @@ def _options(
     return sorted(out, key=lambda o: rank.get(_option_panel(o), len(rank)))
 
 
+def _flags(option: _Option) -> list[str]:
+    info = typing.get_args(option.parameter.annotation)[1]
+    decls = getattr(info, "param_decls", None) or ()
+    return [d for decl in decls for d in decl.split("/") if d.startswith("-")]
+
+
 def _option_panel(option: _Option) -> str:
     info = typing.get_args(option.parameter.annotation)[1]
     return getattr(info, "rich_help_panel", None) or "Options"
@@ -197,6 +203,10 @@ def config_command(
         fixed_values = dict(fixed or {})
         options = _options(config, skip=frozenset(skip) | frozenset(fixed_values))
         by_name = {o.name: o.path for o in options}
+        flags = [f for o in options for f in _flags(o)] + ["--json", "--quiet", "-q"]
+        clash = sorted({f for f in flags if flags.count(f) > 1})
+        if clash:  # two fields (e.g. of two nested groups) would answer to one flag
+            raise TypeError(f"command {name!r}: option {clash[0]} is declared twice")
 
         def command(**kwargs: Any) -> None:
             out = Output(json=kwargs.pop("json_out"), quiet=kwargs.pop("quiet"))

@@ -11,7 +11,7 @@ refresh (``train --refresh R``) the scores are recomputed from the current param
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -19,6 +19,7 @@ import numpy as np
 from dataplan.data.formatting import PromptFormatter
 from dataplan.data.loading import Example
 from dataplan.errors import ConfigError
+from dataplan.options import cli
 from dataplan.training.weighting.base import Weighting
 
 if TYPE_CHECKING:
@@ -38,16 +39,16 @@ class ICASettings:
         min_weight: Floor of the normalised weights (0: an example can be silenced).
         score_reduction: sum (the authors': the answer's summed negative log-likelihood) or
             mean over its tokens.
-        batch_size: Examples per forward pass.
-        seed: Seed of random demonstrations.
+        batch_size: Examples per forward pass when scoring.
+        seed: Seed of random demonstrations (and of rho's reference adapter).
     """
 
     k: int = 3
     demos: str = "knn"
     min_weight: float = 0.0
     score_reduction: str = "sum"
-    batch_size: int = 8
-    seed: int = 0
+    batch_size: int = field(default=8, metadata=cli(flag="--score-batch-size"))
+    seed: int = field(default=0, metadata=cli(flag="--demo-seed"))
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -59,9 +60,9 @@ class ICASettings:
         if self.score_reduction not in ("sum", "mean"):
             raise ConfigError("--score-reduction must be sum or mean")
         if self.batch_size < 1:
-            raise ConfigError("--batch-size must be positive")
+            raise ConfigError("--score-batch-size must be positive")
         if self.seed < 0:
-            raise ConfigError(f"--seed must be a non-negative integer, got {self.seed}")
+            raise ConfigError(f"--demo-seed must be a non-negative integer, got {self.seed}")
 
 
 def check_holdout(

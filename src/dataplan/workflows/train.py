@@ -1,0 +1,194 @@
+"""``dataplan train``: fine-tune with per-example weights (the training core), write an adapter.
+
+Steps: read the data (and the trusted holdout a weighting needs) and check them before any model
+loads; compute the first weights with the chosen scheme (:mod:`dataplan.training.weighting`);
+fine-tune through :func:`dataplan.training.train`, recomputing the weights ``refresh − 1`` more
+times at even intervals; save the adapter (a standard PEFT folder, ``--out``) and, in the run
+folder, ``config.json``, ``versions.json``, ``weights.parquet`` (every weighting in force, one
+column per step it took effect), ``weights.png``, ``loss.png`` and ``result.json``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from dataplan.errors import ConfigError
+from dataplan.options import DataOptions, ModelOptions, PromptOptions, RunOptions, cli
+from dataplan.training.settings import TrainSettings
+from dataplan.training.weighting.ica import ICASettings
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+
+    from dataplan.models.loading import LoadedModel
+
+OBJECTIVES_NOW = ("sft",)  # dpo and simpo through TRL's trainers come next
+HOLDOUT_WEIGHTINGS = ("ica", "one-shot", "rho", "filter")
+
+
+@dataclass(kw_only=True)
+class TrainConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
+    """Settings of ``dataplan train``. Invalid values fail here, before any model loads.
+
+    Attributes:
+        out: Folder for the trained adapter (loadable with PeftModel.from_pretrained).
+        objective: Training objective: sft (dpo and simpo come next).
+        weighting: uniform, ica, one-shot (ICA with k = 1), rho (RHO-LOSS with an adapter
+            trained on the holdout) or filter (the top --keep fraction by ICA score).
+        holdout: The trusted labelled holdout the weighting needs (not uniform).
+        refresh: Compute the weights this many times: once before training, then again at even
+            intervals from the current parameters.
+        keep: filter: the fraction of the data kept.
+        seed: Seed of the data order and the adapter's initialisation.
+        train: Fine-tuning.
+        ica: Scoring (ica, one-shot, rho, filter).
+        run_dir: Run folder (default: <out>-run).
+    """
+
+    out: str
+    objective: str = "sft"
+    weighting: str = "uniform"
+    holdout: str | None = None
+    refresh: int = 1
+    keep: float = 0.75
+    seed: int = 0
+    train: TrainSettings = field(default_factory=TrainSettings, metadata=cli(nested=True))
+    ica: ICASettings = field(default_factory=ICASettings, metadata=cli(nested=True))
+    run_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        from dataplan.training.weighting import WEIGHTINGS
+
+        self.source  # noqa: B018 - exactly one of --data / --task
+        if self.objective not in OBJECTIVES_NOW:
+            raise ConfigError(
+                f"--objective {self.objective!r}: only sft is available yet (dpo and simpo "
+                "through TRL's trainers come next)"
+            )
+        if self.weighting not in WEIGHTINGS:
+            raise ConfigError(
+                f"unknown --weighting {self.weighting!r}; choose from {', '.join(WEIGHTINGS)}"
+            )
+        if self.weighting in HOLDOUT_WEIGHTINGS and self.holdout is None:
+            raise ConfigError(f"--weighting {self.weighting} needs --holdout FILE")
+        if self.refresh < 1:
+            raise ConfigError(f"--refresh must be at least 1, got {self.refresh}")
+        if self.refresh > 1 and self.weighting == "uniform":
+            raise ConfigError("--refresh needs a weighting other than uniform")
+        if not 0.0 < self.keep <= 1.0:
+            raise ConfigError(f"--keep must be in (0, 1], got {self.keep}")
+        if self.seed < 0:
+            raise ConfigError(f"--seed must be a non-negative integer, got {self.seed}")
+        if self.train.method != "lora":
+            raise ConfigError("dataplan train writes a LoRA adapter: --method lora")
+
+    def scheme(self, holdout: list[Any]) -> Any:
+        """The weighting scheme, with its options."""
+        from dataplan.training.weighting import get_weighting
+
+        if self.weighting == "uniform":
+            return get_weighting("uniform")
+        options: dict[str, Any] = {"holdout": holdout, "settings": self.ica}
+        if self.weighting == "filter":
+            options["keep"] = self.keep
+        return get_weighting(self.weighting, **options)
+
+
+def run_train(cfg: TrainConfig, loaded: LoadedModel | None = None) -> dict[str, Any]:
+    """Run ``dataplan train`` (see the module docstring); returns the summary."""
+    import numpy as np
+
+    from dataplan.data.loading import load_examples
+    from dataplan.digests import examples_digest
+    from dataplan.io import write_json, write_parquet
+    from dataplan.models.loading import model_identity
+    from dataplan.plots import plot_loss, plot_weights
+    from dataplan.store import canonical, runtime
+    from dataplan.training import Refresh, train
+    from dataplan.training.weighting.ica import check_holdout
+    from dataplan.workflows.run_folder import RunFolder
+
+    if loaded is None:
+        cfg.check_model()
+    examples = cfg.source.load(require_answer=True)
+    holdout: list[Any] = []
+    if cfg.holdout is not None:
+        holdout = load_examples(cfg.holdout, fields=cfg.fields, require_answer=True)
+        k = 1 if cfg.weighting == "one-shot" else cfg.ica.k
+        if cfg.weighting != "rho":
+            check_holdout(holdout, k, cfg.holdout, examples)
+        elif not holdout:
+            check_holdout(holdout, 1, cfg.holdout)
+    out = Path(cfg.out)
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else out.with_name(out.name + "-run")
+    identity = {
+        "model": model_identity(cfg.model),
+        **runtime(cfg.device, cfg.dtype),
+        "data": examples_digest(examples),
+        "holdout": examples_digest(holdout) if holdout else None,
+        "prompts": canonical(cfg.prompts),
+        "objective": cfg.objective,
+        "weighting": cfg.weighting,
+        "refresh": cfg.refresh,
+        "keep": cfg.keep if cfg.weighting == "filter" else None,
+        "seed": cfg.seed,
+        "train": canonical(cfg.train),
+        "ica": canonical(cfg.ica) if cfg.weighting != "uniform" else None,
+    }
+    run = RunFolder(run_dir, identity)
+    run.check()
+    loaded = loaded or cfg.spec.load()
+    formatter = cfg.prompts.formatter(loaded.tokenizer)
+    run.open()
+    scheme = cfg.scheme(holdout)
+    steps = cfg.train.steps_for(len(examples))
+    weights = scheme.initial(loaded.model, examples, formatter)
+    refresh = None
+    if cfg.refresh > 1:
+        function = scheme.refresh_function(examples, formatter)
+        refresh = Refresh(function, every=max(1, math.ceil(steps / cfg.refresh)))
+    result = train(
+        loaded.model,
+        examples,
+        formatter,
+        cfg.train,
+        seed=cfg.seed,
+        weights=weights,
+        refresh=refresh,
+        save_to=out,
+    )
+    loaded.model = cast("PeftModel", result.model).unload()  # a LoRA adapter: removed
+    loaded.model.eval()
+    columns: dict[str, Any] = {"id": [e.id for e in examples], "line": [e.line for e in examples]}
+    for step, w in result.weights:
+        columns[f"weight_step{step}"] = np.asarray(w).tolist()
+    if result.weights:
+        write_parquet(run.file("weights.parquet"), columns)
+        plot_weights(
+            run.file("weights.png"),
+            result.weights[0][1],
+            title=f"{cfg.weighting} weights of {cfg.source.label} (before training)",
+        )
+    plot_loss(run.file("loss.png"), result.loss_curve, title=f"training loss ({cfg.weighting})")
+    summary = {
+        "adapter": str(out),
+        "run_dir": str(run.path),
+        "objective": cfg.objective,
+        "weighting": cfg.weighting,
+        "examples": len(examples),
+        **result.log(),
+        "seconds": round(result.seconds, 3),
+        "weights": [
+            {
+                "step": step,
+                "mean": float(np.mean(w)),
+                "zero": int((np.asarray(w) == 0).sum()),
+            }
+            for step, w in result.weights
+        ],
+    }
+    write_json(run.file("result.json"), {**summary, "config": run.config})
+    return summary

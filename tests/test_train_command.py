@@ -1,0 +1,83 @@
+"""`dataplan train` on a tiny model: a loadable PEFT adapter, the weights of every refresh in the
+run folder, and bad options refused before any model loads."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from dataplan.io import read_parquet
+from test_cli import run_main
+from test_weigh import _files
+
+
+def _args(tiny_model_dir, tmp_path, data, *extra):
+    return [
+        "train",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "adapter"),
+        "--min-steps",
+        "4",
+        "--max-steps",
+        "4",
+        "--batch-size",
+        "4",
+        "--lora-r",
+        "2",
+        "--json",
+        *extra,
+    ]
+
+
+def test_train_uniform_writes_a_peft_adapter(tiny_model_dir, tmp_path, capsys):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    data, _ = _files(tmp_path)
+    code, out, err = run_main(_args(tiny_model_dir, tmp_path, data), capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["steps"] == 4 and summary["weights"] == []  # uniform: the unweighted loss
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(tmp_path / "adapter")
+    )
+    assert any("lora_B" in n for n, _ in model.named_parameters())
+    run = tmp_path / "adapter-run"
+    assert (run / "config.json").exists() and (run / "loss.png").exists()
+    assert json.loads((run / "result.json").read_text())["weighting"] == "uniform"
+
+
+def test_train_ica_records_every_refresh(tiny_model_dir, tmp_path, capsys):
+    data, holdout = _files(tmp_path)
+    args = _args(tiny_model_dir, tmp_path, data, "--weighting", "ica", "--holdout", str(holdout))
+    code, out, err = run_main([*args, "--k", "2", "--refresh", "2"], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert [w["step"] for w in summary["weights"]] == [0, 2]  # before training, then halfway
+    table = read_parquet(tmp_path / "adapter-run" / "weights.parquet")
+    first = np.asarray(table["weight_step0"])
+    assert first.min() == 0.0 and first.max() == 1.0 and "weight_step2" in table
+    assert (tmp_path / "adapter-run" / "weights.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (["--weighting", "ica"], "--weighting ica needs --holdout FILE"),
+        (["--objective", "dpo"], "only sft is available yet"),
+        (["--weighting", "softmax"], "unknown --weighting 'softmax'"),
+        (["--refresh", "3"], "--refresh needs a weighting other than uniform"),
+        (["--weight-decay", "-1"], "--weight-decay must be a non-negative number"),
+    ],
+)
+def test_train_bad_options_exit_2(tiny_model_dir, tmp_path, capsys, extra, fragment):
+    data, _ = _files(tmp_path)
+    code, out, err = run_main(_args(tiny_model_dir, tmp_path, data, *extra), capsys)
+    assert code == 2 and out == "" and fragment in err, err
+    assert not (tmp_path / "adapter").exists()
