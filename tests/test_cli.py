@@ -178,6 +178,8 @@ COMMANDS = (
     "curve",
     "calibrate",
     "select",
+    "weigh",
+    "train",
     "scaling runs",
     "scaling fit",
     "scaling plan",
@@ -206,11 +208,20 @@ def test_help_is_fast_and_lists_commands():
 
 def test_shared_options_are_offered_by_every_command_that_loads_a_model():
     shared = ("--model", "--device", "--dtype", "--trust-remote-code", "--chat-template")
-    for cmd in ("estimate", "coslow", "curve", "calibrate", "select", "scaling runs"):
+    for cmd in (
+        "estimate",
+        "coslow",
+        "curve",
+        "calibrate",
+        "select",
+        "weigh",
+        "train",
+        "scaling runs",
+    ):
         out = runner.invoke(app, [*cmd.split(), "--help"], env={"COLUMNS": "200"}).output
         for flag in (*shared, "--json", "--quiet"):
             assert flag in out, (cmd, flag)
-    for cmd in ("curve", "calibrate", "scaling runs"):  # the training settings, uniformly
+    for cmd in ("curve", "calibrate", "train", "scaling runs"):  # the training settings
         out = runner.invoke(app, [*cmd.split(), "--help"], env={"COLUMNS": "200"}).output
         for flag in ("--lora-r", "--max-steps", "--min-steps", "--learning-rate"):
             assert flag in out, (cmd, flag)
