@@ -728,6 +728,7 @@ def test_preferences_valid_round_trip(workdir, rows, kind, with_ids):
     import pyarrow.parquet as pq
 
     assume(all("\x00" not in v for r in rows for v in r.values()))
+    assume(all(r["chosen"].strip() != r["rejected"].strip() for r in rows))  # else refused
     records = [{"id": f"p{k}", **r} if with_ids else r for k, r in enumerate(rows)]
     path = _fresh(workdir, f"prefs.{kind}")
     if kind == "csv":
@@ -758,13 +759,12 @@ def test_preferences_unit(workdir):
     path = _fresh(workdir, "prefs.jsonl")
     rows = [
         {"id": "a", "prompt": "Say hi", "chosen": "Hi!", "rejected": "No."},
-        {"prompt": "Same", "chosen": "x", "rejected": "x"},  # equal answers are kept
+        {"prompt": "Say yes", "chosen": "Yes", "rejected": "No"},
         {"id": 3, "prompt": "p", "chosen": "c", "rejected": "r"},
     ]
     _write_records(path, rows)
     pairs = load_preferences(path)
     assert [(p.id, p.line) for p in pairs] == [("a", 1), ("2", 2), ("3", 3)]
-    assert pairs[1].chosen == pairs[1].rejected == "x"
     assert pairs[0] == PreferenceExample("a", "Say hi", "Hi!", "No.", source=str(path), line=1)
 
     renamed = _fresh(workdir, "prefs.jsonl")
@@ -802,6 +802,11 @@ def test_preferences_unit(workdir):
         ({"prompt": "p", "chosen": "c", "rejected": True}, "rejected", "got a boolean"),
         ({"prompt": "p", "chosen": " ", "rejected": "r"}, "chosen", "empty chosen"),
         ({"prompt": "p", "chosen": "c"}, "rejected", "missing field"),
+        (  # a pair without a preference
+            {"prompt": "Same", "chosen": "x", "rejected": " x "},
+            "rejected",
+            "the chosen and rejected responses are the same",
+        ),
         ({"prompt": "p", "chosen": "c", "rejected": "r", "id": [1]}, "id", "got a list"),
         ({"id": "a", "prompt": "p", "chosen": "c", "rejected": "r"}, "id", "duplicated id"),
     ]:

@@ -169,3 +169,54 @@ def test_one_shot_and_filter(char_tokenizer):
     assert set(w.tolist()) == {0.0, 1.0} and w.sum() == 4 and w[-1] == 0.0  # ⌈0.5 · 7⌉ kept
     with pytest.raises(ConfigError, match="--keep"):
         get_weighting("filter", holdout=holdout, keep=0.0)
+
+
+def test_preference_scores_are_the_change_of_the_margin(char_tokenizer):
+    from dataplan.compute.ica import preference_ica_scores
+    from dataplan.data.loading import PreferenceExample
+
+    model = make_tiny_llama(len(char_tokenizer), dtype=torch.float64, init_range=0.2)
+    fmt = PromptFormatter(char_tokenizer)
+    pairs = [
+        PreferenceExample(id="a", prompt="Sky?", chosen="blue", rejected="green"),
+        PreferenceExample(id="b", prompt="2+2?", chosen="4", rejected="five"),
+    ]
+    holdout = [
+        PreferenceExample(id=f"h{i}", prompt=f"Q{i}?", chosen=f"A{i}", rejected="no")
+        for i in range(3)
+    ]
+    demos = np.array([[0, 2], [1, 0]])
+    got = preference_ica_scores(model, fmt, pairs, holdout, demos)
+    for i, p in enumerate(pairs):
+        shown = [(holdout[j].prompt, holdout[j].chosen) for j in demos[i]]  # chosen responses
+        ctx_ids = fmt.prompt_ids(context_prompt(shown, p.prompt))
+
+        def logp(prompt_ids, response):
+            return -_answer_nll(model, prompt_ids, fmt.answer_ids(response))
+
+        margin_ctx = logp(ctx_ids, p.chosen) - logp(ctx_ids, p.rejected)
+        base = fmt.prompt_ids(p.prompt)
+        margin = logp(base, p.chosen) - logp(base, p.rejected)
+        assert got.score[i] == pytest.approx(margin_ctx - margin, rel=1e-8, abs=1e-10)
+        assert got.score[i] == pytest.approx(got.chosen[i] - got.rejected[i], rel=1e-12)
+
+
+def test_a_swapped_preference_pair_scores_lowest(char_tokenizer):
+    from dataplan.compute.ica import preference_ica_scores
+    from dataplan.data.loading import PreferenceExample
+
+    fmt = PromptFormatter(char_tokenizer, use_chat_template=False)
+    pairs = [
+        PreferenceExample(id=f"p{i}", prompt=f"item {i} is?", chosen="good", rejected="zzz")
+        for i in range(4)
+    ]
+    pairs.append(
+        PreferenceExample(id="swapped", prompt="item 9 is?", chosen="zzz", rejected="good")
+    )
+    holdout = [
+        PreferenceExample(id=f"h{i}", prompt=f"item {10 + i} is?", chosen="good", rejected="zzz")
+        for i in range(3)
+    ]
+    demos = np.tile(np.arange(3), (len(pairs), 1))
+    got = preference_ica_scores(ContextCounter(len(char_tokenizer)), fmt, pairs, holdout, demos)
+    assert np.argmin(got.score) == 4 and got.score[4] < 0 < got.score[:4].min()

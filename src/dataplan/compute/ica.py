@@ -97,3 +97,67 @@ def ica_scores(
     if reduction == "sum":
         loss, loss_ctx = loss * tokens, loss_ctx * tokens
     return ICAScores(loss - loss_ctx, loss, loss_ctx, tokens.astype(np.int64))
+
+
+@dataclass
+class PreferenceICAScores:
+    """Per-pair results, each (N,).
+
+    Attributes:
+        score: the change of the log-probability margin in context (higher: the holdout favours
+            the chosen response over the rejected one more).
+        chosen, rejected: the ICA scores of each response alone (``score = chosen − rejected``).
+    """
+
+    score: np.ndarray
+    chosen: np.ndarray
+    rejected: np.ndarray
+
+
+def preference_ica_scores(
+    model: Any,
+    formatter: PromptFormatter,
+    pairs: Sequence[Any],
+    holdout: Sequence[Any],
+    demonstrations: np.ndarray,
+    *,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> PreferenceICAScores:
+    """ICA scores of preference pairs (DPO/SimPO data) [docs/methods.md §6]::
+
+        s = [log p_ctx(y_w) − log p_ctx(y_l)] − [log p(y_w) − log p(y_l)]
+
+    with log p the summed log-probability of a response, and the demonstrations holdout prompts
+    with their *chosen* responses. Since log p = −ℓ, s = s_ICA(y_w) − s_ICA(y_l).
+
+    Args:
+        pairs: :class:`~dataplan.data.loading.PreferenceExample` (prompt, chosen, rejected).
+        holdout: preference pairs whose chosen responses are shown.
+        demonstrations: (N, k) holdout indices per pair.
+    """
+    shown = [Example(id=h.id, prompt=h.prompt, answer=h.chosen) for h in holdout]
+
+    def as_examples(response: str) -> list[Example]:
+        return [
+            Example(
+                id=p.id, prompt=p.prompt, answer=getattr(p, response), source=p.source, line=p.line
+            )
+            for p in pairs
+        ]
+
+    scores = [
+        ica_scores(
+            model,
+            formatter,
+            as_examples(response),
+            shown,
+            demonstrations,
+            reduction="sum",
+            batch_size=batch_size,
+            progress=progress,
+        )
+        for response in ("chosen", "rejected")
+    ]
+    chosen, rejected = scores
+    return PreferenceICAScores(chosen.score - rejected.score, chosen.score, rejected.score)

@@ -231,6 +231,13 @@ def _to_preference(
         if not value.strip():
             raise InputError(f"empty {role}", path=path, line=line, field=name)
         texts[role] = value
+    if texts["chosen"].strip() == texts["rejected"].strip():  # no preference to learn
+        raise InputError(
+            "the chosen and rejected responses are the same",
+            path=path,
+            line=line,
+            field=fields.rejected,
+        )
     return PreferenceExample(
         id=_id(rec, line, path, fields.id), **texts, source=str(path), line=line
     )
