@@ -117,3 +117,25 @@ def test_weigh_bad_holdout_exit_2(tiny_model_dir, tmp_path, capsys, holdout_rows
     )
     assert code == 2 and out == "" and fragment in err and "Traceback" not in err
     assert not (tmp_path / "w.parquet").exists()
+
+
+def test_weigh_preference_pairs(tiny_model_dir, tmp_path, capsys):
+    pairs = _write(
+        tmp_path / "pairs.jsonl",
+        [{"q": f"Colour {i}?", "good": "red", "bad": f"no{i}"} for i in range(6)],
+    )
+    holdout = _write(
+        tmp_path / "hold.jsonl",
+        [{"q": f"Shade {i}?", "good": "red", "bad": "x"} for i in range(3)],
+    )
+    args = ["weigh", "--model", str(tiny_model_dir), "--data", str(pairs), "--holdout"]
+    args += [str(holdout), "--preference", "--prompt-field", "q", "--chosen-field", "good"]
+    args += ["--rejected-field", "bad", "--k", "2", "--out", str(tmp_path / "w.parquet")]
+    code, out, err = run_main([*args, "--run-dir", str(tmp_path / "run"), "--json"], capsys)
+    assert code == 0, err
+    table = read_parquet(tmp_path / "w.parquet")
+    s = np.asarray(table["score"])
+    np.testing.assert_allclose(s, np.asarray(table["score_chosen"]) - table["score_rejected"])
+    assert json.loads(out)["n"] == 6 and len(table["demonstrations"][0]) == 2
+    code, out, err = run_main([*args[:-6], "--k", "2", "--out", "x.parquet"], capsys)
+    assert code == 2 and 'field "rejected": missing field' in err  # the default field name

@@ -29,6 +29,11 @@ def examples_digest(examples: Sequence[Any]) -> str:
     return json_digest([[e.id, e.prompt, e.answer, list(e.choices or ())] for e in examples])
 
 
+def pairs_digest(pairs: Sequence[Any]) -> str:
+    """``json_digest`` of every preference pair's id, prompt, chosen and rejected response."""
+    return json_digest([[p.id, p.prompt, p.chosen, p.rejected] for p in pairs])
+
+
 def examples_key(examples: Sequence[Any]) -> str:
     """A 12-digit key of the examples' ids, prompts and answers, in order.
 

@@ -5,7 +5,8 @@ Steps, each cached in the run folder (``--run-dir``), so an interrupted run resu
 1. the demonstrations of every example (k holdout indices)        → ``demonstrations.safetensors``
 2. ICA scores, in shards of ``shard_size`` examples                → ``shards/ica-<size>-<i>…``
 3. weights (min-max over the pool, floored), written to ``--out`` (parquet: id, line, score,
-   weight, loss, loss_in_context, answer_tokens, demonstrations) with ``result.json`` and a
+   weight, loss, loss_in_context, answer_tokens — or, for ``--preference`` pairs, the scores of
+   the chosen and the rejected response — and demonstrations) with ``result.json`` and a
    histogram (``weights.png``).
 
 See :mod:`dataplan.training.weighting.ica` and docs/methods.md §6.
@@ -16,7 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from dataplan.options import DataOptions, ModelOptions, PromptOptions, RunOption
 from dataplan.training.weighting.ica import ICASettings
 
 if TYPE_CHECKING:
+    from dataplan.data.loading import Example
     from dataplan.models.loading import LoadedModel
 
 
@@ -35,6 +37,11 @@ class WeighConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
     Attributes:
         holdout: A small trusted labelled holdout (the same fields as --data): the
             demonstrations.
+        preference: The data and holdout are preference pairs (prompt, chosen, rejected):
+            scored by the change of the chosen-minus-rejected log-probability margin, the
+            holdout's chosen responses as demonstrations.
+        chosen_field: Field holding the chosen response (--preference).
+        rejected_field: Field holding the rejected response (--preference).
         out: Write every example's score and weight here (.parquet).
         ica: ICA scoring.
         run_dir: Run folder (default runs/weigh-<data>); rerun to resume.
@@ -43,6 +50,9 @@ class WeighConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
 
     holdout: str
     out: str
+    preference: bool = False
+    chosen_field: str = "chosen"
+    rejected_field: str = "rejected"
     ica: ICASettings = field(default_factory=ICASettings, metadata=cli(nested=True))
     run_dir: str | None = None
     shard_size: int = 256
@@ -53,6 +63,8 @@ class WeighConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
             raise ConfigError(f"--out must end in .parquet, got {self.out!r}")
         if self.shard_size < 1:
             raise ConfigError("--shard-size must be positive")
+        if self.preference and self.task is not None:
+            raise ConfigError("--preference reads a file of pairs: give --data, not --task")
 
     def compute_settings(self, data_digest: str, holdout_digest: str) -> dict[str, Any]:
         """The run folder's identity (device and dtype resolved): what the scores depend on — not
@@ -69,6 +81,7 @@ class WeighConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
             "holdout": holdout_digest,
             "prompts": canonical(self.prompts),
             "ica": canonical(replace(self.ica, min_weight=0.0, batch_size=8)),
+            **({"preference": True} if self.preference else {}),
         }
 
 
@@ -100,9 +113,9 @@ class WeighResult:
 
 def weigh(cfg: WeighConfig, loaded: LoadedModel | None = None) -> WeighResult:
     """Run ``dataplan weigh`` (see the module docstring); resumable from the run folder."""
-    from dataplan.compute.ica import ica_scores
+    from dataplan.compute.ica import ica_scores, preference_ica_scores
     from dataplan.data.loading import load_examples
-    from dataplan.digests import examples_digest
+    from dataplan.digests import examples_digest, pairs_digest
     from dataplan.io import write_parquet
     from dataplan.maths.weights import minmax_weights
     from dataplan.store import ResultStore
@@ -111,14 +124,24 @@ def weigh(cfg: WeighConfig, loaded: LoadedModel | None = None) -> WeighResult:
 
     if loaded is None:
         cfg.check_model()
-    examples = cfg.source.load(require_answer=True)
-    holdout = load_examples(cfg.holdout, fields=cfg.fields, require_answer=True)
+    examples: list[Any]
+    holdout: list[Any]
+    if cfg.preference:
+        from dataplan.data.loading import PreferenceFields, load_preferences
+
+        pair_fields = PreferenceFields(
+            cfg.prompt_field, cfg.chosen_field, cfg.rejected_field, cfg.id_field
+        )
+        examples = load_preferences(cfg.data or "", fields=pair_fields, split=cfg.split)
+        holdout = load_preferences(cfg.holdout, fields=pair_fields)
+    else:
+        examples = cfg.source.load(require_answer=True)
+        holdout = load_examples(cfg.holdout, fields=cfg.fields, require_answer=True)
     check_holdout(holdout, cfg.ica.k, cfg.holdout, examples)
     if cfg.run_dir is None:
         cfg.run_dir = str(Path("runs") / f"weigh-{cfg.source.label}")
-    run = RunFolder(
-        cfg.run_dir, cfg.compute_settings(examples_digest(examples), examples_digest(holdout))
-    )
+    digest = pairs_digest if cfg.preference else examples_digest
+    run = RunFolder(cfg.run_dir, cfg.compute_settings(digest(examples), digest(holdout)))
     run.check()
     loaded = loaded or cfg.spec.load()
     formatter = cfg.prompts.formatter(loaded.tokenizer)
@@ -149,12 +172,28 @@ def weigh(cfg: WeighConfig, loaded: LoadedModel | None = None) -> WeighResult:
     ):
         name = f"ica-{cfg.shard_size}-{i:05d}"
         found = shards.get_arrays(name)
-        if found is None:
-            res = ica_scores(
+        if found is None and cfg.preference:
+            pref = preference_ica_scores(
                 loaded.model,
                 formatter,
                 [examples[j] for j in r],
                 holdout,
+                demos[r.start : r.stop],
+                batch_size=cfg.ica.batch_size,
+                progress=cfg.progress and len(ranges) == 1,
+            )
+            arrays = {
+                "score": pref.score,
+                "score_chosen": pref.chosen,
+                "score_rejected": pref.rejected,
+            }
+            shards.put_arrays(name, arrays)
+        elif found is None:
+            res = ica_scores(
+                loaded.model,
+                formatter,
+                [examples[j] for j in r],
+                cast("list[Example]", holdout),
                 demos[r.start : r.stop],
                 reduction=cfg.ica.score_reduction,
                 batch_size=cfg.ica.batch_size,
@@ -173,16 +212,18 @@ def weigh(cfg: WeighConfig, loaded: LoadedModel | None = None) -> WeighResult:
     seconds["scoring"] = round(time.perf_counter() - start, 3)
     columns = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     weight = minmax_weights(columns["score"], cfg.ica.min_weight)
-    table = {
+    table: dict[str, Any] = {
         "id": [e.id for e in examples],
         "line": [e.line for e in examples],
         "score": columns["score"].tolist(),
         "weight": weight.tolist(),
-        "loss": columns["loss"].tolist(),
-        "loss_in_context": columns["loss_in_context"].tolist(),
-        "answer_tokens": columns["answer_tokens"].astype(int).tolist(),
-        "demonstrations": [[holdout[j].id for j in row] for row in demos],
     }
+    for key in ("loss", "loss_in_context", "score_chosen", "score_rejected"):
+        if key in columns:
+            table[key] = columns[key].tolist()
+    if "answer_tokens" in columns:
+        table["answer_tokens"] = columns["answer_tokens"].astype(int).tolist()
+    table["demonstrations"] = [[holdout[j].id for j in row] for row in demos]
     result = WeighResult(
         [e.id for e in examples], columns["score"], weight, demos, str(run.path), seconds
     )

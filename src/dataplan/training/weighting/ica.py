@@ -65,9 +65,7 @@ class ICASettings:
             raise ConfigError(f"--demo-seed must be a non-negative integer, got {self.seed}")
 
 
-def check_holdout(
-    holdout: Sequence[Example], k: int, where: str, examples: Sequence[Example] = ()
-) -> None:
+def check_holdout(holdout: Sequence[Any], k: int, where: str, examples: Sequence[Any] = ()) -> None:
     """An empty holdout, one smaller than k, or one leaving an example fewer than k
     demonstrations (a holdout example with its own prompt is not one) is an input error."""
     from dataplan.errors import InputError
@@ -93,8 +91,8 @@ def check_holdout(
 def choose_demonstrations(
     model: Any,
     formatter: PromptFormatter,
-    examples: Sequence[Example],
-    holdout: Sequence[Example],
+    examples: Sequence[Any],
+    holdout: Sequence[Any],
     settings: ICASettings,
     *,
     progress: bool = False,
