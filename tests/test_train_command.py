@@ -64,6 +64,7 @@ def test_train_ica_records_every_refresh(tiny_model_dir, tmp_path, capsys):
     first = np.asarray(table["weight_step0"])
     assert first.min() == 0.0 and first.max() == 1.0 and "weight_step2" in table
     assert (tmp_path / "adapter-run" / "weights.png").exists()
+    assert not (tmp_path / "adapter-run" / "state").exists()  # checkpoints removed when done
 
 
 @pytest.mark.parametrize(

@@ -240,3 +240,55 @@ def test_registries():
     with pytest.raises(ConfigError, match="unknown weighting"):
         get_weighting("softmax")
     assert get_weighting("uniform").initial(None, [], None) is None
+
+
+def test_a_crashed_run_resumes_to_the_same_adapter(char_tokenizer, tmp_path):
+    """Killed at step 5 of 8 (checkpoints every 2 steps, weights refreshed every 3), the rerun
+    resumes from step 4 with the weights in force then and ends with the uninterrupted adapter."""
+    from transformers import TrainerCallback
+
+    fmt = PromptFormatter(char_tokenizer)
+    examples = _examples(6)
+    settings = TrainSettings(batch_size=2, min_steps=8, max_steps=8, lora_r=2, learning_rate=5e-3)
+    refreshed: list[int] = []
+
+    def fn(model, step):
+        refreshed.append(step)
+        with torch.no_grad():  # weights that depend on the current parameters
+            b = sum(float(p.abs().sum()) for n, p in model.named_parameters() if "lora_B" in n)
+        return np.linspace(0.2, 1.0, 6) * (1.0 + b)
+
+    def run(state=None, crash_at=None):
+        class Crash(TrainerCallback):
+            def on_step_end(self, args, state_, control, **kw):
+                if state_.global_step == crash_at:
+                    raise KeyboardInterrupt
+
+        model = make_tiny_llama(len(char_tokenizer))
+        result = train(
+            model,
+            examples,
+            fmt,
+            settings,
+            refresh=Refresh(fn, every=3),
+            state_dir=state,
+            save_every=2,
+            callbacks=[Crash()] if crash_at else [],
+        )
+        return {
+            n: p.detach().clone() for n, p in result.model.named_parameters() if "lora" in n
+        }, result
+
+    reference, ref_result = run()
+    assert refreshed == [0, 3, 6]
+    refreshed.clear()
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "state", crash_at=5)
+    assert refreshed == [0, 3] and (tmp_path / "state" / "checkpoint-4").is_dir()
+    refreshed.clear()
+    resumed, result = run(tmp_path / "state")
+    assert refreshed == [6]  # steps 0 and 3 were not recomputed: their weights were saved
+    assert [s for s, _ in result.weights] == [0, 3, 6]
+    for name, value in reference.items():
+        torch.testing.assert_close(resumed[name], value, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(result.weights[-1][1], ref_result.weights[-1][1], rtol=1e-5)

@@ -11,6 +11,7 @@ and only when weights are given.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import tempfile
 import time
@@ -90,6 +91,8 @@ def train(
     refresh: Refresh | None = None,
     checkpoints: Mapping[int, Path] | None = None,
     save_to: Path | None = None,
+    state_dir: Path | None = None,
+    save_every: int | None = None,
     callbacks: Sequence[TrainerCallback] = (),
 ) -> TrainResult:
     """Fine-tune ``model`` on ``examples``.
@@ -111,6 +114,11 @@ def train(
         checkpoints: ``{step: folder}``: save the adapter there after that step (0 = before
             training).
         save_to: save the final adapter (or model, for full fine-tuning) here.
+        state_dir: make the training resumable: the ``Trainer``'s checkpoints (model, optimiser,
+            scheduler, random states) every ``save_every`` steps (default: a tenth of the steps)
+            and every weighting in force are kept here, and a call with the same folder resumes
+            from the latest checkpoint with the weights in force at its step.
+        save_every: optimiser steps between checkpoints (with ``state_dir``).
         callbacks: more ``transformers.TrainerCallback`` objects.
 
     Raises:
@@ -137,23 +145,35 @@ def train(
             p.requires_grad_(True)
     try:
         table = None
-        if weights is None and refresh is not None:
+        resume_from = _last_checkpoint(state_dir)
+        saved = _load_weights(state_dir, resume_from)
+        if saved:  # a resumed run: the weights in force at its checkpoint, not recomputed
+            table = WeightTable(saved[-1][1], history=saved)
+        elif weights is None and refresh is not None:
             weights = score_in_eval_mode(refresh.fn, model, 0)
-        if weights is not None:
+        if table is None and weights is not None:
             table = WeightTable(np.asarray(weights, dtype=np.float64))
-            if len(table.current) != len(examples):
-                from dataplan.errors import ConfigError
+        if table is not None and len(table.current) != len(examples):
+            from dataplan.errors import ConfigError
 
-                raise ConfigError(
-                    f"weights: expected one weight per example ({len(examples)}), "
-                    f"got {len(table.current)}"
-                )
+            raise ConfigError(
+                f"weights: expected one weight per example ({len(examples)}), "
+                f"got {len(table.current)}"
+            )
         extra = list(callbacks)
         if checkpoints:
             extra.append(save_at_steps(dict(checkpoints)))
         if table is not None and refresh is not None:
             extra.append(refresh_callback(table, refresh, total))
-        with tempfile.TemporaryDirectory(prefix="dataplan-train-") as out_dir:
+        if table is not None and state_dir is not None:
+            _save_weights(state_dir, table)
+            extra.append(_save_weights_callback(state_dir, table))
+        with contextlib.ExitStack() as stack:
+            if state_dir is None:
+                out_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="dataplan-train-"))
+            else:
+                out_dir = str(state_dir)
+            every = save_every or max(1, total // 10)
             args = TrainingArguments(
                 output_dir=out_dir,
                 per_device_train_batch_size=min(settings.batch_size, len(examples)),
@@ -163,7 +183,9 @@ def train(
                 weight_decay=settings.weight_decay,
                 lr_scheduler_type="linear",
                 logging_steps=max(1, total // 10),
-                save_strategy="no",
+                save_strategy="no" if state_dir is None else "steps",
+                save_steps=every,
+                save_total_limit=1,
                 report_to=[],
                 seed=seed,
                 data_seed=seed,
@@ -176,7 +198,7 @@ def train(
             # Both print the loss log to stdout, which must stay clean for --json.
             trainer.remove_callback(PrinterCallback)
             trainer.remove_callback(ProgressCallback)
-            output = trainer.train()
+            output = trainer.train(resume_from_checkpoint=resume_from)
             history = [h for h in trainer.state.log_history if "loss" in h]
     except BaseException:
         if settings.method == "lora":  # the caller's model again, without the adapter
@@ -195,3 +217,49 @@ def train(
         adapter_path=None if save_to is None else Path(save_to),
         weights=[] if table is None else list(table.history),
     )
+
+
+WEIGHTS_FILE = "weights.safetensors"
+
+
+def _last_checkpoint(state_dir: Path | None) -> str | None:
+    """The latest complete ``Trainer`` checkpoint in ``state_dir``, if any."""
+    if state_dir is None or not Path(state_dir).is_dir():
+        return None
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(state_dir))
+
+
+def _load_weights(state_dir: Path | None, checkpoint: str | None) -> list[tuple[int, np.ndarray]]:
+    """The weightings saved with a run, up to the checkpoint's step (later ones are redone)."""
+    if state_dir is None or checkpoint is None or not (Path(state_dir) / WEIGHTS_FILE).exists():
+        return []
+    from safetensors.numpy import load_file
+
+    step = int(Path(checkpoint).name.rsplit("-", 1)[1])
+    saved = load_file(str(Path(state_dir) / WEIGHTS_FILE))
+    history = sorted((int(k.removeprefix("step")), v) for k, v in saved.items())
+    return [(s, w) for s, w in history if s <= step]
+
+
+def _save_weights(state_dir: Path, table: WeightTable) -> None:
+    from dataplan.store import ResultStore
+
+    arrays = {f"step{s}": np.asarray(w, dtype=np.float64) for s, w in table.history}
+    ResultStore(state_dir).put_arrays(WEIGHTS_FILE.removesuffix(".safetensors"), arrays)
+
+
+def _save_weights_callback(state_dir: Path, table: WeightTable) -> Any:
+    """Saves the weightings after every refresh (before the checkpoint of that step)."""
+    from transformers import TrainerCallback
+
+    seen = [len(table.history)]
+
+    class SaveWeights(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if len(table.history) != seen[0] and state.is_world_process_zero:
+                _save_weights(state_dir, table)
+                seen[0] = len(table.history)
+
+    return SaveWeights()

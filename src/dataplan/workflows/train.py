@@ -5,7 +5,9 @@ loads; compute the first weights with the chosen scheme (:mod:`dataplan.training
 fine-tune through :func:`dataplan.training.train`, recomputing the weights ``refresh − 1`` more
 times at even intervals; save the adapter (a standard PEFT folder, ``--out``) and, in the run
 folder, ``config.json``, ``versions.json``, ``weights.parquet`` (every weighting in force, one
-column per step it took effect), ``weights.png``, ``loss.png`` and ``result.json``.
+column per step it took effect), ``weights.png``, ``loss.png`` and ``result.json``. While it
+trains, ``state/`` holds the ``Trainer``'s checkpoints and the weights in force, so a crashed run
+rerun with the same settings resumes from its last checkpoint; it is removed at the end.
 """
 
 from __future__ import annotations
@@ -145,7 +147,9 @@ def run_train(cfg: TrainConfig, loaded: LoadedModel | None = None) -> dict[str, 
     run.open()
     scheme = cfg.scheme(holdout)
     steps = cfg.train.steps_for(len(examples))
-    weights = scheme.initial(loaded.model, examples, formatter)
+    state = run.file("state")  # Trainer checkpoints and the weights in force: a crash resumes
+    resuming = (state / "weights.safetensors").exists() and any(state.glob("checkpoint-*"))
+    weights = None if resuming else scheme.initial(loaded.model, examples, formatter)
     refresh = None
     if cfg.refresh > 1:
         function = scheme.refresh_function(examples, formatter)
@@ -159,7 +163,11 @@ def run_train(cfg: TrainConfig, loaded: LoadedModel | None = None) -> dict[str, 
         weights=weights,
         refresh=refresh,
         save_to=out,
+        state_dir=state,
     )
+    import shutil
+
+    shutil.rmtree(state, ignore_errors=True)  # done: the checkpoints' optimiser states go
     loaded.model = cast("PeftModel", result.model).unload()  # a LoRA adapter: removed
     loaded.model.eval()
     columns: dict[str, Any] = {"id": [e.id for e in examples], "line": [e.line for e in examples]}
