@@ -78,8 +78,12 @@ def auroc(weights: np.ndarray, is_bad: np.ndarray) -> float:
     return float(u / ((~is_bad).sum() * is_bad.sum()))
 
 
-def study_task(task: str, seeds: list[int], methods: list[str], spec, loaded, store) -> dict:
-    """Every (method, seed) fine-tune of one task (cached), and the weights' separation."""
+def study_task(
+    task: str, seeds: list[int], methods: list[str], spec, loaded, store, report_only=False
+) -> dict:
+    """Every (method, seed) fine-tune of one task (cached), and the weights' separation.
+
+    With ``report_only`` nothing is computed: only cached fine-tunes and weights are read."""
     from dataplan.compute.example_stats import answer_losses
     from dataplan.compute.ica import ica_scores
     from dataplan.data.formatting import PromptSettings, encode_examples
@@ -95,7 +99,7 @@ def study_task(task: str, seeds: list[int], methods: list[str], spec, loaded, st
     )
     from dataplan.workflows.experiment import point_identity
 
-    formatter = PromptSettings().formatter(loaded.tokenizer)
+    formatter = None if loaded is None else PromptSettings().formatter(loaded.tokenizer)
     hyper = TrainSettings(min_steps=STEPS, max_steps=STEPS)
     evaluation = EvalSettings()
     noisy, clean, holdout, test, bad, metric = task_data(task)
@@ -107,11 +111,13 @@ def study_task(task: str, seeds: list[int], methods: list[str], spec, loaded, st
         "noise": NOISE,
     }
 
-    def cached_arrays(name: str, identity: dict, compute) -> np.ndarray:
+    def cached_arrays(name: str, identity: dict, compute) -> np.ndarray | None:
         key = f"{task}-{name}-{key_of(identity)}"
         found = store.get_arrays(key)
         if found is not None:
             return found[0]["v"]
+        if report_only:
+            return None
         value = np.asarray(compute(), dtype=np.float64)
         store.put_arrays(key, {"v": value})
         return value
@@ -142,6 +148,10 @@ def study_task(task: str, seeds: list[int], methods: list[str], spec, loaded, st
     rows = {"metric": metric, "methods": {}}
     for seed in seeds:
         for method in methods:
+            identity = {**base, "method": method, "seed": seed}
+            name = f"{task}-{method}-s{seed}"
+            if report_only and store.get_json(name, identity) is None:
+                continue
             weights, refresh, examples = None, None, noisy
             scores = None
             if method in ("ica", "ica-refresh3", "filter-0.7"):
@@ -150,11 +160,11 @@ def study_task(task: str, seeds: list[int], methods: list[str], spec, loaded, st
                 scores = ica(1)
             elif method == "rho":
                 scores = rho()
-            if method == "filter-0.7":
+            if method == "filter-0.7" and scores is not None:
                 weights = top_fraction_weights(scores, 0.7)
             elif scores is not None:
                 weights = minmax_weights(scores)
-            if method == "ica-refresh3":
+            if method == "ica-refresh3" and not report_only:
                 demos = choose_demonstrations(
                     loaded.model, formatter, noisy, holdout, ICASettings(k=3)
                 )
@@ -162,7 +172,6 @@ def study_task(task: str, seeds: list[int], methods: list[str], spec, loaded, st
                 refresh = Refresh(fn, every=-(-STEPS // 3))
             if method == "clean":
                 examples = clean
-            identity = {**base, "method": method, "seed": seed}
 
             def run(examples=examples, weights=weights, refresh=refresh, seed=seed) -> dict:
                 start = time.perf_counter()
@@ -187,7 +196,7 @@ def study_task(task: str, seeds: list[int], methods: list[str], spec, loaded, st
                     "refresh_steps": [s for s, _ in result.weights],
                 }
 
-            point = store.cached_json(f"{task}-{method}-s{seed}", identity, run)
+            point = store.cached_json(name, identity, run)
             entry = rows["methods"].setdefault(method, {"per_seed": [], "seeds": []})
             entry["per_seed"].append(point[metric])
             entry["seeds"].append(seed)
@@ -214,6 +223,9 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=POOL, help="for a smoke run")
     parser.add_argument("--steps", type=int, default=STEPS, help="for a smoke run")
     parser.add_argument("--test", type=int, default=TEST, help="for a smoke run")
+    parser.add_argument(
+        "--report-only", action="store_true", help="tables from the cached points, no compute"
+    )
     args = parser.parse_args()
     POOL, STEPS, TEST = args.pool, args.steps, args.test
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -227,9 +239,13 @@ def main() -> None:
     from dataplan.workflows.experiment import ModelSpec
 
     spec = ModelSpec(args.model)
-    loaded = spec.load()
+    loaded = None if args.report_only else spec.load()
     store = ResultStore(args.out_dir / "points")
-    results = {task: study_task(task, seeds, methods, spec, loaded, store) for task in tasks}
+    results = {
+        task: study_task(task, seeds, methods, spec, loaded, store, args.report_only)
+        for task in tasks
+    }
+    results = {t: r for t, r in results.items() if r["methods"]}
     from report import write_report  # the table, plot and docs from results
 
     write_report(results, args.out_dir, seeds)
