@@ -10,7 +10,7 @@ refresh (``train --refresh R``) the scores are recomputed from the current param
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -137,8 +137,10 @@ def ica_weight_function(
     formatter: PromptFormatter,
     settings: ICASettings,
     demonstrations: np.ndarray | None = None,
+    to_weights: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> WeightFunction:
-    """``fn(model, step) -> weights``: ICA scores under the current model, min-max normalised.
+    """``fn(model, step) -> weights``: ICA scores under the current model, turned into weights
+    by ``to_weights`` (default: min-max over the pool with the settings' floor).
 
     The demonstrations are chosen once (with the model given first, or ``demonstrations``).
     """
@@ -159,6 +161,8 @@ def ica_weight_function(
             reduction=settings.score_reduction,
             batch_size=settings.batch_size,
         )
+        if to_weights is not None:
+            return to_weights(scores.score)
         return minmax_weights(scores.score, settings.min_weight)
 
     return weights

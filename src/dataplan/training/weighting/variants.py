@@ -11,8 +11,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
-
 from dataplan.data.loading import Example
 from dataplan.errors import ConfigError
 from dataplan.training.weighting.ica import ICA, ICASettings
@@ -51,29 +49,16 @@ class Filter(ICA):
         return {**super().settings(), "keep": self.keep}
 
     def refresh_function(self, examples: Sequence[Any], formatter: Any) -> WeightFunction:
-        from dataplan.compute.ica import ica_scores
         from dataplan.maths.weights import top_fraction_weights
-        from dataplan.training.weighting.ica import choose_demonstrations
-
-        chosen: list[np.ndarray] = []
-
-        def weights(model: Any, step: int) -> np.ndarray:
-            if not chosen:
-                chosen.append(
-                    choose_demonstrations(model, formatter, examples, self.holdout, self.ica)
-                )
-            scores = ica_scores(
-                model,
-                formatter,
-                examples,
-                self.holdout,
-                chosen[0],
-                reduction=self.ica.score_reduction,
-                batch_size=self.ica.batch_size,
-            )
-            return top_fraction_weights(scores.score, self.keep)
+        from dataplan.training.weighting.ica import ica_weight_function
 
         key = id(examples)
         if key not in self._functions:
-            self._functions[key] = weights
+            self._functions[key] = ica_weight_function(
+                examples,
+                self.holdout,
+                formatter,
+                self.ica,
+                to_weights=lambda scores: top_fraction_weights(scores, self.keep),
+            )
         return self._functions[key]
