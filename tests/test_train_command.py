@@ -71,7 +71,7 @@ def test_train_ica_records_every_refresh(tiny_model_dir, tmp_path, capsys):
     ("extra", "fragment"),
     [
         (["--weighting", "ica"], "--weighting ica needs --holdout FILE"),
-        (["--objective", "dpo"], "only sft is available yet"),
+        (["--objective", "dpo", "--weighting", "ica"], "--weighting ica needs --holdout FILE"),
         (["--weighting", "softmax"], "unknown --weighting 'softmax'"),
         (["--refresh", "3"], "--refresh needs a weighting other than uniform"),
         (["--weight-decay", "-1"], "--weight-decay must be a non-negative number"),

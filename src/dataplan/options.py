@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from dataplan.data.formatting import PromptSettings
-    from dataplan.data.loading import Fields
+    from dataplan.data.loading import Fields, PreferenceFields
     from dataplan.data.sources import DataSource
     from dataplan.workflows.experiment import ModelSpec
 
@@ -176,6 +176,26 @@ class FieldOptions:
         from dataplan.data.loading import Fields
 
         return Fields(prompt=self.prompt_field, answer=self.answer_field, id=self.id_field)
+
+
+@dataclass(kw_only=True)
+class PairFieldOptions:
+    """The fields of preference pairs (the prompt and id fields are --prompt-field, --id-field).
+
+    Attributes:
+        chosen_field: Field holding the chosen (preferred) response of a preference pair.
+        rejected_field: Field holding the rejected response of a preference pair.
+    """
+
+    panel: ClassVar[str] = "Data"
+
+    chosen_field: str = "chosen"
+    rejected_field: str = "rejected"
+
+    def pair_fields(self, prompt_field: str, id_field: str) -> PreferenceFields:
+        from dataplan.data.loading import PreferenceFields
+
+        return PreferenceFields(prompt_field, self.chosen_field, self.rejected_field, id_field)
 
 
 @dataclass(kw_only=True)

@@ -136,21 +136,12 @@ def preference_ica_scores(
         holdout: preference pairs whose chosen responses are shown.
         demonstrations: (N, k) holdout indices per pair.
     """
-    shown = [Example(id=h.id, prompt=h.prompt, answer=h.chosen) for h in holdout]
-
-    def as_examples(response: str) -> list[Example]:
-        return [
-            Example(
-                id=p.id, prompt=p.prompt, answer=getattr(p, response), source=p.source, line=p.line
-            )
-            for p in pairs
-        ]
-
+    shown = [h.response("chosen") for h in holdout]
     scores = [
         ica_scores(
             model,
             formatter,
-            as_examples(response),
+            [p.response(response) for p in pairs],
             shown,
             demonstrations,
             reduction="sum",

@@ -91,6 +91,15 @@ class PreferenceExample:
             "rejected": self.rejected,
         }
 
+    def response(self, which: str) -> Example:
+        """The prompt with its ``chosen`` or ``rejected`` response as a labelled example."""
+        if which not in ("chosen", "rejected"):
+            raise ValueError(f"which must be chosen or rejected, got {which!r}")
+        answer = self.chosen if which == "chosen" else self.rejected
+        return Example(
+            id=self.id, prompt=self.prompt, answer=answer, source=self.source, line=self.line
+        )
+
 
 @dataclass(frozen=True)
 class PreferenceFields:
@@ -152,7 +161,7 @@ def load_preferences(
     The prompt, chosen and rejected fields are required and must be non-empty strings (the
     conversational form, lists of ``{"role", "content"}`` messages, is not supported yet); the
     id is optional (default: the record number) and, when present, text or an integer. A pair
-    whose chosen and rejected answers are equal is kept.
+    whose chosen and rejected answers are equal is an input error.
 
     Raises:
         InputError: naming the file, line and field of the first bad record.

@@ -125,7 +125,7 @@ def train(
         ConfigError: on invalid weights.
         ValueError: with no examples.
     """
-    from transformers import TrainingArguments, set_seed
+    from transformers import set_seed
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     if not examples:
@@ -173,26 +173,13 @@ def train(
                 out_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="dataplan-train-"))
             else:
                 out_dir = str(state_dir)
-            every = save_every or max(1, total // 10)
-            args = TrainingArguments(
-                output_dir=out_dir,
-                per_device_train_batch_size=min(settings.batch_size, len(examples)),
-                learning_rate=settings.learning_rate,
-                max_steps=total,
-                warmup_steps=math.floor(settings.warmup_ratio * total),
-                weight_decay=settings.weight_decay,
-                lr_scheduler_type="linear",
-                logging_steps=max(1, total // 10),
-                save_strategy="no" if state_dir is None else "steps",
-                save_steps=every,
-                save_total_limit=1,
-                report_to=[],
+            args = trainer_arguments(
+                settings,
+                total,
+                len(examples),
+                out_dir,
                 seed=seed,
-                data_seed=seed,
-                disable_tqdm=True,
-                remove_unused_columns=False,
-                dataloader_num_workers=0,
-                use_cpu=not torch.cuda.is_available(),
+                save_every=None if state_dir is None else (save_every or max(1, total // 10)),
             )
             trainer = objective.build_trainer(model, examples, formatter, args, table, extra)
             # Both print the loss log to stdout, which must stay clean for --json.
@@ -200,6 +187,7 @@ def train(
             trainer.remove_callback(ProgressCallback)
             output = trainer.train(resume_from_checkpoint=resume_from)
             history = [h for h in trainer.state.log_history if "loss" in h]
+            objective.finish(model)
     except BaseException:
         if settings.method == "lora":  # the caller's model again, without the adapter
             detach_adapters(base)
@@ -216,6 +204,43 @@ def train(
         loss_curve=[(int(h["step"]), float(h["loss"])) for h in history],
         adapter_path=None if save_to is None else Path(save_to),
         weights=[] if table is None else list(table.history),
+    )
+
+
+def trainer_arguments(
+    settings: TrainSettings,
+    total: int,
+    n: int,
+    out_dir: str,
+    *,
+    seed: int = 0,
+    save_every: int | None = None,
+) -> Any:
+    """The ``TrainingArguments`` of every fine-tune: ``total`` optimiser steps over ``n``
+    examples, AdamW with linear decay after the warm-up, seeded data order, checkpoints in
+    ``out_dir`` every ``save_every`` steps (None: no checkpoints), logging every tenth of the
+    steps, nothing printed or reported."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=out_dir,
+        per_device_train_batch_size=min(settings.batch_size, n),
+        learning_rate=settings.learning_rate,
+        max_steps=total,
+        warmup_steps=math.floor(settings.warmup_ratio * total),
+        weight_decay=settings.weight_decay,
+        lr_scheduler_type="linear",
+        logging_steps=max(1, total // 10),
+        save_strategy="no" if save_every is None else "steps",
+        save_steps=save_every or 1,
+        save_total_limit=1,
+        report_to=[],
+        seed=seed,
+        data_seed=seed,
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
     )
 
 

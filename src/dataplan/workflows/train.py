@@ -17,8 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from dataplan.errors import ConfigError
-from dataplan.options import DataOptions, ModelOptions, PromptOptions, RunOptions, cli
+from dataplan.errors import ConfigError, InputError
+from dataplan.options import (
+    DataOptions,
+    ModelOptions,
+    PairFieldOptions,
+    PromptOptions,
+    RunOptions,
+    cli,
+)
 from dataplan.training.settings import TrainSettings
 from dataplan.training.weighting.ica import ICASettings
 
@@ -26,18 +33,22 @@ if TYPE_CHECKING:
     from peft import PeftModel
 
     from dataplan.models.loading import LoadedModel
+    from dataplan.training.objectives import Objective
 
-OBJECTIVES_NOW = ("sft",)  # dpo and simpo through TRL's trainers come next
 HOLDOUT_WEIGHTINGS = ("ica", "one-shot", "rho", "filter")
 
 
 @dataclass(kw_only=True)
-class TrainConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
+class TrainConfig(ModelOptions, DataOptions, PairFieldOptions, PromptOptions, RunOptions):
     """Settings of ``dataplan train``. Invalid values fail here, before any model loads.
 
     Attributes:
         out: Folder for the trained adapter (loadable with PeftModel.from_pretrained).
-        objective: Training objective: sft (dpo and simpo come next).
+        objective: sft on (prompt, answer) examples; dpo (TRL's DPOTrainer, the frozen model as
+            reference) or simpo (TRL's CPO trainer, loss_type simpo) on preference pairs (prompt,
+            chosen, rejected).
+        beta: dpo: the KL strength (default 0.1); simpo: the reward scale (default 2.0).
+        simpo_gamma: simpo: the target reward margin.
         weighting: uniform, ica, one-shot (ICA with k = 1), rho (RHO-LOSS with an adapter
             trained on the holdout) or filter (the top --keep fraction by ICA score).
         holdout: The trusted labelled holdout the weighting needs (not uniform).
@@ -52,6 +63,8 @@ class TrainConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
 
     out: str
     objective: str = "sft"
+    beta: float | None = None
+    simpo_gamma: float = 1.0
     weighting: str = "uniform"
     holdout: str | None = None
     refresh: int = 1
@@ -65,10 +78,11 @@ class TrainConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
         from dataplan.training.weighting import WEIGHTINGS
 
         self.source  # noqa: B018 - exactly one of --data / --task
-        if self.objective not in OBJECTIVES_NOW:
+        self.training_objective  # noqa: B018 - a known objective with valid options
+        if self.preference and self.task is not None:
             raise ConfigError(
-                f"--objective {self.objective!r}: only sft is available yet (dpo and simpo "
-                "through TRL's trainers come next)"
+                f"--objective {self.objective} trains on preference pairs: give --data FILE "
+                "(the suite's tasks are labelled examples)"
             )
         if self.weighting not in WEIGHTINGS:
             raise ConfigError(
@@ -87,6 +101,53 @@ class TrainConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
         if self.train.method != "lora":
             raise ConfigError("dataplan train writes a LoRA adapter: --method lora")
 
+    @property
+    def training_objective(self) -> Objective:
+        """The objective with its options (raises ConfigError on an unknown name or option)."""
+        from dataplan.training.objectives import OBJECTIVES, get_objective
+
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(
+                f"unknown --objective {self.objective!r}; choose from {', '.join(OBJECTIVES)}"
+            )
+        options: dict[str, Any] = {}
+        if self.objective != "sft":
+            options["beta"] = self.beta
+        elif self.beta is not None:
+            raise ConfigError("--beta belongs to --objective dpo or simpo")
+        if self.objective == "simpo":
+            options["gamma"] = self.simpo_gamma
+        return get_objective(self.objective, **options)
+
+    @property
+    def preference(self) -> bool:
+        """Whether the objective trains on preference pairs."""
+        return self.training_objective.example_kind == "preference"
+
+    def load(self, path: str | None = None) -> list[Any]:
+        """The training data (or, with ``path``, the holdout) in the objective's kind."""
+        from dataplan.data.loading import load_examples, load_preferences
+
+        if not self.preference:
+            if path is None:
+                return self.source.load(require_answer=True)
+            return load_examples(path, fields=self.fields, require_answer=True)
+        fields = self.pair_fields(self.prompt_field, self.id_field)
+        where = path or self.data or ""
+        try:
+            return load_preferences(where, fields=fields, split=None if path else self.split)
+        except InputError as err:
+            if err.field not in (fields.chosen, fields.rejected):
+                raise
+            raise InputError(
+                f"{err.message}: --objective {self.objective} trains on preference pairs (fields "
+                f"{fields.prompt}, {fields.chosen}, {fields.rejected}); labelled examples train "
+                "with --objective sft",
+                path=err.path,
+                line=err.line,
+                field=err.field,
+            ) from None
+
     def scheme(self, holdout: list[Any]) -> Any:
         """The weighting scheme, with its options."""
         from dataplan.training.weighting import get_weighting
@@ -103,8 +164,7 @@ def run_train(cfg: TrainConfig, loaded: LoadedModel | None = None) -> dict[str, 
     """Run ``dataplan train`` (see the module docstring); returns the summary."""
     import numpy as np
 
-    from dataplan.data.loading import load_examples
-    from dataplan.digests import examples_digest
+    from dataplan.digests import examples_digest, pairs_digest
     from dataplan.io import write_json, write_parquet
     from dataplan.models.loading import model_identity
     from dataplan.plots import plot_loss, plot_weights
@@ -115,24 +175,30 @@ def run_train(cfg: TrainConfig, loaded: LoadedModel | None = None) -> dict[str, 
 
     if loaded is None:
         cfg.check_model()
-    examples = cfg.source.load(require_answer=True)
+    examples = cfg.load()
     holdout: list[Any] = []
     if cfg.holdout is not None:
-        holdout = load_examples(cfg.holdout, fields=cfg.fields, require_answer=True)
+        holdout = cfg.load(cfg.holdout)
         k = 1 if cfg.weighting == "one-shot" else cfg.ica.k
         if cfg.weighting != "rho":
             check_holdout(holdout, k, cfg.holdout, examples)
         elif not holdout:
             check_holdout(holdout, 1, cfg.holdout)
+    digest = pairs_digest if cfg.preference else examples_digest
     out = Path(cfg.out)
     run_dir = Path(cfg.run_dir) if cfg.run_dir else out.with_name(out.name + "-run")
     identity = {
         "model": model_identity(cfg.model),
         **runtime(cfg.device, cfg.dtype),
-        "data": examples_digest(examples),
-        "holdout": examples_digest(holdout) if holdout else None,
+        "data": digest(examples),
+        "holdout": digest(holdout) if holdout else None,
         "prompts": canonical(cfg.prompts),
         "objective": cfg.objective,
+        **(
+            {"objective_settings": cfg.training_objective.settings()}
+            if cfg.objective != "sft"
+            else {}
+        ),
         "weighting": cfg.weighting,
         "refresh": cfg.refresh,
         "keep": cfg.keep if cfg.weighting == "filter" else None,
@@ -159,6 +225,7 @@ def run_train(cfg: TrainConfig, loaded: LoadedModel | None = None) -> dict[str, 
         examples,
         formatter,
         cfg.train,
+        objective=cfg.training_objective,
         seed=cfg.seed,
         weights=weights,
         refresh=refresh,
@@ -185,6 +252,11 @@ def run_train(cfg: TrainConfig, loaded: LoadedModel | None = None) -> dict[str, 
         "adapter": str(out),
         "run_dir": str(run.path),
         "objective": cfg.objective,
+        **(
+            {"objective_settings": cfg.training_objective.settings()}
+            if cfg.objective != "sft"
+            else {}
+        ),
         "weighting": cfg.weighting,
         "examples": len(examples),
         **result.log(),

@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from dataplan.errors import ConfigError
-from dataplan.options import DataOptions, ModelOptions, PromptOptions, RunOptions, cli
+from dataplan.options import (
+    DataOptions,
+    ModelOptions,
+    PairFieldOptions,
+    PromptOptions,
+    RunOptions,
+    cli,
+)
 from dataplan.training.weighting.ica import ICASettings
 
 if TYPE_CHECKING:
@@ -31,7 +38,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(kw_only=True)
-class WeighConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
+class WeighConfig(ModelOptions, DataOptions, PairFieldOptions, PromptOptions, RunOptions):
     """Settings of ``dataplan weigh``. Invalid values fail here, before any model loads.
 
     Attributes:
@@ -40,8 +47,6 @@ class WeighConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
         preference: The data and holdout are preference pairs (prompt, chosen, rejected):
             scored by the change of the chosen-minus-rejected log-probability margin, the
             holdout's chosen responses as demonstrations.
-        chosen_field: Field holding the chosen response (--preference).
-        rejected_field: Field holding the rejected response (--preference).
         out: Write every example's score and weight here (.parquet).
         ica: ICA scoring.
         run_dir: Run folder (default runs/weigh-<data>); rerun to resume.
@@ -51,8 +56,6 @@ class WeighConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
     holdout: str
     out: str
     preference: bool = False
-    chosen_field: str = "chosen"
-    rejected_field: str = "rejected"
     ica: ICASettings = field(default_factory=ICASettings, metadata=cli(nested=True))
     run_dir: str | None = None
     shard_size: int = 256
@@ -127,11 +130,9 @@ def weigh(cfg: WeighConfig, loaded: LoadedModel | None = None) -> WeighResult:
     examples: list[Any]
     holdout: list[Any]
     if cfg.preference:
-        from dataplan.data.loading import PreferenceFields, load_preferences
+        from dataplan.data.loading import load_preferences
 
-        pair_fields = PreferenceFields(
-            cfg.prompt_field, cfg.chosen_field, cfg.rejected_field, cfg.id_field
-        )
+        pair_fields = cfg.pair_fields(cfg.prompt_field, cfg.id_field)
         examples = load_preferences(cfg.data or "", fields=pair_fields, split=cfg.split)
         holdout = load_preferences(cfg.holdout, fields=pair_fields)
     else:

@@ -1,7 +1,7 @@
 """The registry of training objectives: ``--objective NAME`` → an :class:`Objective` class.
 
 Adding an objective is one module (a subclass of :class:`Objective`) and one line below; see
-docs/extending.md. DPO and SimPO (through TRL's trainers) come next.
+docs/extending.md. DPO and SimPO run through TRL's trainers (:mod:`.preference`).
 """
 
 from __future__ import annotations
@@ -10,10 +10,13 @@ from typing import Any
 
 from dataplan.errors import ConfigError
 from dataplan.training.objectives.base import Objective
+from dataplan.training.objectives.preference import DPO, SimPO
 from dataplan.training.objectives.sft import SFT
 
 OBJECTIVES: dict[str, type[Objective]] = {
     SFT.name: SFT,
+    DPO.name: DPO,
+    SimPO.name: SimPO,
 }
 
 

@@ -50,3 +50,8 @@ class Objective(ABC):
     ) -> Trainer:
         """A trainer over ``examples`` whose loss weights example i by ``weights.current[i]``
         (the mean Σ wᵢℓᵢ / Σ wᵢ over each batch; None: unweighted, the objective's own loss)."""
+
+    def finish(self, model: torch.nn.Module) -> None:
+        """Called on the trained model when training ends (e.g. to drop helper adapters);
+        nothing by default."""
+        return None

@@ -65,6 +65,13 @@ class ICASettings:
             raise ConfigError(f"--demo-seed must be a non-negative integer, got {self.seed}")
 
 
+def is_preference(examples: Sequence[Any]) -> bool:
+    """Whether ``examples`` are preference pairs (prompt, chosen, rejected)."""
+    from dataplan.data.loading import PreferenceExample
+
+    return bool(examples) and isinstance(examples[0], PreferenceExample)
+
+
 def check_holdout(holdout: Sequence[Any], k: int, where: str, examples: Sequence[Any] = ()) -> None:
     """An empty holdout, one smaller than k, or one leaving an example fewer than k
     demonstrations (a holdout example with its own prompt is not one) is an input error."""
@@ -140,11 +147,13 @@ def ica_weight_function(
     to_weights: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> WeightFunction:
     """``fn(model, step) -> weights``: ICA scores under the current model, turned into weights
-    by ``to_weights`` (default: min-max over the pool with the settings' floor).
+    by ``to_weights`` (default: min-max over the pool with the settings' floor). Preference
+    pairs (with a holdout of pairs) are scored by the change of their margin
+    (:func:`dataplan.compute.ica.preference_ica_scores`).
 
     The demonstrations are chosen once (with the model given first, or ``demonstrations``).
     """
-    from dataplan.compute.ica import ica_scores
+    from dataplan.compute.ica import ica_scores, preference_ica_scores
     from dataplan.maths.weights import minmax_weights
 
     chosen: list[np.ndarray] = [] if demonstrations is None else [demonstrations]
@@ -152,18 +161,23 @@ def ica_weight_function(
     def weights(model: Any, step: int) -> np.ndarray:
         if not chosen:
             chosen.append(choose_demonstrations(model, formatter, examples, holdout, settings))
-        scores = ica_scores(
-            model,
-            formatter,
-            examples,
-            holdout,
-            chosen[0],
-            reduction=settings.score_reduction,
-            batch_size=settings.batch_size,
-        )
+        if is_preference(examples):
+            score = preference_ica_scores(
+                model, formatter, examples, holdout, chosen[0], batch_size=settings.batch_size
+            ).score
+        else:
+            score = ica_scores(
+                model,
+                formatter,
+                examples,
+                holdout,
+                chosen[0],
+                reduction=settings.score_reduction,
+                batch_size=settings.batch_size,
+            ).score
         if to_weights is not None:
-            return to_weights(scores.score)
-        return minmax_weights(scores.score, settings.min_weight)
+            return to_weights(score)
+        return minmax_weights(score, settings.min_weight)
 
     return weights
 

@@ -7,7 +7,10 @@ holdout through the training core (the "irreducible loss model")::
     s_RHO(x, y) = ℓ(y | x; θ) − ℓ(y | x; θ_holdout)
 
 ℓ the answer's summed negative log-likelihood (as ICA's, docs/methods.md §6); weights are the
-scores min-max normalised over the pool (with ICA's floor). The holdout model is trained once per
+scores min-max normalised over the pool (with ICA's floor). For preference pairs [our choice,
+mirroring ICA's preference score] the reference adapter is trained on the holdout's prompts with
+their chosen responses and the score is the margin it adds:
+``s = [log p_ho(y_w) − log p_ho(y_l)] − [log p(y_w) − log p(y_l)]``. The holdout model is trained once per
 training set; a refresh recomputes only the first term, from the current parameters.
 """
 
@@ -58,6 +61,21 @@ class RhoLoss(Weighting):
         return {"ica": canonical(self.ica), "reference": canonical(self.train_settings)}
 
     def _losses(self, model: Any, examples: Sequence[Any], formatter: Any) -> np.ndarray:
+        """ℓ(y | x) per example; for preference pairs ℓ(y_w | x) − ℓ(y_l | x), minus the
+        margin, so that the score below is margin(θ_holdout) − margin(θ)."""
+        from dataplan.training.weighting.ica import is_preference
+
+        if is_preference(examples):
+            return self._answer_losses(
+                model, [p.response("chosen") for p in examples], formatter, "sum"
+            ) - self._answer_losses(
+                model, [p.response("rejected") for p in examples], formatter, "sum"
+            )
+        return self._answer_losses(model, examples, formatter, self.ica.score_reduction)
+
+    def _answer_losses(
+        self, model: Any, examples: Sequence[Any], formatter: Any, reduction: str
+    ) -> np.ndarray:
         from dataplan.compute.example_stats import answer_losses
         from dataplan.data.formatting import encode_examples
 
@@ -65,7 +83,7 @@ class RhoLoss(Weighting):
         losses = answer_losses(
             model, encoded, formatter.tokenizer.pad_token_id, batch_size=self.ica.batch_size
         )
-        if self.ica.score_reduction == "sum":
+        if reduction == "sum":
             losses = losses * np.array([len(e.answer_ids) for e in encoded], dtype=np.float64)
         return losses
 
@@ -75,10 +93,14 @@ class RhoLoss(Weighting):
         if key not in self._reference:
             from dataplan.training.core import train
             from dataplan.training.settings import TrainSettings
+            from dataplan.training.weighting.ica import is_preference
 
+            holdout: list[Any] = self.holdout
+            if is_preference(holdout):  # the reference learns the holdout's chosen responses
+                holdout = [p.response("chosen") for p in holdout]
             trained = train(
                 model,
-                self.holdout,
+                holdout,
                 formatter,
                 self.train_settings or TrainSettings(),
                 seed=self.ica.seed,
