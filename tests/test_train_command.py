@@ -67,6 +67,19 @@ def test_train_ica_records_every_refresh(tiny_model_dir, tmp_path, capsys):
     assert not (tmp_path / "adapter-run" / "state").exists()  # checkpoints removed when done
 
 
+def test_train_normalise_batch(tiny_model_dir, tmp_path, capsys):
+    data, holdout = _files(tmp_path)
+    args = _args(tiny_model_dir, tmp_path, data, "--weighting", "ica", "--holdout", str(holdout))
+    code, out, err = run_main([*args, "--k", "2", "--normalise", "batch"], capsys)
+    assert code == 0 and json.loads(out)["weights"][0]["step"] == 0, err
+    config = json.loads((tmp_path / "adapter-run" / "config.json").read_text())
+    assert config["ica"]["normalise"] == "batch"
+    weigh = ["weigh", "--model", str(tiny_model_dir), "--data", str(data), "--holdout"]
+    weigh += [str(holdout), "--out", str(tmp_path / "w.parquet"), "--normalise", "batch"]
+    code, _, err = run_main(weigh, capsys)
+    assert code == 2 and "exist only while training" in err, err
+
+
 @pytest.mark.parametrize(
     ("extra", "fragment"),
     [
@@ -75,6 +88,8 @@ def test_train_ica_records_every_refresh(tiny_model_dir, tmp_path, capsys):
         (["--weighting", "softmax"], "unknown --weighting 'softmax'"),
         (["--refresh", "3"], "--refresh needs a weighting other than uniform"),
         (["--weight-decay", "-1"], "--weight-decay must be a non-negative number"),
+        (["--normalise", "batch"], "--normalise batch applies to scored weights"),
+        (["--normalise", "minibatch"], "--normalise must be pool or batch"),
     ],
 )
 def test_train_bad_options_exit_2(tiny_model_dir, tmp_path, capsys, extra, fragment):

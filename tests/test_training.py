@@ -292,3 +292,21 @@ def test_a_crashed_run_resumes_to_the_same_adapter(char_tokenizer, tmp_path):
     for name, value in reference.items():
         torch.testing.assert_close(resumed[name], value, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(result.weights[-1][1], ref_result.weights[-1][1], rtol=1e-5)
+
+
+def test_per_batch_normalisation_rescales_within_each_batch():
+    pool = np.array([0.2, 0.4, 0.6, 1.0, 0.5])
+    table = WeightTable(pool.copy(), per_batch_floor=0.1)
+    np.testing.assert_allclose(table.for_batch(torch.tensor([0, 1])).numpy(), [0.1, 1.0])
+    np.testing.assert_allclose(
+        table.for_batch(torch.tensor([1, 2, 3])).numpy(), [0.1, 0.1 + 0.9 / 3, 1.0]
+    )
+    # min-max is affine-invariant: batch weights from pool weights = from raw scores
+    scores = 3.0 * pool - 7.0
+    from dataplan.maths.weights import minmax_weights
+
+    np.testing.assert_allclose(
+        table.for_batch(torch.tensor([4, 0, 3])).numpy(), minmax_weights(scores[[4, 0, 3]], 0.1)
+    )
+    assert table.for_batch(torch.tensor([2])).tolist() == [1.0]  # all equal: uniform
+    assert WeightTable(pool.copy()).for_batch(torch.tensor([0, 1])).tolist() == [0.2, 0.4]

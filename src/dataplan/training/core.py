@@ -88,6 +88,7 @@ def train(
     init_seed: int | None = None,
     steps: int | None = None,
     weights: ArrayLike | None = None,
+    per_batch_floor: float | None = None,
     refresh: Refresh | None = None,
     checkpoints: Mapping[int, Path] | None = None,
     save_to: Path | None = None,
@@ -109,6 +110,8 @@ def train(
         seed: data order, dropout and (by default) the adapter's initialisation.
         steps: optimiser steps (default ``settings.steps_for(len(examples))``).
         weights: (N,) non-negative per-example weights; None = unweighted.
+        per_batch_floor: min-max normalise the weights again within each batch, with this floor
+            (:class:`~dataplan.training.weights.WeightTable`); None: use them as given.
         refresh: recompute the weights every ``refresh.every`` steps from the current model
             (without ``weights``, the first weights come from ``refresh.fn(model, 0)``).
         checkpoints: ``{step: folder}``: save the adapter there after that step (0 = before
@@ -148,11 +151,13 @@ def train(
         resume_from = _last_checkpoint(state_dir)
         saved = _load_weights(state_dir, resume_from)
         if saved:  # a resumed run: the weights in force at its checkpoint, not recomputed
-            table = WeightTable(saved[-1][1], history=saved)
+            table = WeightTable(saved[-1][1], history=saved, per_batch_floor=per_batch_floor)
         elif weights is None and refresh is not None:
             weights = score_in_eval_mode(refresh.fn, model, 0)
         if table is None and weights is not None:
-            table = WeightTable(np.asarray(weights, dtype=np.float64))
+            table = WeightTable(
+                np.asarray(weights, dtype=np.float64), per_batch_floor=per_batch_floor
+            )
         if table is not None and len(table.current) != len(examples):
             from dataplan.errors import ConfigError
 

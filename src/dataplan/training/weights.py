@@ -59,10 +59,17 @@ class Refresh:
 
 @dataclass
 class WeightTable:
-    """The current per-example weights, (N,), and every version with the step it took effect."""
+    """The current per-example weights, (N,), and every version with the step it took effect.
+
+    With ``per_batch_floor`` set, the weights a batch receives are min-max normalised again
+    within the batch (the ICA paper's normalisation), floored at ``per_batch_floor``; min-max is
+    invariant to increasing affine maps, so pool-normalised weights give the same batch weights
+    as the raw scores would. A batch whose weights are all equal gets weight 1 throughout.
+    """
 
     current: np.ndarray
     history: list[tuple[int, np.ndarray]] = field(default_factory=list)
+    per_batch_floor: float | None = None
 
     def __post_init__(self) -> None:
         self.current = check_weights(self.current, len(self.current))
@@ -72,7 +79,12 @@ class WeightTable:
 
     def for_batch(self, index: torch.Tensor) -> torch.Tensor:
         """(B,) the weights of the batch's examples (float64, on the CPU)."""
-        return self._tensor[index.cpu()]
+        w = self._tensor[index.cpu()]
+        if self.per_batch_floor is None:
+            return w
+        from dataplan.maths.weights import minmax_weights
+
+        return torch.from_numpy(minmax_weights(w.numpy(), self.per_batch_floor))
 
     def update(self, weights: Any, step: int) -> None:
         self.current = check_weights(

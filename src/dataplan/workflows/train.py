@@ -94,6 +94,11 @@ class TrainConfig(ModelOptions, DataOptions, PairFieldOptions, PromptOptions, Ru
             raise ConfigError(f"--refresh must be at least 1, got {self.refresh}")
         if self.refresh > 1 and self.weighting == "uniform":
             raise ConfigError("--refresh needs a weighting other than uniform")
+        if self.ica.normalise == "batch" and self.weighting in ("uniform", "filter"):
+            raise ConfigError(
+                f"--normalise batch applies to scored weights (ica, one-shot, rho), not "
+                f"--weighting {self.weighting}"
+            )
         if not 0.0 < self.keep <= 1.0:
             raise ConfigError(f"--keep must be in (0, 1], got {self.keep}")
         if self.seed < 0:
@@ -228,6 +233,7 @@ def run_train(cfg: TrainConfig, loaded: LoadedModel | None = None) -> dict[str, 
         objective=cfg.training_objective,
         seed=cfg.seed,
         weights=weights,
+        per_batch_floor=cfg.ica.min_weight if cfg.ica.normalise == "batch" else None,
         refresh=refresh,
         save_to=out,
         state_dir=state,

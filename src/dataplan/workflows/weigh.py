@@ -68,6 +68,12 @@ class WeighConfig(ModelOptions, DataOptions, PairFieldOptions, PromptOptions, Ru
             raise ConfigError("--shard-size must be positive")
         if self.preference and self.task is not None:
             raise ConfigError("--preference reads a file of pairs: give --data, not --task")
+        if self.ica.normalise == "batch":
+            raise ConfigError(
+                "--normalise batch: weights normalised within training batches exist only while "
+                "training (dataplan train --normalise batch); weigh writes the scores and their "
+                "pool-normalised weights"
+            )
 
     def compute_settings(self, data_digest: str, holdout_digest: str) -> dict[str, Any]:
         """The run folder's identity (device and dtype resolved): what the scores depend on — not
@@ -83,7 +89,7 @@ class WeighConfig(ModelOptions, DataOptions, PairFieldOptions, PromptOptions, Ru
             "data": data_digest,
             "holdout": holdout_digest,
             "prompts": canonical(self.prompts),
-            "ica": canonical(replace(self.ica, min_weight=0.0, batch_size=8)),
+            "ica": canonical(replace(self.ica, min_weight=0.0, batch_size=8)),  # scores only
             **({"preference": True} if self.preference else {}),
         }
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from dataplan.training.weights import WeightFunction
 
 DEMOS = ("knn", "random")
+NORMALISATIONS = ("pool", "batch")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class ICASettings:
         k: Demonstrations per example.
         demos: knn (the holdout prompts nearest by cosine of the model's mean-pooled hidden
             states) or random (a seeded draw per example).
+        normalise: Min-max normalise the scores over the whole pool (the authors' code) or
+            within each training batch (the paper; train only).
         min_weight: Floor of the normalised weights (0: an example can be silenced).
         score_reduction: sum (the authors': the answer's summed negative log-likelihood) or
             mean over its tokens.
@@ -45,6 +48,7 @@ class ICASettings:
 
     k: int = 3
     demos: str = "knn"
+    normalise: str = "pool"
     min_weight: float = 0.0
     score_reduction: str = "sum"
     batch_size: int = field(default=8, metadata=cli(flag="--score-batch-size"))
@@ -55,6 +59,8 @@ class ICASettings:
             raise ConfigError(f"--k must be at least 1, got {self.k}")
         if self.demos not in DEMOS:
             raise ConfigError(f"--demos must be one of {', '.join(DEMOS)}, got {self.demos!r}")
+        if self.normalise not in NORMALISATIONS:
+            raise ConfigError(f"--normalise must be pool or batch, got {self.normalise!r}")
         if not 0.0 <= self.min_weight < 1.0:
             raise ConfigError(f"--min-weight must be in [0, 1), got {self.min_weight}")
         if self.score_reduction not in ("sum", "mean"):
