@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dataplan.io import read_parquet
@@ -361,3 +362,66 @@ def test_select_gsnr_resumes_after_sigkill(tiny_model_dir, tmp_path, capsys):
     assert subset.read_bytes() == (tmp_path / "subset-ref.jsonl").read_bytes()
     assert read_parquet(scores) == read_parquet(tmp_path / "scores-ref.parquet")
     assert [p.name for p in _shards(run)] == [p.name for p in _shards(tmp_path / "run-ref")]
+
+
+def _complete_checkpoints(state: Path) -> list[Path]:
+    return [c for c in state.glob("checkpoint-*") if (c / "trainer_state.json").exists()]
+
+
+def test_train_resumes_after_sigkill(tiny_model_dir, tmp_path, capsys):
+    from safetensors.numpy import load_file
+
+    data = _task_file(tmp_path / "task.jsonl", n=24)
+    holdout = _task_file(tmp_path / "holdout.jsonl", n=4)
+
+    def args(tag: str) -> list[str]:
+        return [
+            "train",
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            str(data),
+            "--holdout",
+            str(holdout),
+            "--weighting",
+            "ica",
+            "--k",
+            "2",
+            "--refresh",
+            "2",  # weights before step 1 and after step 10 of 20
+            "--batch-size",
+            "2",
+            "--min-steps",
+            "20",
+            "--max-steps",
+            "20",
+            "--lora-r",
+            "2",
+            "--out",
+            str(tmp_path / f"adapter-{tag}"),
+            "--quiet",
+        ]
+
+    state = tmp_path / "adapter-crash-run" / "state"
+    _run_until(
+        args("crash"),
+        tmp_path,
+        lambda: any(int(c.name.split("-")[1]) >= 4 for c in _complete_checkpoints(state)),
+        "a checkpoint at step 4 or later",
+        tmp_path / "1.log",
+    )
+    assert not (tmp_path / "adapter-crash").exists(), "the killed run completed"
+    _run_to_end(args("crash"), tmp_path, tmp_path / "2.log")
+    assert not state.exists()  # removed once done
+    _run_in_process(args("ref"), capsys)
+    got = load_file(str(tmp_path / "adapter-crash" / "adapter_model.safetensors"))
+    want = load_file(str(tmp_path / "adapter-ref" / "adapter_model.safetensors"))
+    assert got.keys() == want.keys() and got
+    for name, value in want.items():  # float32 rounding differs slightly after a reload
+        np.testing.assert_allclose(got[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
+        assert np.abs(value).max() > 1e-3, name  # the adapter was trained
+    crashed = read_parquet(tmp_path / "adapter-crash-run" / "weights.parquet")
+    reference = read_parquet(tmp_path / "adapter-ref-run" / "weights.parquet")
+    assert sorted(crashed) == sorted(reference) == ["id", "line", "weight_step0", "weight_step10"]
+    for column in ("weight_step0", "weight_step10"):
+        np.testing.assert_allclose(crashed[column], reference[column], rtol=1e-5, atol=1e-9)

@@ -118,7 +118,7 @@ def test_ica_weighting_keeps_its_demonstrations_across_refreshes(char_tokenizer,
     scheme = get_weighting("ica", holdout=holdout, settings=ica_module.ICASettings(k=1))
     model = ContextCounter(len(char_tokenizer))
     first = scheme.initial(model, examples, fmt)
-    again = scheme.refresh_function(examples, fmt)(model, 5)
+    again = scheme.refresh_function(model, examples, fmt)(model, 5)
     assert calls == [1] and first.shape == again.shape == (3,)
 
 
@@ -151,7 +151,9 @@ def test_rho_scores_are_losses_minus_the_holdout_adapters(char_tokenizer, monkey
         raise AssertionError("the holdout adapter was trained again")
 
     monkeypatch.setattr("dataplan.training.core.train", boom)
-    again = scheme.refresh_function(examples, fmt)(model, 3)  # only the first term is recomputed
+    again = scheme.refresh_function(model, examples, fmt)(
+        model, 3
+    )  # only the first term is recomputed
     np.testing.assert_allclose(again, weights, rtol=1e-9, atol=1e-12)
 
 

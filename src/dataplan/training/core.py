@@ -148,7 +148,7 @@ def train(
             p.requires_grad_(True)
     try:
         table = None
-        resume_from = _last_checkpoint(state_dir)
+        resume_from = last_checkpoint(state_dir)
         saved = _load_weights(state_dir, resume_from)
         if saved:  # a resumed run: the weights in force at its checkpoint, not recomputed
             table = WeightTable(saved[-1][1], history=saved, per_batch_floor=per_batch_floor)
@@ -252,13 +252,27 @@ def trainer_arguments(
 WEIGHTS_FILE = "weights.safetensors"
 
 
-def _last_checkpoint(state_dir: Path | None) -> str | None:
-    """The latest complete ``Trainer`` checkpoint in ``state_dir``, if any."""
+def last_checkpoint(state_dir: Path | None) -> str | None:
+    """The latest *complete* ``Trainer`` checkpoint in ``state_dir``, if any.
+
+    The ``Trainer`` writes ``trainer_state.json`` last; a checkpoint killed while being written
+    lacks it (or holds a truncated one) and is passed over (``transformers``'
+    ``get_last_checkpoint`` takes the newest folder, complete or not).
+    """
+    import json
+
     if state_dir is None or not Path(state_dir).is_dir():
         return None
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(state_dir))
+    complete = []
+    for folder in Path(state_dir).glob("checkpoint-*"):
+        step = folder.name.removeprefix("checkpoint-")
+        try:
+            json.loads((folder / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if step.isdigit():
+            complete.append((int(step), folder))
+    return str(max(complete)[1]) if complete else None
 
 
 def _load_weights(state_dir: Path | None, checkpoint: str | None) -> list[tuple[int, np.ndarray]]:

@@ -175,6 +175,7 @@ def run_train(cfg: TrainConfig, loaded: LoadedModel | None = None) -> dict[str, 
     from dataplan.plots import plot_loss, plot_weights
     from dataplan.store import canonical, runtime
     from dataplan.training import Refresh, train
+    from dataplan.training.core import last_checkpoint
     from dataplan.training.weighting.ica import check_holdout
     from dataplan.workflows.run_folder import RunFolder
 
@@ -219,11 +220,11 @@ def run_train(cfg: TrainConfig, loaded: LoadedModel | None = None) -> dict[str, 
     scheme = cfg.scheme(holdout)
     steps = cfg.train.steps_for(len(examples))
     state = run.file("state")  # Trainer checkpoints and the weights in force: a crash resumes
-    resuming = (state / "weights.safetensors").exists() and any(state.glob("checkpoint-*"))
+    resuming = (state / "weights.safetensors").exists() and last_checkpoint(state) is not None
     weights = None if resuming else scheme.initial(loaded.model, examples, formatter)
     refresh = None
     if cfg.refresh > 1:
-        function = scheme.refresh_function(examples, formatter)
+        function = scheme.refresh_function(loaded.model, examples, formatter)
         refresh = Refresh(function, every=max(1, math.ceil(steps / cfg.refresh)))
     result = train(
         loaded.model,

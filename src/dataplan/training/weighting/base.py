@@ -37,9 +37,14 @@ class Weighting(ABC):
         """(N,) weights before training, or None for the unweighted loss."""
 
     def refresh_function(
-        self, examples: Sequence[Any], formatter: PromptFormatter
+        self, model: torch.nn.Module, examples: Sequence[Any], formatter: PromptFormatter
     ) -> WeightFunction | None:
-        """A function recomputing the weights from the current model (None: fixed weights)."""
+        """A function recomputing the weights from the current model (None: fixed weights).
+
+        ``model`` is the model *before training*: whatever the scheme fixes once (ICA's
+        demonstrations, RHO's reference losses) is computed with it here, so that a run resumed
+        mid-training recomputes later weights exactly as an uninterrupted run does.
+        """
         return None
 
 

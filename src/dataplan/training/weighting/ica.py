@@ -204,12 +204,22 @@ class ICA(Weighting):
         return {"ica": canonical(self.ica)}
 
     def initial(self, model: Any, examples: Sequence[Any], formatter: Any) -> np.ndarray | None:
-        return self.refresh_function(examples, formatter)(model, 0)
+        return self.refresh_function(model, examples, formatter)(model, 0)
 
-    def refresh_function(self, examples: Sequence[Any], formatter: Any) -> WeightFunction:
-        # One function per training set, so that the demonstrations chosen for the first
-        # weights (with the model before training) are kept by every refresh.
+    def refresh_function(
+        self, model: Any, examples: Sequence[Any], formatter: Any
+    ) -> WeightFunction:
+        # One function per training set: the demonstrations are chosen once, with the model
+        # before training, and kept by every refresh.
         key = id(examples)
         if key not in self._functions:
-            self._functions[key] = ica_weight_function(examples, self.holdout, formatter, self.ica)
+            demonstrations = choose_demonstrations(
+                model, formatter, examples, self.holdout, self.ica
+            )
+            self._functions[key] = self._weight_function(examples, formatter, demonstrations)
         return self._functions[key]
+
+    def _weight_function(
+        self, examples: Sequence[Any], formatter: Any, demonstrations: np.ndarray
+    ) -> WeightFunction:
+        return ica_weight_function(examples, self.holdout, formatter, self.ica, demonstrations)

@@ -112,13 +112,16 @@ class RhoLoss(Weighting):
         return self._reference[key]
 
     def initial(self, model: Any, examples: Sequence[Any], formatter: Any) -> np.ndarray | None:
-        return self.refresh_function(examples, formatter)(model, 0)
+        return self.refresh_function(model, examples, formatter)(model, 0)
 
-    def refresh_function(self, examples: Sequence[Any], formatter: Any) -> WeightFunction:
+    def refresh_function(
+        self, model: Any, examples: Sequence[Any], formatter: Any
+    ) -> WeightFunction:
         from dataplan.maths.weights import minmax_weights
 
+        reference = self.reference_losses(model, examples, formatter)  # before training
+
         def weights(model: Any, step: int) -> np.ndarray:
-            reference = self.reference_losses(model, examples, formatter)
             scores = self._losses(model, examples, formatter) - reference
             return minmax_weights(scores, self.ica.min_weight)
 

@@ -48,17 +48,17 @@ class Filter(ICA):
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "keep": self.keep}
 
-    def refresh_function(self, examples: Sequence[Any], formatter: Any) -> WeightFunction:
+    def _weight_function(
+        self, examples: Sequence[Any], formatter: Any, demonstrations: Any
+    ) -> WeightFunction:
         from dataplan.maths.weights import top_fraction_weights
         from dataplan.training.weighting.ica import ica_weight_function
 
-        key = id(examples)
-        if key not in self._functions:
-            self._functions[key] = ica_weight_function(
-                examples,
-                self.holdout,
-                formatter,
-                self.ica,
-                to_weights=lambda scores: top_fraction_weights(scores, self.keep),
-            )
-        return self._functions[key]
+        return ica_weight_function(
+            examples,
+            self.holdout,
+            formatter,
+            self.ica,
+            demonstrations,
+            to_weights=lambda scores: top_fraction_weights(scores, self.keep),
+        )
