@@ -10,10 +10,16 @@
    pass alone (demonstrations are kept), as a fraction of the training time.
 3. **RHO-LOSS** (the baseline ICA approximates): training the reference adapter on the holdout
    plus a loss pass over the training set, against the same fine-tune.
-4. **Weighted vs unweighted training step** (target ≤ 1.05×), for SFT, DPO and SimPO: the same
-   steps and batches with fixed non-uniform weights and without weights.
+4. **Weighted vs unweighted training step** (target ≤ 1.05×), for SFT, DPO and SimPO: in one
+   process per objective, fine-tunes without and with fixed non-uniform weights alternate
+   (``--repeats`` of each, after an untimed warm-up); each optimiser step is timed by a
+   ``TrainerCallback`` (step begin to step end: forward, loss, backward, optimiser), so Trainer
+   construction and tokenisation are not counted. The same seed gives both variants the same
+   batches, so step i of one is paired with step i of the other; the ratio reported is the
+   median of the paired per-step ratios, with the ratio of median step times beside it.
 
-Each variant runs in its own spawned process with the same thread count (model loading excluded).
+Parts 1–3 run each variant in its own spawned process with the same thread count (model loading
+excluded).
 
     python benchmarks/bench_weighting.py [--threads 2] [--n 64] [--steps 12] [--repeats 2]
 """
@@ -81,6 +87,55 @@ def training(phase: str, state=None, *, n: int, steps: int | None, objective: st
     return {"steps": total, "train_loss": result.train_loss}
 
 
+def _step_timer():
+    """A TrainerCallback recording each optimiser step's wall time (begin to end)."""
+    import time
+
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self.seconds: list[float] = []
+            self._start = 0.0
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self._start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.seconds.append(time.perf_counter() - self._start)
+
+    return StepTimer()
+
+
+def step_times(phase: str, state=None, *, n: int, steps: int, objective: str, repeats: int):
+    """Per-step seconds of alternating unweighted / weighted fine-tunes in this one process."""
+    if phase == "setup":
+        return _setup(n, pairs=objective != "sft")
+    from dataplan.training import TrainSettings, train
+
+    loaded, formatter, examples, _ = state
+    weights = np.random.default_rng(0).uniform(0.0, 1.0, size=len(examples))
+    runs: dict[str, list[list[float]]] = {"unweighted": [], "weighted": []}
+    schedule = ["unweighted"] + ["unweighted", "weighted"] * repeats  # the first: warm-up
+    for i, variant in enumerate(schedule):
+        timer = _step_timer()
+        result = train(
+            loaded.model,
+            examples,
+            formatter,
+            TrainSettings(),
+            objective=objective,
+            steps=steps,
+            seed=0,
+            weights=weights if variant == "weighted" else None,
+            callbacks=[timer],
+        )
+        loaded.model = result.model.unload()
+        if i > 0:
+            runs[variant].append(timer.seconds)
+    return runs
+
+
 def ica_scoring(phase: str, state=None, *, n: int, refresh_only: bool):
     if phase == "setup":
         loaded, formatter, examples, held = _setup(n)
@@ -141,27 +196,39 @@ def main() -> None:
 
     steps: dict = {}
     for objective in ("sft", "dpo", "simpo"):
-        runs = {"unweighted": [], "weighted": []}
-        for _ in range(args.repeats if objective == "sft" else 1):
-            for variant in ("unweighted", "weighted"):  # alternated: drifts hit both
-                res = measure(
-                    training,
-                    threads=t,
-                    n=args.n,
-                    steps=args.steps,
-                    objective=objective,
-                    weighted=variant == "weighted",
-                )
-                runs[variant].append(res["seconds"] / args.steps)
-        ratio = float(np.mean(runs["weighted"]) / np.mean(runs["unweighted"]))
+        res = measure(
+            step_times,
+            threads=t,
+            n=args.n,
+            steps=args.steps,
+            objective=objective,
+            repeats=args.repeats,
+        )
+        runs = res["output"]
+        plain = np.array(runs["unweighted"])  # (repeats, steps)
+        weighted = np.array(runs["weighted"])
+        paired = weighted / plain  # the same batch, step by step, repeat by repeat
+        ratio = float(np.median(paired))
         steps[objective] = {
-            "seconds_per_step": runs,
+            "seconds_per_step": {
+                k: np.median(np.array(v), axis=0).tolist() for k, v in runs.items()
+            },
+            "median_step_seconds": {
+                "unweighted": float(np.median(plain)),
+                "weighted": float(np.median(weighted)),
+            },
+            "paired_ratio_quartiles": np.quantile(paired, [0.25, 0.5, 0.75]).tolist(),
             "weighted_over_unweighted": ratio,
+            "ratio_of_medians": float(np.median(weighted) / np.median(plain)),
             "target": 1.05,
             "met": ratio <= 1.05,
         }
-        spread = ", ".join(f"{v}: {', '.join(f'{s:.2f}' for s in r)}" for v, r in runs.items())
-        print(f"{objective}: s/step {spread} → weighted/unweighted {ratio:.3f}")
+        q1, _, q3 = steps[objective]["paired_ratio_quartiles"]
+        print(
+            f"{objective}: median step {np.median(plain):.2f} s unweighted, "
+            f"{np.median(weighted):.2f} s weighted → paired ratio {ratio:.3f} "
+            f"(IQR {q1:.3f}–{q3:.3f})"
+        )
     results["steps"] = steps
     print(f"saved {save('weighting', results)}")
 

@@ -70,20 +70,14 @@ def task_data(task: str):
     return noisy, clean, holdout, test, set(bad), metric
 
 
-def auroc(weights: np.ndarray, is_bad: np.ndarray) -> float:
-    """P(a clean example's weight > a corrupted one's), ties counted half."""
-    from scipy.stats import mannwhitneyu
-
-    u = mannwhitneyu(weights[~is_bad], weights[is_bad]).statistic
-    return float(u / ((~is_bad).sum() * is_bad.sum()))
-
-
 def study_task(
     task: str, seeds: list[int], methods: list[str], spec, loaded, store, report_only=False
 ) -> dict:
     """Every (method, seed) fine-tune of one task (cached), and the weights' separation.
 
     With ``report_only`` nothing is computed: only cached fine-tunes and weights are read."""
+    from report import auroc
+
     from dataplan.compute.example_stats import answer_losses
     from dataplan.compute.ica import ica_scores
     from dataplan.data.formatting import PromptSettings, encode_examples
