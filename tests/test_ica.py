@@ -222,3 +222,60 @@ def test_a_swapped_preference_pair_scores_lowest(char_tokenizer):
     demos = np.tile(np.arange(3), (len(pairs), 1))
     got = preference_ica_scores(ContextCounter(len(char_tokenizer)), fmt, pairs, holdout, demos)
     assert np.argmin(got.score) == 4 and got.score[4] < 0 < got.score[:4].min()
+
+
+@pytest.fixture(scope="module")
+def sentence_model_dir(tmp_path_factory):
+    """A tiny sentence-transformers model (the tiny Llama, mean pooling) saved to a folder."""
+    st = pytest.importorskip("sentence_transformers")
+    from conftest import make_char_tokenizer
+
+    base = tmp_path_factory.mktemp("tiny-encoder-base")
+    tok = make_char_tokenizer(chat=False)
+    make_tiny_llama(len(tok)).save_pretrained(base)
+    tok.save_pretrained(base)
+    # A plain transformers folder loads as Transformer + mean pooling.
+    encoder = st.SentenceTransformer(str(base), device="cpu")
+    path = tmp_path_factory.mktemp("tiny-encoder")
+    encoder.save(str(path))
+    return path
+
+
+def test_knn_demonstrations_by_a_sentence_transformers_model(char_tokenizer, sentence_model_dir):
+    from sentence_transformers import SentenceTransformer
+
+    from dataplan.training.weighting.ica import ICASettings, choose_demonstrations
+
+    fmt = PromptFormatter(char_tokenizer, use_chat_template=False)
+    words = ["apple pie", "zebra crossing", "quantum field", "river bank", "violin solo"]
+    examples = [Example(id=f"e{i}", prompt=w, answer="a") for i, w in enumerate(words)]
+    # Variants of each training prompt, and one exact duplicate (never its example's own
+    # demonstration).
+    holdout = [Example(id=f"h{i}", prompt=w + "!", answer="a") for i, w in enumerate(words)]
+    holdout += [Example(id="dup", prompt=words[0], answer="a")]
+    settings = ICASettings(k=2, embedder=str(sentence_model_dir))
+    got = choose_demonstrations(
+        make_tiny_llama(len(char_tokenizer)), fmt, examples, holdout, settings
+    )
+    encoder = SentenceTransformer(str(sentence_model_dir), device="cpu")
+    q = encoder.encode([e.prompt for e in examples]).astype(np.float64)
+    x = encoder.encode([h.prompt for h in holdout]).astype(np.float64)
+    exclude = np.array([[e.prompt == h.prompt for h in holdout] for e in examples])
+    np.testing.assert_array_equal(got, nearest_by_cosine(q, x, 2, exclude=exclude))
+    assert 5 not in got[0]  # the exact duplicate is excluded
+
+
+def test_an_unknown_embedder_is_a_config_error(char_tokenizer, tmp_path):
+    from dataplan.errors import ConfigError
+    from dataplan.training.weighting.ica import ICASettings, choose_demonstrations
+
+    fmt = PromptFormatter(char_tokenizer, use_chat_template=False)
+    examples = [Example(id="e", prompt="x", answer="a")]
+    holdout = [Example(id="h", prompt="y", answer="a")]
+    settings = ICASettings(k=1, embedder=str(tmp_path / "no-such-encoder"))
+    with pytest.raises(ConfigError, match="--embedder"):
+        choose_demonstrations(
+            make_tiny_llama(len(char_tokenizer)), fmt, examples, holdout, settings
+        )
+    with pytest.raises(ConfigError, match="--embedder"):
+        ICASettings(embedder=" ")

@@ -35,8 +35,11 @@ class ICASettings:
 
     Attributes:
         k: Demonstrations per example.
-        demos: knn (the holdout prompts nearest by cosine of the model's mean-pooled hidden
-            states) or random (a seeded draw per example).
+        demos: knn (the holdout prompts nearest by cosine of their embeddings) or random (a
+            seeded draw per example).
+        embedder: What embeds prompts for knn: model (the model's own mean-pooled hidden
+            states) or a sentence-transformers model (local folder or hub id; pip install
+            'dataplan[embeddings]').
         normalise: Min-max normalise the scores over the whole pool (the authors' code) or
             within each training batch (the paper; train only).
         min_weight: Floor of the normalised weights (0: an example can be silenced).
@@ -48,6 +51,7 @@ class ICASettings:
 
     k: int = 3
     demos: str = "knn"
+    embedder: str = "model"
     normalise: str = "pool"
     min_weight: float = 0.0
     score_reduction: str = "sum"
@@ -59,6 +63,8 @@ class ICASettings:
             raise ConfigError(f"--k must be at least 1, got {self.k}")
         if self.demos not in DEMOS:
             raise ConfigError(f"--demos must be one of {', '.join(DEMOS)}, got {self.demos!r}")
+        if not self.embedder.strip():
+            raise ConfigError("--embedder must be 'model' or a sentence-transformers model")
         if self.normalise not in NORMALISATIONS:
             raise ConfigError(f"--normalise must be pool or batch, got {self.normalise!r}")
         if not 0.0 <= self.min_weight < 1.0:
@@ -123,6 +129,18 @@ def choose_demonstrations(
                 raise ConfigError(f"example {examples[i].id}: fewer than k holdout examples left")
             rows.append(rng.choice(allowed, size=settings.k, replace=False))
         return np.asarray(rows, dtype=np.int64)
+    if settings.embedder != "model":
+        from dataplan.compute.embeddings import sentence_embeddings
+
+        device = next(model.parameters()).device
+        q = sentence_embeddings(
+            settings.embedder,
+            [e.prompt for e in examples],
+            device=device,
+            progress=progress,
+        )
+        x = sentence_embeddings(settings.embedder, [h.prompt for h in holdout], device=device)
+        return nearest_by_cosine(q, x, settings.k, exclude=exclude)
     from dataplan.compute.embeddings import mean_pooled_embeddings
 
     tok = formatter.tokenizer
