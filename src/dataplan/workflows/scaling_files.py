@@ -13,19 +13,16 @@ record number (Parquet) and the column; a bad law file raises
 
 from __future__ import annotations
 
-import csv
 import inspect
-import io
 import itertools
-import math
 import numbers
-import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dataplan.data.tables import TableSpec, read_table
 from dataplan.errors import ConfigError, InputError, first_line
 from dataplan.maths.scaling import COLUMNS, FORMS, ScalingInputError, ScalingLaw
 from dataplan.parsing import decode_json, is_number, read_utf8
@@ -42,7 +39,16 @@ NUMERIC_COLUMNS = (
     "token_f1",
     "loglik_accuracy",
 )
-_BLANK = re.compile(r"[ \t]*(?:\r\n|\r|\n)?")  # a line pandas skips
+
+
+RUNS = TableSpec(
+    required=COLUMNS,
+    numeric=NUMERIC_COLUMNS,
+    text=TEXT_COLUMNS,
+    positive=tuple(c for c in COLUMNS if c != "performance"),
+    what="runs",
+    item="run",
+)
 
 
 def read_runs(path: str | Path) -> dict[str, np.ndarray | list]:
@@ -54,126 +60,7 @@ def read_runs(path: str | Path) -> dict[str, np.ndarray | list]:
             the first bad value; ``n_examples``, ``mean_tokens``, ``model_params`` and
             ``performance`` must be finite numbers, the first three positive.
     """
-    import pandas as pd
-
-    p = Path(path)
-    try:
-        if not p.is_file():
-            raise InputError(
-                "is a folder, not a runs file" if p.is_dir() else "file not found", path=p
-            )
-        if p.suffix.lower() in (".parquet", ".pq"):
-            frame = _read_frame(p, lambda: pd.read_parquet(p))
-            lines: list[int] | None = list(range(1, len(frame) + 1))  # record numbers
-        else:
-            text = read_utf8(p)
-            lines = _csv_row_lines(text, p)
-            frame = _read_frame(p, lambda: pd.read_csv(io.StringIO(text)))
-            if len(lines) != len(frame):  # the parsers disagree on an odd file: count runs
-                lines = None
-    except (OSError, ValueError) as err:  # a name too long or with a NUL byte, unreadable
-        raise InputError(f"cannot read runs ({first_line(err)})", path=p) from None
-    missing = [c for c in COLUMNS if c not in frame.columns]
-    if missing:
-        raise InputError(f"missing column(s) {', '.join(missing)}", path=p, field=missing[0])
-
-    def bad(row: int, column: str, message: str) -> InputError:
-        if lines is None:
-            return InputError(f"{message} (run {row + 1})", path=p, field=column)
-        return InputError(message, path=p, line=lines[row], field=column)
-
-    out: dict[str, Any] = {}
-    for c in frame.columns:
-        column = frame[c]
-        values = _numbers(column)
-        if values is None:  # booleans, dates: no cell is a number
-            values = pd.Series(np.nan, index=column.index, dtype=np.float64)
-        not_number = values.isna() & column.notna()
-        if c in TEXT_COLUMNS or (not_number.any() and c not in NUMERIC_COLUMNS):
-            out[c] = [str(v) for v in column]  # labels (strategy, task, metric name, …)
-            continue
-        if not_number.any():
-            row = int(np.flatnonzero(not_number.to_numpy())[0])
-            raise bad(row, c, f"not a number: {_show(column.iloc[row])}")
-        numbers = values.to_numpy(dtype=np.float64)
-        if c in COLUMNS:
-            for row, v in enumerate(numbers):
-                if math.isnan(v):
-                    raise bad(row, c, "missing value")
-                if not math.isfinite(v):
-                    raise bad(row, c, f"not a finite number: {v}")
-                if c != "performance" and not v > 0:
-                    raise bad(row, c, f"{c} must be positive (got {v:g})")
-        out[c] = numbers
-    if len(frame) == 0:
-        raise InputError("no runs", path=p)
-    return out
-
-
-def _read_frame(path: Path, read: Callable[[], Any]) -> Any:
-    try:
-        return read()
-    except Exception as err:  # pandas and pyarrow raise many parser error types
-        raise InputError(f"cannot read runs ({first_line(err)})", path=path) from None
-
-
-def _numbers(column: Any) -> Any:
-    """The column as numbers (NaN where a cell is not one), or None if it cannot hold numbers
-    (booleans, dates)."""
-    import pandas as pd
-
-    kinds = pd.api.types
-    if (
-        kinds.is_bool_dtype(column)
-        or kinds.is_datetime64_any_dtype(column)
-        or kinds.is_timedelta64_dtype(column)
-    ):
-        return None
-    try:
-        return pd.to_numeric(column, errors="coerce")
-    except (TypeError, ValueError):
-        return None
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _csv_row_lines(text: str, path: Path) -> list[int]:
-    """The line of each run of a runs CSV, skipping the blank lines pandas skips; refuses rows
-    with more values than the header and duplicated known columns."""
-    physical: list[str] = []
-
-    def source() -> Iterator[str]:
-        for raw in io.StringIO(text, newline=""):
-            physical.append(raw)
-            yield raw
-
-    reader = csv.reader(source())
-    header: list[str] | None = None
-    lines = []
-    done = 0  # physical lines read before the current row
-    try:
-        for row in reader:
-            consumed, done = physical[done:], len(physical)
-            if not row or (len(consumed) == 1 and _BLANK.fullmatch(consumed[0])):
-                continue
-            if header is None:
-                header = row
-                known = [c for c in row if c in (*NUMERIC_COLUMNS, *TEXT_COLUMNS)]
-                dup = next((c for c in known if known.count(c) > 1), None)
-                if dup is not None:
-                    raise InputError(
-                        "duplicated column", path=path, line=reader.line_num, field=dup
-                    )
-                continue
-            if len(row) > len(header):
-                raise InputError("more values than header columns", path=path, line=reader.line_num)
-            lines.append(reader.line_num)
-    except csv.Error as err:
-        raise InputError(f"malformed CSV ({err})", path=path, line=reader.line_num) from None
-    return lines
+    return read_table(path, RUNS)
 
 
 NOT_A_LAW = "not a law file written by `dataplan scaling fit --out`"
