@@ -164,3 +164,94 @@ def test_degenerate_probes_are_refused(depth, seed, prediction, message):
 def test_no_decay_left_is_refused():
     with pytest.raises(ProbeFitError, match="nothing left to decay"):
         fit_decay([8.0, 16.0, 32.0], [0.01, 0.01, 0.01], intrinsic=0.02)
+
+
+def _probe_rows(tasks=("a", "b"), seeds=5, depths=(8, 16, 32, 64), seed=1):
+    rng = np.random.default_rng(seed)
+    lines = ["task,seed,c,prediction"]
+    for t in tasks:
+        offset = rng.normal(size=seeds) * 0.03
+        for s in range(seeds):
+            for c in depths:
+                noise = rng.normal() * math.sqrt(0.3 * c**-1.0)
+                lines.append(f"{t},{s},{c},{0.5 + offset[s] + noise:.6f}")
+    return "\n".join(lines) + "\n"
+
+
+def test_probe_fit_cli_table_json_and_plot(tmp_path, capsys):
+    import json
+
+    from test_cli import run_main
+
+    path = tmp_path / "probes.csv"
+    path.write_text(_probe_rows())
+    plot = tmp_path / "decay.png"
+    code, out, err = run_main(
+        ["probe", "fit", str(path), "--price", "1e-4", "--bootstrap", "100", "--plot", str(plot)],
+        capsys,
+    )
+    assert code == 0, err
+    assert "alpha" in out and "c*" in out and "regime" in out
+    assert plot.stat().st_size > 1000
+    code, out, err = run_main(
+        ["probe", "fit", str(path), "--price", "1e-4", "--bootstrap", "100", "--json"], capsys
+    )
+    assert code == 0, err
+    d = json.loads(out)
+    # The CLI reports exactly the Python analysis of the same rows.
+    import pandas as pd
+
+    frame = pd.read_csv(path)
+    direct = analyse(
+        frame["c"].to_numpy(float),
+        [f"{s:g}" for s in frame["seed"].astype(float)],
+        frame["prediction"].to_numpy(float),
+        list(frame["task"]),
+        price=1e-4,
+        n_resamples=100,
+    )
+    assert d["alpha"] == pytest.approx(direct.fit.alpha)
+    assert d["c_star"] == pytest.approx(direct.c_star)
+    assert d["regime"] == direct.regime
+    assert d["tasks"] == ["a", "b"] and d["n_rows"] == 40
+    assert d["settings"]["price"] == 1e-4
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ("seed,c,prediction\n0,8,0.5\n0,16,0.6\n", "1 seed(s)"),  # one seed
+        ("seed,c,prediction\n0,8,0.5\n1,8,0.6\n", "one depth"),  # one c
+        (
+            "seed,c,prediction\n0,16,0.5\n0,8,0.6\n1,8,0.4\n1,16,0.5\n",
+            'probes.csv:3: field "c": seed 0: depth 8 does not increase on 16',
+        ),
+        ("seed,c,prediction\n0,8,0.5\n0,16,nan\n", 'probes.csv:3: field "prediction"'),
+        ("seed,c,prediction\n0,8,0.5\n0,16,high\n", "not a number"),
+        ("seed,prediction\n0,0.5\n", 'field "c": missing column'),
+        ("seed,c,prediction\n0,-8,0.5\n", "c must be positive"),
+    ],
+)
+def test_probe_fit_cli_degenerate_input_exit_2(tmp_path, capsys, content, fragment):
+    from test_cli import run_main
+
+    path = tmp_path / "probes.csv"
+    path.write_text(content)
+    code, out, err = run_main(["probe", "fit", str(path), "--json"], capsys)
+    assert code == 2 and out == ""
+    assert fragment in err, err
+
+
+def test_probe_fit_cli_option_errors(tmp_path, capsys):
+    from test_cli import run_main
+
+    path = tmp_path / "probes.csv"
+    path.write_text(_probe_rows())
+    for args, fragment in (
+        (["--price", "0"], "--price must be a positive number"),
+        (["--intrinsic", "-1"], "--intrinsic must be a non-negative number"),
+        (["--level", "1.5"], "--level must be in (0, 1)"),
+        (["--plot", "x.pdf"], "--plot must end in .png"),
+    ):
+        code, _out, err = run_main(["probe", "fit", str(path), *args], capsys)
+        assert code == 2 and fragment in err, (args, err)

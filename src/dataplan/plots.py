@@ -264,3 +264,31 @@ def plot_loss(path: Path, curve: list[tuple[int, float]], *, title: str) -> None
     ax.grid(alpha=0.3)
     save_figure(fig, path)
     plt.close(fig)
+
+
+def plot_probe_decay(result: Any, path: Path) -> None:
+    """Û(c) measured across seeds, the fit L_int + K c^(−α), L_int, and c* (if computed)."""
+    plt = pyplot()
+    fit = result.fit
+    c = np.asarray(fit.depths)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.loglog(c, fit.uncertainty, "o", color="C0", label="Û(c): across-seed variance")
+    grid = np.geomspace(c.min() / 2, max(c.max() * 2, result.c_star or 0.0), 200)
+    ax.loglog(
+        grid,
+        fit.predict(grid),
+        "-",
+        color="C1",
+        label=f"L_int + K·c^(−α): α = {fit.alpha:.2f}, K = {fit.K:.3g}",
+    )
+    if fit.intrinsic > 0:
+        ax.axhline(fit.intrinsic, color="0.4", ls=":", label=f"L_int = {fit.intrinsic:.3g}")
+    if result.c_star:
+        ax.axvline(result.c_star, color="C2", ls="--", label=f"c* = {result.c_star:.0f} steps")
+    ax.set_xlabel("probe depth c (optimiser steps)")
+    ax.set_ylabel("forecast variance")
+    ax.set_title(f"probe uncertainty — {result.regime}", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    save_figure(fig, path)
+    plt.close(fig)

@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from dataplan.cli import curves, estimate, scaling, select, tasks, train, weigh
+from dataplan.cli import curves, estimate, probe, scaling, select, tasks, train, weigh
 from dataplan.cli.output import err_console, fail
 from dataplan.errors import DataplanError
 
@@ -25,7 +25,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for group in (estimate, curves, select, weigh, train, scaling, tasks):
+for group in (estimate, curves, select, weigh, train, probe, scaling, tasks):
     group.register(app)
 
 

@@ -175,3 +175,8 @@ def _csv_row_lines(text: str, path: Path, known: Sequence[str]) -> list[int]:
     except csv.Error as err:
         raise InputError(f"malformed CSV ({err})", path=path, line=reader.line_num) from None
     return lines
+
+
+def row_lines(path: Path, spec: TableSpec) -> list[int]:
+    """The physical line of each row of a CSV table (as :func:`read_table` reports them)."""
+    return _csv_row_lines(read_utf8(path), path, (*spec.required, *spec.numeric, *spec.text))
