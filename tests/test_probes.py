@@ -1,0 +1,103 @@
+"""Probes on the training core: the trajectory measured at the requested depths equals the model
+saved at those steps, seeds are reproducible, and the caller's model is left unchanged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import make_tiny_llama
+from dataplan.data.formatting import PromptFormatter, encode_examples
+from dataplan.data.loading import Example
+from dataplan.training import TrainSettings, train
+from dataplan.training.probes import probe_trajectory
+
+SETTINGS = TrainSettings(batch_size=4, learning_rate=5e-3)
+
+
+def _examples(n: int, offset: int = 0) -> list[Example]:
+    return [
+        Example(
+            id=f"e{i}",
+            prompt=f"{i} is odd or even?",
+            answer="odd" if i % 2 else "even",
+            choices=("odd", "even"),
+        )
+        for i in range(offset, offset + n)
+    ]
+
+
+def test_the_trajectory_is_the_model_at_each_depth(char_tokenizer, tmp_path):
+    from peft import PeftModel
+
+    from dataplan.compute.example_stats import answer_losses
+
+    fmt = PromptFormatter(char_tokenizer, use_chat_template=False)
+    model = make_tiny_llama(len(char_tokenizer))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train_set, validation = _examples(8), _examples(4, offset=100)
+    trajectory = probe_trajectory(
+        model, train_set, validation, fmt, [2, 4], seed=3, settings=SETTINGS
+    )
+    assert [p.depth for p in trajectory.points] == [0, 2, 4]
+    assert all(p.val_accuracy is not None and 0 <= p.val_accuracy <= 1 for p in trajectory.points)
+    # The caller's model is unchanged and carries no adapter.
+    assert not any("lora" in k for k in model.state_dict())
+    assert all(np.array_equal(before[k], v) for k, v in model.state_dict().items())
+    # Reference: the same run (seed, schedule) saving its adapter at step 2, scored afterwards.
+    result = train(
+        model,
+        train_set,
+        fmt,
+        TrainSettings(batch_size=4, learning_rate=5e-3, min_steps=4, max_steps=4),
+        seed=3,
+        steps=4,
+        checkpoints={2: tmp_path / "step2"},
+    )
+    result.model.unload()
+    at2 = PeftModel.from_pretrained(model, str(tmp_path / "step2")).eval()
+    pad = char_tokenizer.pad_token_id
+    expected = float(np.mean(answer_losses(at2, encode_examples(fmt, validation), pad)))
+    assert trajectory.points[1].val_loss == pytest.approx(expected, rel=1e-5)
+    at2.unload()
+    zero = float(np.mean(answer_losses(model, encode_examples(fmt, train_set), pad)))
+    assert trajectory.points[0].train_loss == pytest.approx(zero, rel=1e-6)
+    features = trajectory.features(4)
+    assert features["train_loss_drop"] == pytest.approx(
+        trajectory.points[0].train_loss - trajectory.points[2].train_loss
+    )
+    with pytest.raises(KeyError):
+        trajectory.features(3)
+
+
+def test_probes_are_reproducible_per_seed(char_tokenizer):
+    from dataplan.training.probes import ProbeTrajectory
+
+    fmt = PromptFormatter(char_tokenizer, use_chat_template=False)
+    model = make_tiny_llama(len(char_tokenizer))
+    args = (model, _examples(8), _examples(4, offset=100), fmt, [1, 3])
+    a = probe_trajectory(*args, seed=0, settings=SETTINGS)
+    b = probe_trajectory(*args, seed=0, settings=SETTINGS)
+    c = probe_trajectory(*args, seed=1, settings=SETTINGS)
+    assert a == b
+    assert a.points[-1].train_loss != c.points[-1].train_loss
+    assert ProbeTrajectory.from_dict(a.as_dict()) == a
+
+
+def test_probe_arguments_are_checked(char_tokenizer):
+    fmt = PromptFormatter(char_tokenizer, use_chat_template=False)
+    model = make_tiny_llama(len(char_tokenizer))
+    with pytest.raises(ValueError, match="increasing"):
+        probe_trajectory(model, _examples(4), _examples(2, 50), fmt, [4, 2], seed=0)
+    with pytest.raises(ValueError, match="validation"):
+        probe_trajectory(model, _examples(4), [], fmt, [2], seed=0)
+    with pytest.raises(ValueError, match="LoRA"):
+        probe_trajectory(
+            model,
+            _examples(4),
+            _examples(2, 50),
+            fmt,
+            [2],
+            seed=0,
+            settings=TrainSettings(method="full"),
+        )
