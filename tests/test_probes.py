@@ -101,3 +101,103 @@ def test_probe_arguments_are_checked(char_tokenizer):
             seed=0,
             settings=TrainSettings(method="full"),
         )
+
+
+def _write_labelled(path, n: int) -> None:
+    import json
+
+    rows = [
+        {
+            "id": f"x{i}",
+            "prompt": f"{i} is odd or even?",
+            "answer": "odd" if i % 2 else "even",
+            "choices": ["odd", "even"],
+        }
+        for i in range(n)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _probe_args(tiny_model_dir, data, run_dir, *extra):
+    return [
+        "probe",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(data),
+        "--steps",
+        "1,2",
+        "--seeds",
+        "2",
+        "--validation",
+        "3",
+        "--batch-size",
+        "4",
+        "--lora-r",
+        "2",
+        "--run-dir",
+        str(run_dir),
+        "--json",
+        *extra,
+    ]
+
+
+def test_probe_command_writes_and_resumes_seed_by_seed(tiny_model_dir, tmp_path, capsys):
+    import csv
+    import json
+
+    from test_cli import run_main
+
+    data = tmp_path / "labelled.jsonl"
+    _write_labelled(data, 10)
+    run_dir = tmp_path / "run"
+    code, out, err = run_main(_probe_args(tiny_model_dir, data, run_dir), capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["examples"] == {"train": 7, "validation": 3}
+    rows = list(csv.DictReader((run_dir / "probes.csv").open()))
+    assert [(r["seed"], r["c"]) for r in rows] == [("0", "1"), ("0", "2"), ("1", "1"), ("1", "2")]
+    assert set(rows[0]) >= {"train_loss_drop", "val_loss", "val_loss_drop", "val_accuracy"}
+    assert (run_dir / "probes.png").stat().st_size > 1000
+    cached = {p.name: p.stat().st_mtime_ns for p in (run_dir / "probes").glob("*.json")}
+    assert len(cached) == 2
+    # More seeds: the two finished ones are reused, one more runs.
+    code, out, err = run_main(
+        [*_probe_args(tiny_model_dir, data, run_dir)[:-1], "--seeds", "3", "--json"], capsys
+    )
+    assert code == 0, err
+    again = {p.name: p.stat().st_mtime_ns for p in (run_dir / "probes").glob("*.json")}
+    assert len(again) == 3 and all(again[k] == v for k, v in cached.items())
+    assert json.loads(out)["by_depth"][0]["val_loss"]["std"] is not None
+    # Other settings in the same folder are refused, not mixed.
+    code, out, err = run_main(
+        [*_probe_args(tiny_model_dir, data, run_dir)[:-1], "--steps", "1,3", "--json"], capsys
+    )
+    assert code == 2 and "different settings (steps" in err, err
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (["--task", "sports_understanding"], "exactly one of --task, --data or --estimate-dir"),
+        (["--steps", "4,2"], "--steps must be increasing"),
+        (["--seeds", "1"], "--seeds must be at least 2"),
+        (["--validation", "9"], "too few to hold out --validation 9"),
+        (["--method", "full"], "LoRA"),
+    ],
+)
+def test_probe_command_refuses_bad_options(tiny_model_dir, tmp_path, capsys, extra, fragment):
+    from test_cli import run_main
+
+    data = tmp_path / "labelled.jsonl"
+    _write_labelled(data, 10)
+    args = _probe_args(tiny_model_dir, data, tmp_path / "run")
+    if extra[0] in ("--steps", "--seeds", "--validation"):  # replace the given value
+        i = args.index(extra[0])
+        args[i + 1] = extra[1]
+    else:
+        args = [*args[:-1], *extra, "--json"]
+    code, out, err = run_main(args, capsys)
+    assert code == 2 and out == "", err
+    assert fragment in err, err
+    assert not (tmp_path / "run" / "probes").exists()  # nothing half-written

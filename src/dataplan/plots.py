@@ -292,3 +292,33 @@ def plot_probe_decay(result: Any, path: Path) -> None:
     ax.legend(fontsize=7)
     save_figure(fig, path)
     plt.close(fig)
+
+
+def plot_probe_features(path: Path, rows: list[dict[str, Any]], *, title: str) -> None:
+    """Each probe feature against depth: one line per seed (the spread is the point)."""
+    from dataplan.training.probes import FEATURES
+
+    names = [f for f in FEATURES if any(r.get(f) is not None for r in rows)]
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), squeeze=False)
+    seeds = sorted({r["seed"] for r in rows})
+    for ax, name in zip(axes[0], names, strict=True):
+        for i, seed in enumerate(seeds):
+            mine = sorted((r for r in rows if r["seed"] == seed), key=lambda r: r["c"])
+            ax.plot(
+                [r["c"] for r in mine],
+                [r[name] for r in mine],
+                "o-",
+                color=f"C{i % 10}",
+                alpha=0.8,
+                label=f"seed {seed}",
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("probe depth (steps)")
+        ax.set_title(name.replace("_", " "), fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)

@@ -200,31 +200,74 @@ def config_command(
     """
 
     def register(run: Callable[..., None]) -> Callable[..., None]:
-        fixed_values = dict(fixed or {})
-        options = _options(config, skip=frozenset(skip) | frozenset(fixed_values))
-        by_name = {o.name: o.path for o in options}
-        flags = [f for o in options for f in _flags(o)] + ["--json", "--quiet", "-q"]
-        clash = sorted({f for f in flags if flags.count(f) > 1})
-        if clash:  # two fields (e.g. of two nested groups) would answer to one flag
-            raise TypeError(f"command {name!r}: option {clash[0]} is declared twice")
-
-        def command(**kwargs: Any) -> None:
-            out = Output(json=kwargs.pop("json_out"), quiet=kwargs.pop("quiet"))
-            from dataplan.cli.output import setup_logging
-
-            setup_logging(not out.progress)
-            values = {by_name[k]: v for k, v in kwargs.items()}
-            values.update({(k,): v for k, v in fixed_values.items()})
-            if "progress" in {f.name for f in dataclasses.fields(config)}:
-                values[("progress",)] = out.progress
-            run(build_config(config, values), out)
-
-        params = [o.parameter for o in options] + _OUTPUT_PARAMS
-        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-        command.__annotations__ = {p.name: p.annotation for p in params}
-        command.__doc__ = run.__doc__
-        command.__name__ = run.__name__
-        app.command(name)(command)
+        app.command(name)(_command(name, config, run, fixed, skip))
         return run
 
     return register
+
+
+def config_callback(
+    group: typer.Typer, name: str, config: type
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register ``run(cfg, out: Output)`` as what the command group ``name`` itself does when
+    no subcommand is named (``dataplan probe --model …`` beside ``dataplan probe fit …``).
+
+    Every field of ``config`` needs a default: the group's options are parsed before a
+    subcommand runs, and are then ignored.
+    """
+
+    def register(run: Callable[..., None]) -> Callable[..., None]:
+        inner = _command(name, config, run, None, frozenset())
+
+        def callback(ctx: typer.Context, **kwargs: Any) -> None:
+            if ctx.invoked_subcommand is None:
+                inner(**kwargs)
+
+        params = [
+            inspect.Parameter(
+                "ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context
+            ),
+            *inner.__signature__.parameters.values(),  # type: ignore[attr-defined]
+        ]
+        callback.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        callback.__annotations__ = {p.name: p.annotation for p in params}
+        callback.__doc__ = run.__doc__
+        group.callback(invoke_without_command=True)(callback)
+        return run
+
+    return register
+
+
+def _command(
+    name: str,
+    config: type,
+    run: Callable[..., None],
+    fixed: dict[str, Any] | None,
+    skip: frozenset[str],
+) -> Callable[..., None]:
+    """A function typer turns into a command: ``config``'s options, ``--json`` and ``--quiet``."""
+    fixed_values = dict(fixed or {})
+    options = _options(config, skip=frozenset(skip) | frozenset(fixed_values))
+    by_name = {o.name: o.path for o in options}
+    flags = [f for o in options for f in _flags(o)] + ["--json", "--quiet", "-q"]
+    clash = sorted({f for f in flags if flags.count(f) > 1})
+    if clash:  # two fields (e.g. of two nested groups) would answer to one flag
+        raise TypeError(f"command {name!r}: option {clash[0]} is declared twice")
+
+    def command(**kwargs: Any) -> None:
+        out = Output(json=kwargs.pop("json_out"), quiet=kwargs.pop("quiet"))
+        from dataplan.cli.output import setup_logging
+
+        setup_logging(not out.progress)
+        values = {by_name[k]: v for k, v in kwargs.items()}
+        values.update({(k,): v for k, v in fixed_values.items()})
+        if "progress" in {f.name for f in dataclasses.fields(config)}:
+            values[("progress",)] = out.progress
+        run(build_config(config, values), out)
+
+    params = [o.parameter for o in options] + _OUTPUT_PARAMS
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = run.__doc__
+    command.__name__ = run.__name__
+    return command

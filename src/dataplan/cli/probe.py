@@ -1,11 +1,14 @@
-"""``dataplan probe fit``: how sure a forecast is, and how deep a probe pays (arXiv 2606.17649)."""
+"""``dataplan probe [fit]``: short fine-tuning probes, how sure a forecast is, and how deep a probe
+pays (arXiv 2606.17649)."""
 
 from __future__ import annotations
 
 import typer
 
-from dataplan.cli.build import Output, config_command
+from dataplan.cli.build import Output, config_callback, config_command
 from dataplan.cli.output import console, emit_json, key_value_table
+from dataplan.training.probes import FEATURES
+from dataplan.workflows.probe import ProbeConfig
 from dataplan.workflows.probe_fit import ProbeFitConfig
 
 
@@ -16,11 +19,46 @@ def _interval(d: dict, name: str) -> str:
 
 def register(app: typer.Typer) -> None:
     group = typer.Typer(
-        help="Forecast uncertainty from short fine-tuning probes: its decay, the budget-optimal "
-        "probe depth, the task's regime.",
+        help="Short LoRA fine-tuning probes on labelled examples, measured at each depth of "
+        "--steps, one run per seed (`dataplan probe --task T`); `probe fit` turns probe "
+        "predictions into the forecast's uncertainty decay, the budget-optimal depth and the "
+        "task's regime.",
         no_args_is_help=True,
     )
     app.add_typer(group, name="probe")
+
+    @config_callback(group, "probe", ProbeConfig)
+    def probe(cfg: ProbeConfig, out: Output) -> None:
+        """Probe: short LoRA fine-tunes on labelled examples, measured at each depth of --steps,
+        one run per seed; `probe fit` analyses probe predictions."""
+        from dataplan.workflows.probe import run_probe
+
+        summary = run_probe(cfg)
+        if out.json:
+            emit_json(summary)
+            return
+        from rich.table import Table
+
+        table = Table(
+            title=f"probes: {summary['seeds']} seeds, {summary['examples']['train']} training / "
+            f"{summary['examples']['validation']} validation examples (mean ± sd over seeds)"
+        )
+        names = [n for n in FEATURES if any(n in d for d in summary["by_depth"])]
+        table.add_column("steps")
+        for n in names:
+            table.add_column(n.replace("_", " "))
+        for d in summary["by_depth"]:
+            cells = [str(d["c"])]
+            for n in names:
+                v = d.get(n)
+                cells.append(
+                    "—"
+                    if v is None
+                    else f"{v['mean']:.3f}" + ("" if v["std"] is None else f" ± {v['std']:.3f}")
+                )
+            table.add_row(*cells)
+        console.print(table)
+        console.print(f"probes: {summary['probes_csv']}  plot: {summary['plot']}")
 
     @config_command(group, "fit", ProbeFitConfig)
     def fit(cfg: ProbeFitConfig, out: Output) -> None:

@@ -1,0 +1,219 @@
+"""``dataplan probe``: short LoRA fine-tunes (probes) on labelled examples the user already has,
+measured at several depths, one run per seed (docs/methods.md §8).
+
+1. The labelled examples: a suite task's (``--task``: a seeded sample of ``--n-examples`` from its
+   pool), a file (``--data``), or the ones an ``estimate`` run labelled (``--estimate-dir``:
+   its ``chosen.jsonl``). ``--validation`` of them (a seeded draw, the same for every seed) are
+   held out; the probes train on the rest.
+2. One probe per seed (:func:`dataplan.training.probes.probe_trajectory`): train and validation
+   loss and, when the examples have options, validation accuracy, before training and at every
+   depth of ``--steps``. Each seed is cached in the run folder as it finishes, so an interrupted
+   run resumes seed by seed and ``--seeds`` can grow.
+3. ``probes.csv`` (one row per seed and depth: the trajectory features), ``result.json`` (each
+   feature's mean and across-seed standard deviation per depth) and ``probes.png``.
+
+The probe calibration that turns these features into a forecast of AUC' comes from ``calibrate``
+across the suite; with it, ``probe`` reports the forecast per depth and its decay.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dataplan.errors import ConfigError, InputError
+from dataplan.options import (
+    DataOptions,
+    ModelOptions,
+    PromptOptions,
+    RunOptions,
+    cli,
+    ints,
+)
+from dataplan.training.settings import TrainSettings
+
+DEFAULT_STEPS = (8, 16, 32, 64)
+
+
+@dataclass(kw_only=True)
+class ProbeConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
+    """Settings of ``dataplan probe``. Invalid values fail here, before any model loads.
+
+    Attributes:
+        estimate_dir: Probe on the examples an `estimate` run labelled (its run folder) instead
+            of --task / --data.
+        n_examples: With --task: how many pool examples to probe on (a seeded sample).
+        steps: Probe depths in optimiser steps (comma-separated, increasing); every probe runs
+            to the largest.
+        seeds: Probe runs (seeds 0, 1, …).
+        validation: Labelled examples held out of the probes' training to measure them.
+        seed: Seed of the --task sample and of the validation draw.
+        run_dir: Run folder (default runs/probe-<data>); rerun to resume.
+        train: Fine-tuning of each probe (its steps are the largest depth).
+    """
+
+    estimate_dir: str | None = None
+    n_examples: int = 32
+    steps: tuple[int, ...] = field(default=DEFAULT_STEPS, metadata=cli(parse=ints("--steps")))
+    seeds: int = 3
+    validation: int = 8
+    seed: int = 0
+    run_dir: str | None = None
+    train: TrainSettings = field(default_factory=TrainSettings, metadata=cli(nested=True))
+
+    def __post_init__(self) -> None:
+        given = [n for n, v in (("--task", self.task), ("--data", self.data)) if v is not None]
+        if self.estimate_dir is not None:
+            given.append("--estimate-dir")
+        if len(given) != 1:
+            raise ConfigError(
+                "give exactly one of --task, --data or --estimate-dir (the labelled examples "
+                f"to probe on); got {', '.join(given) or 'none'}"
+            )
+        steps = list(self.steps)
+        if not steps or any(s < 1 for s in steps) or steps != sorted(set(steps)):
+            raise ConfigError(f"--steps must be increasing positive integers, got {steps}")
+        if self.seeds < 2:
+            raise ConfigError(
+                f"--seeds must be at least 2 (the across-seed spread is the point), got {self.seeds}"
+            )
+        if self.validation < 1:
+            raise ConfigError(f"--validation must be at least 1, got {self.validation}")
+        if self.n_examples < 2:
+            raise ConfigError(f"--n-examples must be at least 2, got {self.n_examples}")
+        if self.seed < 0:
+            raise ConfigError(f"--seed must be a non-negative integer, got {self.seed}")
+        if self.train.method != "lora":
+            raise ConfigError("a probe trains a LoRA adapter: --method lora")
+
+    @property
+    def label(self) -> str:
+        if self.estimate_dir is not None:
+            return Path(self.estimate_dir).name
+        return self.source.label
+
+    def load(self) -> list[Any]:
+        """The labelled examples to probe on."""
+        from dataplan.data.loading import load_examples
+
+        if self.estimate_dir is not None:
+            from dataplan.workflows.estimate import CHOSEN
+
+            path = Path(self.estimate_dir) / CHOSEN
+            if not path.is_file():
+                raise InputError(
+                    f"no {CHOSEN}: not an estimate run folder (or its run stopped before "
+                    "choosing examples)",
+                    path=self.estimate_dir,
+                )
+            examples = load_examples(path, require_answer=False)
+            if any(e.answer is None for e in examples):
+                raise InputError(
+                    "the chosen examples have no answers yet: label them (estimate "
+                    "--annotate-out / --labeled), or probe on the labelled file with --data",
+                    path=path,
+                )
+            return examples
+        if self.task is not None:
+            pool = self.source.load(require_answer=True)
+            order = np.random.default_rng([self.seed, 29]).permutation(len(pool))
+            return [pool[i] for i in order[: self.n_examples]]
+        return load_examples(self.data or "", fields=self.fields, require_answer=True)
+
+    def train_validation(self, examples: list[Any]) -> tuple[list[Any], list[Any]]:
+        """(training, validation): a seeded draw of ``validation`` examples held out."""
+        if len(examples) < self.validation + 2:
+            raise InputError(
+                f"{len(examples)} labelled examples: too few to hold out --validation "
+                f"{self.validation} and train on at least 2",
+                path=self.estimate_dir or self.data or self.task,
+            )
+        order = np.random.default_rng([self.seed, 31]).permutation(len(examples))
+        held = set(order[: self.validation].tolist())
+        train = [e for i, e in enumerate(examples) if i not in held]
+        validation = [e for i, e in enumerate(examples) if i in held]
+        return train, validation
+
+
+def run_probe(cfg: ProbeConfig, loaded: Any = None) -> dict[str, Any]:
+    """Run ``dataplan probe`` (see the module docstring); returns the summary."""
+    from dataplan.digests import examples_digest
+    from dataplan.io import write_csv
+    from dataplan.models.loading import model_identity
+    from dataplan.store import ResultStore, canonical, runtime
+    from dataplan.training.probes import FEATURES, ProbeTrajectory, probe_trajectory
+    from dataplan.workflows.run_folder import RunFolder
+
+    if loaded is None:
+        cfg.check_model()
+    examples = cfg.load()
+    train_set, validation = cfg.train_validation(examples)
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else Path("runs") / f"probe-{cfg.label}"
+    identity = {
+        "model": model_identity(cfg.model),
+        **runtime(cfg.device, cfg.dtype),
+        "train": examples_digest(train_set),
+        "validation": examples_digest(validation),
+        "prompts": canonical(cfg.prompts),
+        "steps": list(cfg.steps),
+        "settings": canonical(cfg.train),
+    }
+    run = RunFolder(run_dir, identity)
+    run.check()
+    loaded = loaded or cfg.spec.load()
+    formatter = cfg.prompts.formatter(loaded.tokenizer)
+    run.open()
+    store = ResultStore(run.file("probes"))
+    trajectories = []
+    for seed in range(cfg.seeds):
+
+        def probe(seed: int = seed) -> dict[str, Any]:
+            start = time.perf_counter()
+            t = probe_trajectory(
+                loaded.model,
+                train_set,
+                validation,
+                formatter,
+                cfg.steps,
+                seed=seed,
+                settings=cfg.train,
+            )
+            return {**t.as_dict(), "seconds": time.perf_counter() - start}
+
+        point = store.cached_json(f"seed{seed}", {"seed": seed}, probe)
+        trajectories.append(ProbeTrajectory.from_dict(point))
+    rows: list[dict[str, Any]] = []
+    for t in trajectories:
+        for depth in cfg.steps:
+            rows.append({"seed": t.seed, "c": depth, **t.features(depth)})
+    write_csv(run.file("probes.csv"), rows)
+    per_depth = []
+    for depth in cfg.steps:
+        entry: dict[str, Any] = {"c": depth}
+        for name in FEATURES:
+            values = [float(r[name]) for r in rows if r["c"] == depth and r[name] is not None]
+            if values:
+                entry[name] = {
+                    "mean": float(np.mean(values)),
+                    "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+                }
+        per_depth.append(entry)
+    summary = {
+        "run_dir": str(run.path),
+        "examples": {"train": len(train_set), "validation": len(validation)},
+        "seeds": cfg.seeds,
+        "steps": list(cfg.steps),
+        "before_training": trajectories[0].points[0].as_dict(),
+        "by_depth": per_depth,
+        "probes_csv": str(run.file("probes.csv")),
+    }
+    from dataplan.plots import plot_probe_features
+
+    plot_probe_features(run.file("probes.png"), rows, title=f"probes of {cfg.label}")
+    summary["plot"] = str(run.file("probes.png"))
+    run.write_json("result.json", summary)
+    return summary
