@@ -1,0 +1,254 @@
+"""A probe calibration: from probe features at depth c to a task's AUC', fitted across tasks
+(docs/methods.md §8).
+
+For T calibration tasks with measured AUC y_t, probe features X[t, s, d] (task t, seed s, depth
+c_d) and optionally a static predictor z_t (CoS-Low), at each depth d [our choices]:
+
+- the task's feature is its seed mean x̄_td = mean_s X[t, s, d]; the model is linear::
+
+      AUC'_t(c_d) = β_0 + β_1 · x̄_td (+ β_2 · z_t)              least squares over the T tasks
+
+- leave-one-task-out (LOO) residuals r_td = y_t − AUC'_{−t}(c_d) (the model refitted without t)
+  give the MAE and the forecast variance σ²_d = mean_t r_td²; an 80% interval of task t is
+  AUC'_{−t} ± z_0.9 · σ_{−t,d}, σ_{−t,d} from the other tasks' residuals, and its *coverage* is the
+  share of tasks inside their interval;
+- the seed variance V_opt(c_d) = mean_t Var_s(β · [1, X[t, s, d], z_t]) (ddof = 1): how much one
+  probe run's forecast moves with its seed;
+- the intrinsic limit L_int = max(0, σ²_D − V_opt(c_D)/S) at the deepest depth D (what remains
+  of the LOO error once the seed noise of an S-seed mean is taken out), and the decay
+  V_opt(c) = K · c^(−α) fitted with L_int known (:func:`dataplan.maths.probe.fit_decay`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from scipy.stats import norm
+
+from dataplan.maths.probe import DecayFit, ProbeFitError, fit_decay
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+
+class ProbeCalibrationError(ValueError):
+    """The calibration data cannot be fitted (too few tasks, shapes, non-finite values)."""
+
+
+@dataclass(frozen=True)
+class DepthFit:
+    """The calibration at one depth.
+
+    Attributes:
+        depth: c (optimiser steps).
+        coef: (β_0, β_1[, β_2]).
+        loo_residuals: (T,) y_t − AUC'_{−t}.
+        loo_mae: mean |residual|.
+        residual_variance: σ² = mean residual².
+        coverage: share of tasks inside their LOO interval at ``level``.
+        seed_variance: V_opt(c), the mean across-seed variance of one run's forecast.
+    """
+
+    depth: float
+    coef: tuple[float, ...]
+    loo_residuals: tuple[float, ...]
+    loo_mae: float
+    residual_variance: float
+    coverage: float
+    seed_variance: float
+
+
+@dataclass(frozen=True)
+class ProbeCalibration:
+    """Per-depth linear maps from a probe feature (and CoS-Low) to AUC', with their errors."""
+
+    feature: str
+    with_static: bool
+    level: float
+    n_tasks: int
+    n_seeds: int
+    depths: tuple[DepthFit, ...]
+    intrinsic: float
+    decay: DecayFit | None
+
+    def at(self, depth: float) -> DepthFit:
+        for d in self.depths:
+            if d.depth == depth:
+                return d
+        raise KeyError(
+            f"no calibration at depth {depth:g}; calibrated depths: "
+            + ", ".join(f"{d.depth:g}" for d in self.depths)
+        )
+
+    def predict(
+        self, depth: float, feature: float, static: float | None = None
+    ) -> tuple[float, float]:
+        """(AUC', its forecast variance σ²) of a task whose seed-mean feature at ``depth`` is
+        ``feature`` (and whose static predictor is ``static`` when the calibration uses one)."""
+        d = self.at(depth)
+        row = [1.0, feature]
+        if self.with_static:
+            if static is None:
+                raise ValueError("this probe calibration also needs the task's CoS-Low")
+            row.append(static)
+        return float(np.dot(d.coef, row)), d.residual_variance
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "feature": self.feature,
+            "with_static": self.with_static,
+            "level": self.level,
+            "n_tasks": self.n_tasks,
+            "n_seeds": self.n_seeds,
+            "intrinsic": self.intrinsic,
+            "decay": None
+            if self.decay is None
+            else {"K": self.decay.K, "alpha": self.decay.alpha, "log_rmse": self.decay.log_rmse},
+            "depths": [
+                {
+                    "depth": d.depth,
+                    "coef": list(d.coef),
+                    "loo_residuals": list(d.loo_residuals),
+                    "loo_mae": d.loo_mae,
+                    "residual_variance": d.residual_variance,
+                    "coverage": d.coverage,
+                    "seed_variance": d.seed_variance,
+                }
+                for d in self.depths
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ProbeCalibration:
+        depths = tuple(
+            DepthFit(
+                depth=float(x["depth"]),
+                coef=tuple(float(v) for v in x["coef"]),
+                loo_residuals=tuple(float(v) for v in x["loo_residuals"]),
+                loo_mae=float(x["loo_mae"]),
+                residual_variance=float(x["residual_variance"]),
+                coverage=float(x["coverage"]),
+                seed_variance=float(x["seed_variance"]),
+            )
+            for x in d["depths"]
+        )
+        decay = None
+        if d.get("decay") is not None:
+            decay = fit_decay(
+                [x.depth for x in depths],
+                [float(d["intrinsic"]) + x.seed_variance for x in depths],
+                intrinsic=float(d["intrinsic"]),
+            )
+        return cls(
+            feature=str(d["feature"]),
+            with_static=bool(d["with_static"]),
+            level=float(d["level"]),
+            n_tasks=int(d["n_tasks"]),
+            n_seeds=int(d["n_seeds"]),
+            depths=depths,
+            intrinsic=float(d["intrinsic"]),
+            decay=decay,
+        )
+
+
+def _lstsq(a: np.ndarray, y: np.ndarray) -> np.ndarray:
+    coef, *_ = np.linalg.lstsq(a, y, rcond=None)
+    return coef
+
+
+def fit_probe_calibration(
+    features: ArrayLike,
+    auc: ArrayLike,
+    depths: ArrayLike,
+    *,
+    static: ArrayLike | None = None,
+    feature: str = "val_loss_drop",
+    level: float = 0.8,
+) -> ProbeCalibration:
+    """Fit the per-depth calibrations (module docstring).
+
+    Args:
+        features: (T, S, D) the probe feature of task t, seed s at depth d.
+        auc: (T,) the measured AUC of each task.
+        depths: (D,) increasing probe depths.
+        static: (T,) a static predictor (CoS-Low) to fit beside the feature, or None.
+        feature: the feature's name (recorded).
+        level: coverage of the LOO intervals.
+
+    Raises:
+        ProbeCalibrationError: shapes, non-finite values, fewer than p + 3 tasks (p predictors),
+            fewer than 2 seeds.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(auc, dtype=np.float64)
+    c = np.asarray(depths, dtype=np.float64)
+    if x.ndim != 3 or x.shape[0] != y.shape[0] or x.shape[2] != c.shape[0]:
+        raise ProbeCalibrationError(
+            f"features must be (tasks, seeds, depths) = ({len(y)}, S, {len(c)}), got {x.shape}"
+        )
+    z = None if static is None else np.asarray(static, dtype=np.float64)
+    if z is not None and z.shape != y.shape:
+        raise ProbeCalibrationError("static must have one value per task")
+    for name, arr in (("features", x), ("auc", y), ("static", z)):
+        if arr is not None and not np.isfinite(arr).all():
+            raise ProbeCalibrationError(f"{name} must be finite")
+    if not 0 < level < 1:
+        raise ProbeCalibrationError(f"level must be in (0, 1), got {level}")
+    t_count, s_count, _ = x.shape
+    p = 2 if z is None else 3
+    if t_count < p + 2:
+        raise ProbeCalibrationError(
+            f"{t_count} tasks: a leave-one-task-out fit of {p} coefficients needs at least {p + 2}"
+        )
+    if s_count < 2:
+        raise ProbeCalibrationError("at least 2 probe seeds per task are needed")
+    quantile = float(norm.ppf(0.5 + level / 2))
+    fits = []
+    for j, depth in enumerate(c):
+        mean = x[:, :, j].mean(axis=1)
+        design = np.column_stack([np.ones(t_count), mean] + ([] if z is None else [z]))
+        coef = _lstsq(design, y)
+        resid = np.empty(t_count)
+        for t in range(t_count):
+            keep = np.arange(t_count) != t
+            resid[t] = y[t] - design[t] @ _lstsq(design[keep], y[keep])
+        covered = []
+        for t in range(t_count):
+            others = np.delete(resid, t)
+            sigma = math.sqrt(float(np.mean(others**2)))
+            covered.append(abs(resid[t]) <= quantile * sigma)
+        per_seed = coef[0] + coef[1] * x[:, :, j]
+        if z is not None:
+            per_seed = per_seed + coef[2] * z[:, None]
+        fits.append(
+            DepthFit(
+                depth=float(depth),
+                coef=tuple(float(v) for v in coef),
+                loo_residuals=tuple(float(v) for v in resid),
+                loo_mae=float(np.mean(np.abs(resid))),
+                residual_variance=float(np.mean(resid**2)),
+                coverage=float(np.mean(covered)),
+                seed_variance=float(np.mean(np.var(per_seed, axis=1, ddof=1))),
+            )
+        )
+    deepest = fits[-1]
+    intrinsic = max(0.0, deepest.residual_variance - deepest.seed_variance / s_count)
+    decay = None
+    if len(c) >= 2:
+        try:
+            decay = fit_decay(c, [intrinsic + f.seed_variance for f in fits], intrinsic=intrinsic)
+        except ProbeFitError:
+            decay = None  # no seed variance to decay: reported as None
+    return ProbeCalibration(
+        feature=feature,
+        with_static=z is not None,
+        level=level,
+        n_tasks=t_count,
+        n_seeds=s_count,
+        depths=tuple(fits),
+        intrinsic=intrinsic,
+        decay=decay,
+    )

@@ -1,0 +1,92 @@
+"""The probe calibration across tasks: per-depth least squares, leave-one-task-out residuals
+against a slow loop, the seed variance's decay recovered, coverage, and bad input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from dataplan.maths.probe_calibration import (
+    ProbeCalibration,
+    ProbeCalibrationError,
+    fit_probe_calibration,
+)
+
+DEPTHS = np.array([8.0, 16.0, 32.0, 64.0])
+
+
+def _synthetic(tasks=20, seeds=4, K=0.5, alpha=1.0, noise=0.02, seed=0):
+    """Features: the task's true learnability plus seed noise of variance K c^(−α); AUC is
+    linear in the true learnability plus a task-level error of sd ``noise``."""
+    rng = np.random.default_rng(seed)
+    truth = rng.uniform(0.0, 1.0, size=tasks)
+    auc = 0.3 + 0.5 * truth + rng.normal(size=tasks) * noise
+    sd = np.sqrt(K * DEPTHS**-alpha)
+    features = truth[:, None, None] + rng.normal(size=(tasks, seeds, len(DEPTHS))) * sd
+    return features, auc, truth
+
+
+def test_loo_residuals_match_a_slow_loop_and_static_joins():
+    features, auc, truth = _synthetic()
+    cos_low = truth * 0.2 + np.random.default_rng(1).normal(size=len(auc)) * 0.05
+    for static in (None, cos_low):
+        cal = fit_probe_calibration(features, auc, DEPTHS, static=static)
+        for j, fit in enumerate(cal.depths):
+            x = features[:, :, j].mean(axis=1)
+            for t in range(len(auc)):
+                keep = np.arange(len(auc)) != t
+                cols = [np.ones(keep.sum()), x[keep]] + ([] if static is None else [static[keep]])
+                coef = np.linalg.lstsq(np.column_stack(cols), auc[keep], rcond=None)[0]
+                row = [1.0, x[t]] + ([] if static is None else [static[t]])
+                assert fit.loo_residuals[t] == pytest.approx(auc[t] - np.dot(coef, row), abs=1e-10)
+            assert fit.loo_mae == pytest.approx(np.mean(np.abs(fit.loo_residuals)))
+            assert 0.0 <= fit.coverage <= 1.0
+        assert cal.with_static is (static is not None)
+
+
+def test_deeper_probes_forecast_better_and_the_decay_is_recovered():
+    features, auc, _ = _synthetic(tasks=40, seeds=8, K=0.5, alpha=1.0, noise=0.01)
+    cal = fit_probe_calibration(features, auc, DEPTHS)
+    maes = [d.loo_mae for d in cal.depths]
+    assert maes[-1] < maes[0]  # the forecast sharpens as the probes deepen
+    assert cal.depths[-1].coef[1] == pytest.approx(0.5, abs=0.1)
+    # V_opt(c) = β_1² K c^(−α): the decay rate comes back.
+    assert cal.decay is not None and cal.decay.alpha == pytest.approx(1.0, abs=0.3)
+    # The intrinsic limit is the task-level error left at the deepest depth (sd 0.01 plus
+    # the regression's own noise), small beside the shallow seed variance.
+    assert cal.intrinsic < cal.depths[0].seed_variance
+    assert 0.5 <= cal.depths[-1].coverage <= 1.0
+
+
+def test_round_trip_and_predict():
+    features, auc, _ = _synthetic()
+    cal = fit_probe_calibration(features, auc, DEPTHS, feature="val_loss_drop")
+    again = ProbeCalibration.from_dict(cal.as_dict())
+    assert again.as_dict() == cal.as_dict()
+    mean, var = cal.predict(32.0, 0.5)
+    d = cal.at(32.0)
+    assert mean == pytest.approx(d.coef[0] + d.coef[1] * 0.5)
+    assert var == d.residual_variance
+    with pytest.raises(KeyError, match="calibrated depths"):
+        cal.at(12.0)
+    with_static = fit_probe_calibration(
+        features, auc, DEPTHS, static=auc * 0 + 0.1 * np.arange(len(auc))
+    )
+    with pytest.raises(ValueError, match="CoS-Low"):
+        with_static.predict(8.0, 0.5)
+
+
+def test_bad_calibration_input_is_refused():
+    features, auc, _ = _synthetic(tasks=5)
+    with pytest.raises(ProbeCalibrationError, match="tasks"):
+        fit_probe_calibration(features[:3], auc[:3], DEPTHS)
+    with pytest.raises(ProbeCalibrationError, match="2 probe seeds"):
+        fit_probe_calibration(features[:, :1], auc, DEPTHS)
+    with pytest.raises(ProbeCalibrationError, match="finite"):
+        bad = features.copy()
+        bad[0, 0, 0] = math.nan
+        fit_probe_calibration(bad, auc, DEPTHS)
+    with pytest.raises(ProbeCalibrationError, match="tasks, seeds, depths"):
+        fit_probe_calibration(features[:, :, :2], auc, DEPTHS)
