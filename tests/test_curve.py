@@ -351,3 +351,93 @@ def test_auto_metric_uses_options_for_classification_and_choice_only():
     assert auto_metric(aucs, "exact_match", "arithmetic") == "exact_match"
     assert auto_metric(aucs, "token_f1", None) == "loglik_accuracy"  # a data file with options
     assert auto_metric({"token_f1": 0.4}, "token_f1", "generation") == "token_f1"
+
+
+def test_calibrate_with_probes_fits_the_probe_calibration(tiny_model_dir, tmp_path, capsys):
+    from test_cli import run_main
+
+    files = []
+    for k in range(5):
+        path = tmp_path / f"task{k}.jsonl"
+        with path.open("w") as fh:
+            for i in range(80):
+                row = {
+                    "id": f"e{i}",
+                    "prompt": f"T{k} item {i}?",
+                    "answer": WORDS[(i * (k + 1)) % 4],
+                    "choices": WORDS,
+                }
+                fh.write(json.dumps(row) + "\n")
+        files.append(str(path))
+    args = [
+        "calibrate",
+        "--name",
+        "tiny",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        ",".join(files),
+        "--budgets",
+        "0,4",
+        "--min-steps",
+        "2",
+        "--max-steps",
+        "2",
+        "--lora-r",
+        "2",
+        "--max-test",
+        "4",
+        "--max-pool",
+        "80",
+        "--n-labeled",
+        "6",
+        "--min-gain",
+        "-1",
+        "--probe-steps",
+        "1,2",
+        "--probe-seeds",
+        "2",
+        "--probe-validation",
+        "2",
+        "--out-dir",
+        str(tmp_path / "study"),
+        "--cache",
+        str(tmp_path / "cache"),
+        "--json",
+    ]
+    code, out, err = run_main(args, capsys)
+    assert code == 0, err
+    d = json.loads(out)
+    probe = d["probe"]
+    assert [row["c"] for row in probe["by_depth"]] == [1.0, 2.0]
+    assert probe["feature"] == "val_loss_drop" and probe["seeds"] == 2
+    saved = json.loads((tmp_path / "study" / "probe-calibration.json").read_text())
+    assert saved["n_tasks"] == 5 and saved["n_seeds"] == 2
+    # The probe calibration is the maths applied to the probes the study recorded.
+    import numpy as np
+
+    from dataplan.maths.probe_calibration import fit_probe_calibration
+
+    rows = [r for r in d["tasks"] if r["in_fit"]]
+    features = np.array(
+        [
+            [
+                [
+                    next(
+                        x["val_loss_drop"]
+                        for x in r["probe"]["rows"]
+                        if x["seed"] == s and x["c"] == c
+                    )
+                    for c in (1, 2)
+                ]
+                for s in (0, 1)
+            ]
+            for r in rows
+        ]
+    )
+    direct = fit_probe_calibration(features, [r["auc"] for r in rows], [1, 2])
+    assert probe["by_depth"][1]["probe_loo_mae"] == pytest.approx(direct.depths[1].loo_mae)
+    assert (tmp_path / "study" / "probes").is_dir()
+    # A bad feature name is refused before anything runs.
+    code, _, err = run_main([*args[:-1], "--probe-feature", "nope", "--json"], capsys)
+    assert code == 2 and "--probe-feature must be one of" in err

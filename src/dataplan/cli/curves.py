@@ -119,3 +119,26 @@ def register(app: typer.Typer) -> None:
             f"AUC' = {cal['coef']:.4f} · CoS-Low + {cal['intercept']:.4f}  (n_max "
             f"{cal['n_max']}); written to {cfg.out_dir}/calibration.json"
         )
+        probe = result.get("probe")
+        if probe is not None and "error" in probe:
+            console.print(f"[yellow]note:[/yellow] no probe calibration: {probe['error']}")
+        elif probe is not None:
+            from rich.table import Table
+
+            table = Table(
+                title=f"probe calibration ({probe['feature']}, {probe['seeds']} seeds): "
+                f"leave-one-task-out MAE and {probe['level']:.0%}-interval coverage; CoS-Low "
+                f"alone: MAE {probe['static_loo_mae']:.3f}"
+            )
+            for col in ("steps", "probe MAE", "coverage", "probe + CoS-Low MAE", "coverage "):
+                table.add_column(col)
+            for r in probe["by_depth"]:
+                table.add_row(
+                    f"{r['c']:g}",
+                    f"{r['probe_loo_mae']:.3f}",
+                    f"{r['probe_coverage']:.0%}",
+                    f"{r['probe_and_cos_low_loo_mae']:.3f}",
+                    f"{r['probe_and_cos_low_coverage']:.0%}",
+                )
+            console.print(table)
+            console.print(f"written to {cfg.out_dir}/probe-calibration.json")

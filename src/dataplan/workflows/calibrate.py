@@ -54,6 +54,30 @@ PREDICTORS = {
 }
 
 
+@dataclass(frozen=True)
+class ProbeStudy:
+    """Probes of every calibration task (on its estimate's labelled examples), for the probe
+    calibration (docs/methods.md §8)."""
+
+    steps: tuple[int, ...]
+    seeds: int = 3
+    validation: int = 8
+    feature: str = "val_loss_drop"
+
+    def __post_init__(self) -> None:
+        from dataplan.training.probes import FEATURES
+
+        if self.feature not in FEATURES:
+            raise ConfigError(
+                f"--probe-feature must be one of {', '.join(FEATURES)}, got {self.feature!r}"
+            )
+        steps = list(self.steps)
+        if not steps or any(c < 1 for c in steps) or steps != sorted(set(steps)):
+            raise ConfigError(f"--probe-steps must be increasing positive integers, got {steps}")
+        if self.seeds < 2:
+            raise ConfigError(f"--probe-seeds must be at least 2, got {self.seeds}")
+
+
 @dataclass
 class CalibrateConfig:
     """A calibration study: the tasks, and the curve and estimate settings shared by all."""
@@ -66,6 +90,7 @@ class CalibrateConfig:
     metric: str = "auto"
     out_dir: str = "runs/calibrate"
     min_gain: float | None = 0.05
+    probe: ProbeStudy | None = None
 
     def __post_init__(self) -> None:
         if len(self.tasks) + len(self.data) < 3:
@@ -97,6 +122,12 @@ class CalibrateOptions(ModelOptions, FieldOptions, PromptOptions, RunOptions):
             nor the majority label by this much (negative: keep all).
         out_dir: Study folder: curves, estimates, table, plot, calibration.json.
         cache: Curve result cache (resumes from it).
+        probe_steps: Also probe every task (short LoRA fine-tunes on its estimate's labelled
+            examples) at these depths, and fit the probe calibration (probe-calibration.json).
+        probe_seeds: Probe runs per task.
+        probe_validation: Labelled examples each probe holds out to measure itself.
+        probe_feature: The probe feature the probe calibration maps to AUC': train_loss_drop,
+            val_loss, val_loss_drop or val_accuracy.
     """
 
     name: str
@@ -117,6 +148,10 @@ class CalibrateOptions(ModelOptions, FieldOptions, PromptOptions, RunOptions):
     min_gain: float = 0.05
     out_dir: str = "runs/calibrate"
     cache: str | None = None
+    probe_steps: tuple[int, ...] = field(default=(), metadata=cli(parse=ints("--probe-steps")))
+    probe_seeds: int = 3
+    probe_validation: int = 8
+    probe_feature: str = "val_loss_drop"
 
     def build(self) -> CalibrateConfig:
         """The study's config: one curve and one estimate setting shared by every task."""
@@ -150,6 +185,14 @@ class CalibrateOptions(ModelOptions, FieldOptions, PromptOptions, RunOptions):
             metric=self.metric,
             out_dir=self.out_dir,
             min_gain=None if self.min_gain < 0 else self.min_gain,
+            probe=ProbeStudy(
+                steps=self.probe_steps,
+                seeds=self.probe_seeds,
+                validation=self.probe_validation,
+                feature=self.probe_feature,
+            )
+            if self.probe_steps
+            else None,
         )
 
 
@@ -197,6 +240,9 @@ def calibrate(cfg: CalibrateConfig, loaded: LoadedModel | None = None) -> dict[s
         from dataplan.workflows.estimate import estimate
 
         est = estimate(est_cfg, loaded=loaded)
+        probe = None
+        if cfg.probe is not None:
+            probe = _probe_task(cfg, est_cfg, out / "probes" / label, loaded)
         rows.append(
             {
                 "task": label,
@@ -206,10 +252,89 @@ def calibrate(cfg: CalibrateConfig, loaded: LoadedModel | None = None) -> dict[s
                 **{k: est.baselines.get(k) for k in PREDICTORS if k != "cos_low"},
                 "majority_accuracy": summary["majority_accuracy"],
                 "curve": summary["curve"],
+                **({} if probe is None else {"probe": probe}),
             }
         )
         log.info("%s: AUC %.3f (%s), CoS-Low %.4f", label, auc, metric, est.cos_low)
     return summarise(cfg, rows, out)
+
+
+def _probe_task(
+    cfg: CalibrateConfig, est_cfg: EstimateConfig, run_dir: Path, loaded: Any
+) -> dict[str, Any]:
+    """Probes of one task on its estimate's labelled examples: the per-seed feature rows."""
+    from dataplan.workflows.probe import ProbeConfig, run_probe
+
+    assert cfg.probe is not None and cfg.curve is not None
+    probe_cfg = ProbeConfig(
+        **group_values(cfg.curve, ModelOptions, PromptOptions, RunOptions),
+        estimate_dir=est_cfg.run_dir,
+        steps=cfg.probe.steps,
+        seeds=cfg.probe.seeds,
+        validation=cfg.probe.validation,
+        train=cfg.curve.train,
+        run_dir=str(run_dir),
+    )
+    summary = run_probe(probe_cfg, loaded=loaded)
+    return {"steps": list(cfg.probe.steps), "rows": summary["rows"]}
+
+
+def probe_summary(
+    study: ProbeStudy, rows: list[dict[str, Any]], out: Path
+) -> dict[str, Any] | None:
+    """The probe calibration of the in-fit tasks (alone and with CoS-Low) beside CoS-Low's own
+    leave-one-task-out error, per depth; writes probe-calibration.json. None if fewer tasks than
+    a leave-one-task-out fit needs (the reason is in the study's notes)."""
+    from dataplan.maths.forecast import leave_one_out_scores
+    from dataplan.maths.probe_calibration import ProbeCalibrationError, fit_probe_calibration
+
+    depths = list(study.steps)
+    features = np.array(
+        [
+            [
+                [
+                    next(
+                        float(x[study.feature])
+                        for x in r["probe"]["rows"]
+                        if int(x["seed"]) == s and int(x["c"]) == c
+                    )
+                    for c in depths
+                ]
+                for s in range(study.seeds)
+            ]
+            for r in rows
+        ]
+    )
+    auc = np.array([r["auc"] for r in rows])
+    cos_low = np.array([r["cos_low"] for r in rows])
+    try:
+        alone = fit_probe_calibration(features, auc, depths, feature=study.feature)
+        joint = fit_probe_calibration(features, auc, depths, static=cos_low, feature=study.feature)
+    except ProbeCalibrationError as err:
+        return {"error": str(err)}
+    static_mae = leave_one_out_scores(list(cos_low), auc)["mae"]
+    write_json(out / "probe-calibration.json", alone.as_dict())
+    write_json(out / "probe-cos-low-calibration.json", joint.as_dict())
+    return {
+        "feature": study.feature,
+        "seeds": study.seeds,
+        "static_loo_mae": static_mae,
+        "by_depth": [
+            {
+                "c": a.depth,
+                "probe_loo_mae": a.loo_mae,
+                "probe_coverage": a.coverage,
+                "probe_and_cos_low_loo_mae": j.loo_mae,
+                "probe_and_cos_low_coverage": j.coverage,
+                "seed_variance": a.seed_variance,
+                "residual_variance": a.residual_variance,
+            }
+            for a, j in zip(alone.depths, joint.depths, strict=True)
+        ],
+        "intrinsic": alone.intrinsic,
+        "decay": None if alone.decay is None else {"K": alone.decay.K, "alpha": alone.decay.alpha},
+        "level": alone.level,
+    }
 
 
 def learning_gain(row: dict[str, Any]) -> float:
@@ -270,6 +395,9 @@ def summarise(cfg: CalibrateConfig, rows: list[dict[str, Any]], out: Path) -> di
             spearman=evaluation["cos_low"]["in_sample_spearman"],
             spearman_p=evaluation["cos_low"]["in_sample_p"],
         )
+    probe = None
+    if cfg.probe is not None and all("probe" in r for r in rows):
+        probe = probe_summary(cfg.probe, rows, out)
     result = {
         "name": cfg.name,
         "n_tasks": len(rows),
@@ -277,6 +405,7 @@ def summarise(cfg: CalibrateConfig, rows: list[dict[str, Any]], out: Path) -> di
         "min_gain": cfg.min_gain,
         "calibration": calibration.to_dict(),
         "leave_one_task_out": evaluation,
+        **({} if probe is None else {"probe": probe}),
         "tasks": all_rows,
     }
     write_json(out / "calibration.json", calibration.to_dict())

@@ -210,6 +210,7 @@ def run_probe(cfg: ProbeConfig, loaded: Any = None) -> dict[str, Any]:
         "before_training": trajectories[0].points[0].as_dict(),
         "by_depth": per_depth,
         "probes_csv": str(run.file("probes.csv")),
+        "rows": rows,
     }
     from dataplan.plots import plot_probe_features
 
