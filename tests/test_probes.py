@@ -201,3 +201,51 @@ def test_probe_command_refuses_bad_options(tiny_model_dir, tmp_path, capsys, ext
     assert code == 2 and out == "", err
     assert fragment in err, err
     assert not (tmp_path / "run" / "probes").exists()  # nothing half-written
+
+
+def test_probe_with_a_calibration_forecasts_and_decomposes(tiny_model_dir, tmp_path, capsys):
+    import csv
+    import json
+
+    from dataplan.io import write_json
+    from dataplan.maths.probe_calibration import ProbeCalibration, fit_probe_calibration
+    from test_cli import run_main
+
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(size=8)
+    features = truth[:, None, None] + rng.normal(size=(8, 3, 2)) * np.array([0.3, 0.1])
+    cal = fit_probe_calibration(features, 0.3 + 0.5 * truth, [1, 2])
+    write_json(tmp_path / "cal.json", cal.as_dict())
+    data = tmp_path / "labelled.jsonl"
+    _write_labelled(data, 10)
+    run_dir = tmp_path / "run"
+    args = _probe_args(tiny_model_dir, data, run_dir)[:-1]
+    code, out, err = run_main(
+        [*args, "--calibration", str(tmp_path / "cal.json"), "--price", "1e-3", "--json"], capsys
+    )
+    assert code == 0, err
+    forecast = json.loads(out)["forecast"]
+    rows = list(csv.DictReader((run_dir / "probes.csv").open()))
+    loaded = ProbeCalibration.from_dict(json.loads((tmp_path / "cal.json").read_text()))
+    for d in forecast["by_depth"]:
+        mine = [float(r["val_loss_drop"]) for r in rows if int(r["c"]) == d["c"]]
+        expected = np.mean([loaded.predict(d["c"], x)[0] for x in mine])
+        assert d["auc"] == pytest.approx(expected)
+        lo, hi = d["interval"]
+        assert lo < d["auc"] < hi
+    dec = forecast["decomposition"]
+    assert dec["L_int"] == pytest.approx(cal.intrinsic) and dec["L_int_given"]
+    assert dec["regime"] in ("Static-Sufficient", "Dynamic-Critical", "Noise-Dominant")
+    assert (run_dir / "decay.png").exists()
+    # The table form runs too; a depth the calibration lacks, or a broken file, exits 2.
+    code, out, err = run_main([*args, "--calibration", str(tmp_path / "cal.json")], capsys)
+    assert code == 0 and "forecast of AUC'" in out, err
+    other = _probe_args(tiny_model_dir, data, tmp_path / "r2")[:-1]
+    other[other.index("--steps") + 1] = "1,3"
+    code, _, err = run_main([*other, "--calibration", str(tmp_path / "cal.json"), "--json"], capsys)
+    assert code == 2 and "--steps 3 not in the calibration" in err, err
+    (tmp_path / "broken.json").write_text("{}")
+    code, _, err = run_main(
+        [*args, "--calibration", str(tmp_path / "broken.json"), "--json"], capsys
+    )
+    assert code == 2 and "not a probe calibration" in err, err

@@ -59,6 +59,40 @@ def register(app: typer.Typer) -> None:
             table.add_row(*cells)
         console.print(table)
         console.print(f"probes: {summary['probes_csv']}  plot: {summary['plot']}")
+        forecast = summary.get("forecast")
+        if forecast is None:
+            console.print(
+                "no --calibration: the features only (a probe calibration, from `calibrate "
+                "--probe-steps`, turns them into a forecast)"
+            )
+            return
+        level = f"{forecast['level']:.0%}"
+        ftable = Table(title=f"forecast of AUC' from {forecast['feature']}")
+        for col in ("steps", "AUC' (mean of seeds)", "seed sd", f"{level} interval"):
+            ftable.add_column(col)
+        for d in forecast["by_depth"]:
+            lo, hi = d["interval"]
+            sd = "—" if d["seed_sd"] is None else f"{d['seed_sd']:.3f}"
+            ftable.add_row(str(d["c"]), f"{d['auc']:.3f}", sd, f"[{lo:.3f}, {hi:.3f}]")
+        console.print(ftable)
+        dec = forecast.get("decomposition")
+        if dec is None:
+            console.print(f"[yellow]note:[/yellow] {forecast.get('decomposition_error')}")
+            return
+        c_star = "—" if dec["c_star"] is None else f"{dec['c_star']:.1f} steps"
+        console.print(
+            key_value_table(
+                "how sure",
+                [
+                    ("L_int (calibration)", f"{dec['L_int']:.4g}"),
+                    ("alpha", f"{dec['alpha']:.3g}{_interval(dec, 'alpha')}"),
+                    ("K", f"{dec['K']:.3g}{_interval(dec, 'K')}"),
+                    ("c*", c_star),
+                    ("regime", dec["regime"]),
+                    ("plot", forecast["decay_plot"]),
+                ],
+            )
+        )
 
     @config_command(group, "fit", ProbeFitConfig)
     def fit(cfg: ProbeFitConfig, out: Output) -> None:

@@ -6,10 +6,11 @@ limit that no probing removes and an optimisation variance that decays with c::
 
     Û(c) = L_int + V_opt(c),      V_opt(c) = K · c^(−α)          (L_int ≥ 0, K ≥ 0)
 
-Û(c) is measured as the across-seed variance of the prediction at c (ddof = 1), averaged over
-tasks when there are several. With L_int known (``intrinsic``: e.g. from a calibration's
-leave-one-task-out residuals), K and α come from the log-log regression of Û − L_int on c (the
-paper's procedure); with L_int unknown [our choice] it is the plateau of Û: the L in
+V̂(c), the across-seed variance of the prediction at c (ddof = 1, averaged over tasks when there
+are several), measures what probing can remove. With L_int known from elsewhere (``intrinsic``:
+e.g. a calibration's leave-one-task-out error net of seed noise), Û(c) = L_int + V̂(c) and K, α
+come from the log-log regression of Û − L_int = V̂ on c (the paper's procedure); with L_int
+unknown [our choice] Û = V̂ and L_int is its plateau — the seed variance no depth removes: the L in
 [0, min Û) whose log-log fit of Û − L best fits log Û (a profile over a grid, refined by a
 bounded scalar search), which needs ≥ 3
 depths (with 2 it is set to 0 and reported as not identifiable).
@@ -368,7 +369,8 @@ def analyse(
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     c, u = seed_variance(depth, seed, prediction, task)
-    fit = fit_decay(c, u, intrinsic)
+    extra = 0.0 if intrinsic is None else intrinsic  # a known L_int adds to the seed variance
+    fit = fit_decay(c, u + extra, intrinsic)
     t = thresholds or RegimeThresholds()
     shallow = float(fit.optimisation_variance(c[0]))
     label = regime(fit.intrinsic, fit.alpha, shallow, t)
@@ -397,7 +399,7 @@ def analyse(
             bc, bu = seed_variance(pick_d, pick_s, pick_y, pick_t)
             if (bu <= 0).any():
                 continue
-            b = fit_decay(bc, bu, intrinsic)
+            b = fit_decay(bc, bu + extra, intrinsic)
         except ProbeFitError:
             continue
         draws["intrinsic"].append(b.intrinsic)

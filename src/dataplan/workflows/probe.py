@@ -12,8 +12,11 @@ measured at several depths, one run per seed (docs/methods.md §8).
 3. ``probes.csv`` (one row per seed and depth: the trajectory features), ``result.json`` (each
    feature's mean and across-seed standard deviation per depth) and ``probes.png``.
 
-The probe calibration that turns these features into a forecast of AUC' comes from ``calibrate``
-across the suite; with it, ``probe`` reports the forecast per depth and its decay.
+4. With a probe calibration (``--calibration FILE``, written by ``calibrate --probe-steps``):
+   each seed's forecast of AUC' at each depth, their mean and spread, an interval per depth from
+   the calibration's leave-one-task-out error, and the decomposition of
+   :func:`dataplan.maths.probe.analyse` (L_int from the calibration, K and α from the seeds'
+   spread, c* for ``--price``, the regime) with ``decay.png``.
 """
 
 from __future__ import annotations
@@ -53,6 +56,10 @@ class ProbeConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
         validation: Labelled examples held out of the probes' training to measure them.
         seed: Seed of the --task sample and of the validation draw.
         run_dir: Run folder (default runs/probe-<data>); rerun to resume.
+        calibration: A probe calibration (probe-calibration.json of `calibrate --probe-steps`):
+            turns the probes into forecasts of AUC' per depth.
+        price: The price of a probe step in forecast variance (with --calibration): gives c*.
+        interval: Coverage of the forecast intervals.
         train: Fine-tuning of each probe (its steps are the largest depth).
     """
 
@@ -63,6 +70,9 @@ class ProbeConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
     validation: int = 8
     seed: int = 0
     run_dir: str | None = None
+    calibration: str | None = None
+    price: float | None = None
+    interval: float = 0.8
     train: TrainSettings = field(default_factory=TrainSettings, metadata=cli(nested=True))
 
     def __post_init__(self) -> None:
@@ -89,6 +99,44 @@ class ProbeConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
             raise ConfigError(f"--seed must be a non-negative integer, got {self.seed}")
         if self.train.method != "lora":
             raise ConfigError("a probe trains a LoRA adapter: --method lora")
+        if self.price is not None and not (np.isfinite(self.price) and self.price > 0):
+            raise ConfigError(f"--price must be a positive number, got {self.price}")
+        if self.price is not None and self.calibration is None:
+            raise ConfigError("--price prices the forecast's variance: it needs --calibration")
+        if not 0 < self.interval < 1:
+            raise ConfigError(f"--interval must be in (0, 1), got {self.interval}")
+
+    def probe_calibration(self) -> Any:
+        """The --calibration file as a ProbeCalibration (None without one), checked against
+        --steps."""
+        if self.calibration is None:
+            return None
+        from dataplan.maths.probe_calibration import ProbeCalibration
+        from dataplan.parsing import decode_json, read_utf8
+
+        path = Path(self.calibration)
+        if not path.is_file():
+            raise InputError("file not found", path=path)
+        try:
+            cal = ProbeCalibration.from_dict(decode_json(read_utf8(path)))
+        except (KeyError, TypeError, ValueError) as err:
+            raise InputError(
+                f"not a probe calibration written by `calibrate --probe-steps` ({err})", path=path
+            ) from None
+        if cal.with_static:
+            raise InputError(
+                "a probe calibration with CoS-Low: probe uses the probe-alone one "
+                "(probe-calibration.json)",
+                path=path,
+            )
+        missing = [c for c in self.steps if c not in {int(d.depth) for d in cal.depths}]
+        if missing:
+            raise ConfigError(
+                f"--steps {', '.join(map(str, missing))} not in the calibration (calibrated: "
+                + ", ".join(f"{d.depth:g}" for d in cal.depths)
+                + ")"
+            )
+        return cal
 
     @property
     def label(self) -> str:
@@ -150,6 +198,7 @@ def run_probe(cfg: ProbeConfig, loaded: Any = None) -> dict[str, Any]:
 
     if loaded is None:
         cfg.check_model()
+    calibration = cfg.probe_calibration()  # a bad file fails before any model work
     examples = cfg.load()
     train_set, validation = cfg.train_validation(examples)
     run_dir = Path(cfg.run_dir) if cfg.run_dir else Path("runs") / f"probe-{cfg.label}"
@@ -216,5 +265,60 @@ def run_probe(cfg: ProbeConfig, loaded: Any = None) -> dict[str, Any]:
 
     plot_probe_features(run.file("probes.png"), rows, title=f"probes of {cfg.label}")
     summary["plot"] = str(run.file("probes.png"))
+    if calibration is not None:
+        summary["forecast"] = forecast_from_probes(cfg, calibration, rows, run.file("decay.png"))
     run.write_json("result.json", summary)
     return summary
+
+
+def forecast_from_probes(
+    cfg: ProbeConfig, calibration: Any, rows: list[dict[str, Any]], plot: Path
+) -> dict[str, Any]:
+    """Each seed's forecast per depth, their spread, the interval per depth and the
+    decomposition (module docstring, step 4)."""
+    from scipy.stats import norm
+
+    from dataplan.maths.probe import ProbeFitError, analyse
+    from dataplan.plots import plot_probe_decay
+
+    feature = calibration.feature
+    for r in rows:
+        if r.get(feature) is None:
+            raise InputError(
+                f"the calibration maps {feature}, which these probes could not measure "
+                "(val_accuracy needs examples with options)",
+                path=cfg.calibration,
+            )
+        r["prediction"] = calibration.predict(r["c"], float(r[feature]))[0]
+    z = float(norm.ppf(0.5 + cfg.interval / 2))
+    by_depth = []
+    for c in cfg.steps:
+        values = np.array([r["prediction"] for r in rows if r["c"] == c])
+        sigma = float(np.sqrt(calibration.at(c).residual_variance))
+        mean = float(values.mean())
+        by_depth.append(
+            {
+                "c": c,
+                "auc": mean,
+                "seed_sd": float(values.std(ddof=1)) if len(values) > 1 else None,
+                "interval": [mean - z * sigma, mean + z * sigma],
+                "calibration_loo_mae": calibration.at(c).loo_mae,
+            }
+        )
+    out: dict[str, Any] = {"feature": feature, "by_depth": by_depth, "level": cfg.interval}
+    try:
+        analysis = analyse(
+            [r["c"] for r in rows],
+            [r["seed"] for r in rows],
+            [r["prediction"] for r in rows],
+            price=cfg.price,
+            intrinsic=calibration.intrinsic,
+            level=cfg.interval,
+        )
+    except ProbeFitError as err:
+        out["decomposition_error"] = str(err)
+        return out
+    out["decomposition"] = analysis.as_dict()
+    plot_probe_decay(analysis, plot)
+    out["decay_plot"] = str(plot)
+    return out

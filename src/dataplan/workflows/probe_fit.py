@@ -37,8 +37,9 @@ class ProbeFitConfig(RunOptions):
         probes: Probes file (CSV or Parquet): c (probe steps), seed, prediction[, task].
         price: The price of one probe step, in the prediction's variance (the paper's γλ): gives
             the budget-optimal depth c*.
-        intrinsic: The intrinsic limit L_int (variance) if known, e.g. from a calibration;
-            default: fitted as the plateau of the seed variance (needs 3 or more depths).
+        intrinsic: The intrinsic limit L_int (variance) if known, e.g. from a calibration: added
+            to the measured seed variance; default: fitted as the plateau of the seed variance
+            (needs 3 or more depths).
         noise_sd: Regime boundary: an irreducible standard deviation this large or larger is
             Noise-Dominant.
         fast_alpha: Regime boundary: a decay rate this fast or faster is Static-Sufficient.
