@@ -438,6 +438,17 @@ def test_calibrate_with_probes_fits_the_probe_calibration(tiny_model_dir, tmp_pa
     direct = fit_probe_calibration(features, [r["auc"] for r in rows], [1, 2])
     assert probe["by_depth"][1]["probe_loo_mae"] == pytest.approx(direct.depths[1].loo_mae)
     assert (tmp_path / "study" / "probes").is_dir()
+    assert [t["task"] for t in probe["tasks"]] == [r["task"] for r in rows]
+    # The phase diagram of the study: every task placed (or said to be undetermined).
+    code, out, err = run_main(
+        ["probe", "diagram", "--study", str(tmp_path / "study"), "--json"], capsys
+    )
+    assert code == 0, err
+    diagram = json.loads(out)
+    assert sum(diagram["counts"].values()) == 5
+    assert (tmp_path / "study" / "phase-diagram.png").stat().st_size > 1000
+    code, out, err = run_main(["probe", "diagram", "--study", str(tmp_path)], capsys)
+    assert code == 2 and "not a calibration study folder" in err
     # A bad feature name is refused before anything runs.
     code, _, err = run_main([*args[:-1], "--probe-feature", "nope", "--json"], capsys)
     assert code == 2 and "--probe-feature must be one of" in err

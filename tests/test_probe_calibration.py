@@ -90,3 +90,25 @@ def test_bad_calibration_input_is_refused():
         fit_probe_calibration(bad, auc, DEPTHS)
     with pytest.raises(ProbeCalibrationError, match="tasks, seeds, depths"):
         fit_probe_calibration(features[:, :, :2], auc, DEPTHS)
+
+
+def test_task_decompositions_place_each_task():
+    from dataplan.maths.probe import RegimeThresholds
+    from dataplan.maths.probe_calibration import task_decompositions
+
+    features, auc, _ = _synthetic(tasks=12, seeds=30, K=0.5, alpha=1.0, noise=0.02)
+    cal = fit_probe_calibration(features, auc, DEPTHS)
+    points = task_decompositions(cal, features)
+    assert len(points) == 12
+    for t, p in enumerate(points):
+        # The definition, recomputed.
+        d = cal.depths[-1]
+        v = np.var(d.coef[0] + d.coef[1] * features[t, :, -1], ddof=1)
+        assert p["intrinsic"] == pytest.approx(max(0.0, d.loo_residuals[t] ** 2 - v / 30))
+        assert p["alpha"] == pytest.approx(1.0, abs=0.6)  # 30 seeds: a rough per-task rate
+        assert p["regime"] in ("Static-Sufficient", "Dynamic-Critical", "Noise-Dominant")
+    strict = task_decompositions(cal, features, RegimeThresholds(noise_sd=1e-6))
+    for p in strict:
+        assert (p["regime"] == "Noise-Dominant") == (math.sqrt(p["intrinsic"]) >= 1e-6)
+    with pytest.raises(ProbeCalibrationError, match="match"):
+        task_decompositions(cal, features[:3])

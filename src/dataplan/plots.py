@@ -322,3 +322,46 @@ def plot_probe_features(path: Path, rows: list[dict[str, Any]], *, title: str) -
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
+
+
+def plot_phase_diagram(
+    path: Path, tasks: list[dict[str, Any]], thresholds: Any, *, title: str
+) -> None:
+    """Tasks on the (√L_int, α) plane with the regime boundaries (docs/methods.md §8)."""
+    plt = pyplot()
+    colours = {"Static-Sufficient": "C2", "Dynamic-Critical": "C1", "Noise-Dominant": "C3"}
+    fig, ax = plt.subplots(figsize=(6.2, 4.4))
+    shown = [t for t in tasks if t.get("alpha") is not None]
+    for name, colour in colours.items():
+        mine = [t for t in shown if t["regime"] == name]
+        ax.scatter(
+            [math.sqrt(t["intrinsic"]) for t in mine],
+            [t["alpha"] for t in mine],
+            color=colour,
+            label=f"{name} ({len(mine)})",
+            zorder=3,
+        )
+    for t in shown:
+        ax.annotate(
+            t["task"],
+            (math.sqrt(t["intrinsic"]), t["alpha"]),
+            fontsize=6,
+            alpha=0.8,
+            xytext=(3, 2),
+            textcoords="offset points",
+        )
+    ax.axvline(thresholds.noise_sd, color="0.3", ls="--", lw=1)
+    ax.axhline(thresholds.fast_alpha, color="0.3", ls=":", lw=1)
+    ax.text(thresholds.noise_sd, ax.get_ylim()[1], " Noise-Dominant →", fontsize=7, va="top")
+    ax.text(
+        ax.get_xlim()[0], thresholds.fast_alpha, " Static-Sufficient ↑", fontsize=7, va="bottom"
+    )
+    ax.set_xlabel("√L_int: forecast error no probing removes (AUC')")
+    ax.set_ylabel("α: decay rate of the seed variance")
+    missing = len(tasks) - len(shown)
+    note = f"; {missing} task(s) without a decay fit not drawn" if missing else ""
+    ax.set_title(title + note, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    save_figure(fig, path)
+    plt.close(fig)

@@ -9,6 +9,7 @@ from dataplan.cli.build import Output, config_callback, config_command
 from dataplan.cli.output import console, emit_json, key_value_table
 from dataplan.training.probes import FEATURES
 from dataplan.workflows.probe import ProbeConfig
+from dataplan.workflows.probe_diagram import ProbeDiagramConfig
 from dataplan.workflows.probe_fit import ProbeFitConfig
 
 
@@ -130,3 +131,24 @@ def register(app: typer.Typer) -> None:
         console.print(key_value_table("dataplan probe fit", rows))
         for note in d["notes"]:
             console.print(f"[yellow]note:[/yellow] {note}")
+
+    @config_command(group, "diagram", ProbeDiagramConfig)
+    def diagram(cfg: ProbeDiagramConfig, out: Output) -> None:
+        """Draw a calibration study's tasks on the phase diagram (intrinsic limit, decay rate)."""
+        from rich.table import Table
+
+        from dataplan.workflows.probe_diagram import phase_diagram
+
+        d = phase_diagram(cfg)
+        if out.json:
+            emit_json(d)
+            return
+        table = Table(title="tasks on the phase diagram")
+        for col in ("task", "√L_int", "alpha", "regime"):
+            table.add_column(col)
+        for t in d["tasks"]:
+            alpha = "—" if t.get("alpha") is None else f"{t['alpha']:.2f}"
+            table.add_row(t["task"], f"{t['intrinsic'] ** 0.5:.3f}", alpha, t.get("regime") or "—")
+        console.print(table)
+        counts = ", ".join(f"{k} {v}" for k, v in d["counts"].items() if v)
+        console.print(f"{counts}; plot: {d['plot']}")

@@ -83,7 +83,9 @@ def sentence_embeddings(
             name, device=None if device is None else str(device), trust_remote_code=False
         )
     except (OSError, ValueError) as err:
-        raise ConfigError(f"--embedder {name}: cannot load a sentence-transformers model ({err})")
+        raise ConfigError(
+            f"--embedder {name}: cannot load a sentence-transformers model ({err})"
+        ) from None
     vectors = encoder.encode(
         list(texts),
         batch_size=batch_size,

@@ -252,3 +252,61 @@ def fit_probe_calibration(
         intrinsic=intrinsic,
         decay=decay,
     )
+
+
+def task_decompositions(
+    calibration: ProbeCalibration,
+    features: ArrayLike,
+    thresholds: Any = None,
+) -> list[dict[str, Any]]:
+    """Each calibration task's own point on the phase diagram [our choice]:
+
+    - V_t(c) = Var_s(AUC'_ts(c)), the seed variance of the task's one-run forecasts;
+    - L_int,t = max(0, r_tD² − V_t(c_D)/S): its squared leave-one-task-out error at the deepest
+      depth, net of the seed noise of an S-seed mean;
+    - K_t, α_t from the log-log fit of V_t(c) (:func:`dataplan.maths.probe.fit_decay` with
+      L_int,t known), None where V_t is 0 at all but one depth;
+    - its regime (:func:`dataplan.maths.probe.regime`).
+
+    Args:
+        features: (T, S, D) as given to :func:`fit_probe_calibration`, same task order.
+        thresholds: :class:`dataplan.maths.probe.RegimeThresholds` (default: the defaults).
+    """
+    from dataplan.maths.probe import regime
+
+    x = np.asarray(features, dtype=np.float64)
+    if x.shape[0] != calibration.n_tasks or x.shape[2] != len(calibration.depths):
+        raise ProbeCalibrationError("features do not match the calibration's tasks and depths")
+    if calibration.with_static:
+        raise ProbeCalibrationError("task decompositions use the probe-alone calibration")
+    s_count = x.shape[1]
+    depths = [d.depth for d in calibration.depths]
+    out = []
+    for t in range(x.shape[0]):
+        v = np.array(
+            [
+                float(np.var(d.coef[0] + d.coef[1] * x[t, :, j], ddof=1))
+                for j, d in enumerate(calibration.depths)
+            ]
+        )
+        resid = calibration.depths[-1].loo_residuals[t]
+        intrinsic = max(0.0, resid**2 - v[-1] / s_count)
+        point: dict[str, Any] = {
+            "intrinsic": intrinsic,
+            "seed_variance": v.tolist(),
+            "K": None,
+            "alpha": None,
+            "regime": None,
+        }
+        try:
+            fit = fit_decay(depths, intrinsic + v, intrinsic=intrinsic)
+        except ProbeFitError:
+            out.append(point)
+            continue
+        point.update(
+            K=fit.K,
+            alpha=fit.alpha,
+            regime=regime(intrinsic, fit.alpha, float(v[0]), thresholds),
+        )
+        out.append(point)
+    return out

@@ -286,7 +286,11 @@ def probe_summary(
     leave-one-task-out error, per depth; writes probe-calibration.json. None if fewer tasks than
     a leave-one-task-out fit needs (the reason is in the study's notes)."""
     from dataplan.maths.forecast import leave_one_out_scores
-    from dataplan.maths.probe_calibration import ProbeCalibrationError, fit_probe_calibration
+    from dataplan.maths.probe_calibration import (
+        ProbeCalibrationError,
+        fit_probe_calibration,
+        task_decompositions,
+    )
 
     depths = list(study.steps)
     features = np.array(
@@ -334,6 +338,11 @@ def probe_summary(
         "intrinsic": alone.intrinsic,
         "decay": None if alone.decay is None else {"K": alone.decay.K, "alpha": alone.decay.alpha},
         "level": alone.level,
+        "depths": depths,
+        "tasks": [
+            {"task": r["task"], "auc": r["auc"], **point}
+            for r, point in zip(rows, task_decompositions(alone, features), strict=True)
+        ],
     }
 
 
