@@ -46,6 +46,7 @@ def register(app: typer.Typer) -> None:
         ]
         if d["forecast"] is not None:
             rows += forecast_rows(d["forecast"])
+        rows += probe_rows(d.get("probe"))
         rows.append(("run folder", d["run_dir"]))
         console.print(key_value_table("dataplan estimate", rows))
         if d["note"]:
@@ -84,3 +85,30 @@ def register(app: typer.Typer) -> None:
             ("mean gradient norm", fmt(float(res.grad_norms.mean()))),
         ]
         console.print(key_value_table("dataplan coslow", rows))
+
+
+def probe_rows(probe: dict | None) -> list[tuple[str, str]]:
+    """The table rows of ``estimate --probe``: what was spent and what it bought."""
+    if probe is None:
+        return []
+    rows = [("probe", probe["mode"] + (f": {probe['decision']}" if "decision" in probe else ""))]
+    if "skipped" in probe:
+        return [*rows, ("probe skipped", probe["skipped"])]
+    rows.append(
+        (
+            "probe spent",
+            f"{probe['seeds']} runs × {probe['depth']} steps ({probe['seconds']:.0f} s)",
+        )
+    )
+    static = probe.get("static")
+    if static is not None:
+        sd = "—" if static["sd"] is None else f"{static['sd']:.3f}"
+        rows.append(("AUC' static", f"{static['auc']:.3f} ± {sd}"))
+    rows.append(("AUC' probe", f"{probe['probe']['auc']:.3f} ± {probe['probe']['sd']:.3f}"))
+    c = probe["combined"]
+    lo, hi = c["interval"]
+    rows.append(("AUC' combined", f"{c['auc']:.3f} ± {c['sd']:.3f} [{lo:.3f}, {hi:.3f}]"))
+    if "n_star" in c:
+        a, b = c["n_star_interval"]
+        rows.append(("n* combined", f"{c['n_star']:,.0f} [{a:,.0f}, {b:,.0f}]"))
+    return rows

@@ -69,12 +69,47 @@ class EstimateResult:
     status: str = "ok"
     annotate_out: str | None = None
     compute_seconds: dict[str, float] = field(default_factory=dict)  # when each step ran
+    probe: dict[str, Any] | None = None  # estimate --probe: what was spent and what it bought
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["forecast"] = None if self.forecast is None else self.forecast.to_dict()
         d["versions"] = versions()
         return d
+
+
+def _probe(
+    cfg: EstimateConfig,
+    calibration: Any,
+    fc: Forecast | None,
+    run: Any,
+    loaded: Any,
+    labelled_file: str | None,
+) -> dict[str, Any]:
+    """``--probe``: the report of :func:`dataplan.workflows.estimate_probe.probe_and_combine`,
+    or why nothing ran."""
+    from dataplan.workflows.estimate_probe import probe_and_combine
+    from dataplan.workflows.probe import load_probe_calibration
+
+    if cfg.probe_calibration is None:
+        return {
+            "mode": cfg.probe,
+            "skipped": f"no probe calibration for {cfg.model!r} (--probe-calibration FILE, from "
+            "calibrate --probe-steps)",
+        }
+    probe_cal = load_probe_calibration(cfg.probe_calibration)
+    std = None if calibration is None else calibration.residual_std
+    return probe_and_combine(
+        cfg,
+        probe_cal,
+        None if fc is None else fc.auc,
+        None if std is None else std**2,
+        None if fc is None else fc.target,
+        fc.n_max if fc is not None else (cfg.n_max or 5000),
+        run.path,
+        labelled_file,
+        loaded,
+    )
 
 
 def load_pool(cfg: EstimateConfig) -> tuple[list[Example], str, str]:
@@ -239,6 +274,10 @@ def estimate(cfg: EstimateConfig, loaded: LoadedModel | None = None) -> Estimate
     if cfg.adapter is not None and not (Path(cfg.adapter) / "adapter_config.json").exists():
         raise ModelLoadError(f"{cfg.adapter}: not a PEFT adapter folder (no adapter_config.json)")
     calibration = cfg.resolve_calibration(cfg.model)
+    if cfg.probe != "off" and cfg.probe_calibration is not None:  # a bad file fails first
+        from dataplan.workflows.probe import load_probe_calibration
+
+        load_probe_calibration(cfg.probe_calibration)
     if cfg.run_dir is None:
         cfg.run_dir = str(Path("runs") / f"estimate-{time.strftime('%Y%m%d-%H%M%S')}")
     run = RunFolder(cfg.run_dir, cfg.compute_settings(digest), defaults=cfg.setting_defaults())
@@ -355,7 +394,11 @@ def estimate(cfg: EstimateConfig, loaded: LoadedModel | None = None) -> Estimate
             fc = forecaster.forecast({"cos_low": cos_low}, tau, n_max=cfg.n_max, level=cfg.interval)
             plot_forecast(run.file(CURVE_PNG), fc, cfg.model, label, zero_shot, cfg.ceiling)
 
+    probe = None
+    if cfg.probe != "off":
+        probe = _probe(cfg, calibration, fc, run, loaded, labelled_file=cfg.labeled)
     result = EstimateResult(
+        probe=probe,
         cos_low=cos_low,
         cos_low_per_seed=per_seed,
         baselines=baselines,

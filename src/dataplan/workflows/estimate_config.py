@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,14 @@ class EstimateConfig(ModelOptions, DataOptions, PromptOptions, ForecastOptions, 
         gradient_space: lora (the paper's fresh-adapter gradients) or frozen (seed-free: gradients
             of the adapted weights).
         random_baseline: Also compute CoS over random pool examples.
+        probe: off, auto (probe when the probe calibration says it pays) or probe steps such
+            as 16,32: short fine-tunes on the labelled examples, combined with the static
+            forecast.
+        probe_calibration: The probe calibration (probe-calibration.json of `calibrate
+            --probe-steps`).
+        probe_seeds: Probe runs.
+        probe_validation: Labelled examples each probe holds out (as in the calibration).
+        probe_price: The price of a probe step in forecast variance: --probe auto probes to c*.
     """
 
     labeled: str | None = None
@@ -59,9 +68,28 @@ class EstimateConfig(ModelOptions, DataOptions, PromptOptions, ForecastOptions, 
     )
     gradient_space: str = "lora"
     random_baseline: bool = True
+    probe: str = "off"
+    probe_calibration: str | None = None
+    probe_seeds: int = 3
+    probe_validation: int = 8
+    probe_price: float | None = None
 
     def __post_init__(self) -> None:
         self.source  # noqa: B018 - exactly one of --data / --task
+        from dataplan.workflows.estimate_probe import parse_probe
+
+        mode = parse_probe(self.probe)
+        if isinstance(mode, tuple) and self.probe_calibration is None:
+            raise ConfigError(
+                f"--probe {self.probe} needs --probe-calibration (from calibrate --probe-steps) "
+                "to turn probes into a forecast"
+            )
+        if self.probe_seeds < 2:
+            raise ConfigError(f"--probe-seeds must be at least 2, got {self.probe_seeds}")
+        if self.probe_price is not None and not (
+            math.isfinite(self.probe_price) and self.probe_price > 0
+        ):
+            raise ConfigError(f"--probe-price must be a positive number, got {self.probe_price}")
         if self.confidence_measure not in ("confidence", "perplexity"):
             raise ConfigError("--confidence must be 'confidence' or 'perplexity'")
         if not 0.0 < self.low_fraction <= 1.0:

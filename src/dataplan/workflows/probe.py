@@ -111,24 +111,7 @@ class ProbeConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
         --steps."""
         if self.calibration is None:
             return None
-        from dataplan.maths.probe_calibration import ProbeCalibration
-        from dataplan.parsing import decode_json, read_utf8
-
-        path = Path(self.calibration)
-        if not path.is_file():
-            raise InputError("file not found", path=path)
-        try:
-            cal = ProbeCalibration.from_dict(decode_json(read_utf8(path)))
-        except (KeyError, TypeError, ValueError) as err:
-            raise InputError(
-                f"not a probe calibration written by `calibrate --probe-steps` ({err})", path=path
-            ) from None
-        if cal.with_static:
-            raise InputError(
-                "a probe calibration with CoS-Low: probe uses the probe-alone one "
-                "(probe-calibration.json)",
-                path=path,
-            )
+        cal = load_probe_calibration(self.calibration)
         missing = [c for c in self.steps if c not in {int(d.depth) for d in cal.depths}]
         if missing:
             raise ConfigError(
@@ -185,6 +168,33 @@ class ProbeConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
         train = [e for i, e in enumerate(examples) if i not in held]
         validation = [e for i, e in enumerate(examples) if i in held]
         return train, validation
+
+
+def load_probe_calibration(path: str | Path) -> Any:
+    """A probe-alone calibration file (``probe-calibration.json`` of ``calibrate
+    --probe-steps``) as a :class:`~dataplan.maths.probe_calibration.ProbeCalibration`.
+
+    Raises:
+        InputError: a missing or unreadable file, or one that is not a probe-alone calibration.
+    """
+    from dataplan.maths.probe_calibration import ProbeCalibration
+    from dataplan.parsing import decode_json, read_utf8
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("file not found", path=p)
+    try:
+        cal = ProbeCalibration.from_dict(decode_json(read_utf8(p)))
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputError(
+            f"not a probe calibration written by `calibrate --probe-steps` ({err})", path=p
+        ) from None
+    if cal.with_static:
+        raise InputError(
+            "a probe calibration with CoS-Low: use the probe-alone one (probe-calibration.json)",
+            path=p,
+        )
+    return cal
 
 
 def run_probe(cfg: ProbeConfig, loaded: Any = None) -> dict[str, Any]:

@@ -1,0 +1,182 @@
+"""``estimate --probe auto|off|STEPS``: probe when probing pays, and combine the static and probe
+forecasts into one (docs/methods.md §8).
+
+With a probe calibration (``--probe-calibration FILE``, written by ``calibrate --probe-steps``):
+
+- ``auto`` decides from the calibration alone, before any probe runs: no decay of the seed
+  variance (α ≤ 0 or K = 0) or a Noise-Dominant intrinsic limit → no probe; otherwise the probe
+  depth is the smallest calibrated depth at or beyond c* — c* = (αK/price)^(1/(α+1)) with
+  ``--probe-price``, else [our choice] the depth where the optimisation variance falls to the
+  intrinsic limit, c_eq = (K/L_int)^(1/α) (beyond it, probing removes less than what no probing
+  removes), capped at the deepest calibrated depth;
+- ``STEPS`` probes to the deepest of the given depths (each must be calibrated);
+- the probes run on the labelled examples of this estimate (``--probe-seeds`` runs), and the
+  probe forecast at the chosen depth (variance σ²_p: the calibration's leave-one-task-out error
+  there) is combined with the static forecast (variance σ²_s: the CoS-Low calibration's residual
+  variance) by inverse variance (:func:`dataplan.maths.probe.combine`; the two errors are treated
+  as independent, which they need not be). n* and its interval follow from the combined AUC'
+  (a normal interval at ``--interval``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from dataplan.errors import ConfigError
+
+
+def parse_probe(value: str) -> str | tuple[int, ...]:
+    """``off``, ``auto`` or comma-separated increasing positive depths."""
+    text = value.strip().lower()
+    if text in ("off", "auto"):
+        return text
+    try:
+        steps = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"--probe must be off, auto or probe steps such as 16,32; got {value!r}"
+        ) from None
+    if not steps or any(s < 1 for s in steps) or list(steps) != sorted(set(steps)):
+        raise ConfigError(f"--probe steps must be increasing positive integers, got {value!r}")
+    return steps
+
+
+def choose_depth(calibration: Any, price: float | None) -> tuple[int | None, str, dict[str, Any]]:
+    """``auto``'s decision: (depth or None, the reason, the numbers behind it)."""
+    from dataplan.maths.probe import optimal_depth, regime
+
+    depths = [int(d.depth) for d in calibration.depths]
+    decay = calibration.decay
+    if decay is None or not (decay.alpha > 0 and decay.K > 0):
+        return None, "the calibration's seed variance does not decay with depth", {}
+    intrinsic = calibration.intrinsic
+    shallow = float(decay.optimisation_variance(depths[0]))
+    label = regime(intrinsic, decay.alpha, shallow)
+    facts: dict[str, Any] = {
+        "regime": label,
+        "alpha": decay.alpha,
+        "K": decay.K,
+        "L_int": intrinsic,
+    }
+    if label == "Noise-Dominant":
+        return None, "Noise-Dominant: probing cannot remove the intrinsic limit", facts
+    if price is not None:
+        target = optimal_depth(decay.alpha, decay.K, price)
+        facts["c_star"] = target
+        rule = f"c* = {target:.1f} steps at price {price:g}"
+    elif intrinsic > 0:
+        target = (decay.K / intrinsic) ** (1.0 / decay.alpha)
+        facts["c_eq"] = target
+        rule = f"V_opt falls to L_int at {target:.1f} steps"
+    else:
+        target = float(depths[-1])
+        rule = "no intrinsic limit: the deepest calibrated depth"
+    if target < 1:
+        return None, f"{rule}: less than one step pays", facts
+    chosen = next((d for d in depths if d >= target), depths[-1])
+    return chosen, f"{label}; {rule} → probe to {chosen} steps", facts
+
+
+def probe_and_combine(
+    cfg: Any,
+    calibration: Any,
+    static_auc: float | None,
+    static_variance: float | None,
+    target: float | None,
+    n_max: int,
+    run_path: Path,
+    labelled_file: str | None,
+    loaded: Any,
+) -> dict[str, Any]:
+    """What ``estimate --probe`` reports (module docstring); ``skipped`` says why nothing ran."""
+    from scipy.stats import norm
+
+    from dataplan.maths.forecast import budget_for_target, clip_auc
+    from dataplan.maths.probe import combine
+    from dataplan.workflows.probe import ProbeConfig, run_probe
+
+    mode = parse_probe(cfg.probe)
+    report: dict[str, Any] = {"mode": cfg.probe}
+    if mode == "auto":
+        depth, reason, facts = choose_depth(calibration, cfg.probe_price)
+        report.update(decision=reason, **facts)
+        if depth is None:
+            report["skipped"] = reason
+            return report
+    else:
+        assert isinstance(mode, tuple)
+        depth = mode[-1]
+    depths = [int(d.depth) for d in calibration.depths]
+    if depth not in depths:
+        raise ConfigError(
+            f"--probe {depth}: not a calibrated depth ({', '.join(map(str, depths))})"
+        )
+    steps = tuple(d for d in depths if d <= depth)
+    if not isinstance(mode, str):
+        steps = tuple(sorted(set(mode)))
+        missing = [s for s in steps if s not in depths]
+        if missing:
+            raise ConfigError(
+                f"--probe {','.join(map(str, missing))}: not calibrated depths "
+                f"({', '.join(map(str, depths))})"
+            )
+    source: dict[str, Any] = (
+        {"data": labelled_file} if labelled_file is not None else {"estimate_dir": str(run_path)}
+    )
+    probe_cfg = ProbeConfig(
+        model=cfg.model,
+        device=cfg.device,
+        dtype=cfg.dtype,
+        trust_remote_code=cfg.trust_remote_code,
+        chat_template=cfg.chat_template,
+        system_prompt=cfg.system_prompt,
+        prompt_field=cfg.prompt_field,
+        answer_field=cfg.answer_field,
+        id_field=cfg.id_field,
+        steps=steps,
+        seeds=cfg.probe_seeds,
+        validation=cfg.probe_validation,
+        calibration=cfg.probe_calibration,
+        interval=cfg.interval,
+        run_dir=str(run_path / "probes"),
+        progress=cfg.progress,
+        **source,
+    )
+    start = time.perf_counter()
+    summary = run_probe(probe_cfg, loaded=loaded)
+    at = next(d for d in summary["forecast"]["by_depth"] if d["c"] == depth)
+    probe_variance = calibration.at(depth).residual_variance
+    report.update(
+        depth=depth,
+        seeds=cfg.probe_seeds,
+        probe_steps_trained=depth * cfg.probe_seeds,
+        seconds=round(time.perf_counter() - start, 1),
+        probe={"auc": at["auc"], "sd": math.sqrt(probe_variance)},
+        probe_run=summary["run_dir"],
+    )
+    s_var = math.inf if static_variance is None else static_variance
+    s_mean = at["auc"] if static_auc is None else static_auc
+    mean, variance = combine(s_mean, s_var, at["auc"], probe_variance)
+    z = float(norm.ppf(0.5 + cfg.interval / 2))
+    sd = math.sqrt(variance)
+    combined: dict[str, Any] = {
+        "auc": mean,
+        "sd": sd,
+        "interval": [mean - z * sd, mean + z * sd],
+    }
+    if static_auc is not None:
+        report["static"] = {
+            "auc": static_auc,
+            "sd": None if static_variance is None else math.sqrt(static_variance),
+        }
+    if target is not None:
+        combined["n_star"] = budget_for_target(clip_auc(mean), target, n_max)
+        combined["n_star_interval"] = [
+            budget_for_target(clip_auc(mean + z * sd), target, n_max),
+            budget_for_target(clip_auc(mean - z * sd), target, n_max),
+        ]
+    report["combined"] = combined
+    return report

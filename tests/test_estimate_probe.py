@@ -1,0 +1,156 @@
+"""`estimate --probe`: auto's decision from the probe calibration, and the static and probe
+forecasts combined by inverse variance, end to end on a tiny model."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from dataplan.errors import ConfigError
+from dataplan.io import write_json
+from dataplan.maths.forecast import budget_for_target
+from dataplan.maths.probe_calibration import ProbeCalibration, fit_probe_calibration
+from dataplan.workflows.estimate_probe import choose_depth, parse_probe
+
+
+def _calibration(depths=(1, 2), K=0.3, noise=0.02, seed=0) -> ProbeCalibration:
+    rng = np.random.default_rng(seed)
+    truth = rng.uniform(size=10)
+    sd = np.sqrt(K * np.asarray(depths, dtype=float) ** -1.0)
+    features = truth[:, None, None] + rng.normal(size=(10, 4, len(depths))) * sd
+    return fit_probe_calibration(features, 0.3 + 0.5 * truth + rng.normal(size=10) * noise, depths)
+
+
+def test_parse_probe():
+    assert parse_probe("auto") == "auto" and parse_probe("OFF") == "off"
+    assert parse_probe("16,32") == (16, 32)
+    for bad in ("32,16", "0", "x", ""):
+        with pytest.raises(ConfigError, match="--probe"):
+            parse_probe(bad)
+
+
+def test_auto_decides_from_the_calibration():
+    cal = _calibration(depths=(8, 16, 32, 64))
+    assert cal.decay is not None
+    depth, reason, facts = choose_depth(cal, price=None)
+    c_eq = (cal.decay.K / cal.intrinsic) ** (1 / cal.decay.alpha)
+    expected = next((d for d in (8, 16, 32, 64) if d >= c_eq), 64)
+    assert depth == expected and facts["c_eq"] == pytest.approx(c_eq)
+    # With a price: the smallest calibrated depth at or beyond c*.
+    from dataplan.maths.probe import optimal_depth
+
+    for price in (1e-2, 1e-4, 1e-7):
+        depth, reason, facts = choose_depth(cal, price=price)
+        c_star = optimal_depth(cal.decay.alpha, cal.decay.K, price)
+        if c_star < 1:
+            assert depth is None and "less than one step" in reason
+        else:
+            assert depth == next((d for d in (8, 16, 32, 64) if d >= c_star), 64)
+    # Noise-Dominant: no probe.
+    noisy = _calibration(depths=(8, 16, 32, 64), noise=0.5)
+    depth, reason, facts = choose_depth(noisy, price=None)
+    assert math.sqrt(noisy.intrinsic) >= 0.1  # the task-level noise makes it so
+    assert facts["regime"] == "Noise-Dominant" and depth is None and "Noise-Dominant" in reason
+
+
+def _pool(path, n=40):
+    rng = np.random.default_rng(0)
+    words = ["red", "blue", "green", "cat"]
+    with path.open("w") as fh:
+        for i in range(n):
+            rec = {
+                "id": f"ex{i}",
+                "prompt": f"Say {' '.join(rng.choice(words, size=1 + i % 3))}",
+                "answer": str(rng.choice(words)),
+                "choices": words,
+            }
+            fh.write(json.dumps(rec) + "\n")
+    return path
+
+
+def test_estimate_probe_combines_static_and_probe(tiny_model_dir, tmp_path, capsys):
+    from dataplan.maths.forecast import Calibration
+    from test_cli import run_main
+
+    cal = _calibration()
+    write_json(tmp_path / "probe-cal.json", cal.as_dict())
+    static = Calibration(name="tiny", coef=0.5, intercept=0.3, n_max=1000, residual_std=0.1)
+    write_json(tmp_path / "cal.json", static.to_dict())
+    data = _pool(tmp_path / "pool.jsonl")
+    args = [
+        "estimate",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(data),
+        "--n-labeled",
+        "8",
+        "--low-fraction",
+        "0.25",
+        "--max-new-tokens",
+        "3",
+        "--lora-r",
+        "4",
+        "--calibration",
+        str(tmp_path / "cal.json"),
+        "--target",
+        "0.8",
+        "--probe",
+        "1,2",
+        "--probe-calibration",
+        str(tmp_path / "probe-cal.json"),
+        "--probe-seeds",
+        "2",
+        "--probe-validation",
+        "2",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--json",
+    ]
+    code, out, err = run_main(args, capsys)
+    assert code == 0, err
+    d = json.loads(out)
+    probe = d["probe"]
+    assert probe["depth"] == 2 and probe["seeds"] == 2 and probe["probe_steps_trained"] == 4
+    s, p = probe["static"], probe["probe"]
+    assert s["auc"] == pytest.approx(d["forecast"]["auc"]) and s["sd"] == pytest.approx(0.1)
+    assert p["sd"] == pytest.approx(math.sqrt(cal.at(2).residual_variance))
+    w_s, w_p = 1 / s["sd"] ** 2, 1 / p["sd"] ** 2
+    c = probe["combined"]
+    assert c["auc"] == pytest.approx((w_s * s["auc"] + w_p * p["auc"]) / (w_s + w_p))
+    assert c["sd"] == pytest.approx((w_s + w_p) ** -0.5)
+    assert c["n_star"] == pytest.approx(budget_for_target(c["auc"], 0.8, 1000))
+    # The probe forecast is the calibration applied to this run's probes.
+    import csv
+
+    text = (tmp_path / "run" / "probes" / "probes.csv").read_text()
+    rows = list(csv.DictReader(text.splitlines()))
+    feats = [float(r["val_loss_drop"]) for r in rows if r["c"] == "2"]
+    assert p["auc"] == pytest.approx(np.mean([cal.predict(2, x)[0] for x in feats]))
+    # The table form names what was spent and what it bought.
+    code, out, err = run_main(args[:-1], capsys)
+    assert code == 0 and "probe spent" in out and "AUC' combined" in out, err
+
+
+def test_estimate_probe_auto_without_a_calibration_says_so(tiny_model_dir, tmp_path):
+    from dataplan.workflows.estimate import EstimateConfig, estimate
+
+    data = _pool(tmp_path / "pool.jsonl")
+    cfg = EstimateConfig(
+        model=str(tiny_model_dir),
+        data=str(data),
+        run_dir=str(tmp_path / "run"),
+        n_labeled=8,
+        low_fraction=0.25,
+        max_new_tokens=3,
+        lora_r=4,
+        probe="auto",
+        progress=False,
+    )
+    res = estimate(cfg)
+    assert res.probe is not None and "no probe calibration" in res.probe["skipped"]
+    with pytest.raises(ConfigError, match="--probe-calibration"):
+        EstimateConfig(model=str(tiny_model_dir), data=str(data), probe="16")
