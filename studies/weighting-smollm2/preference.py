@@ -4,9 +4,11 @@ Pairs come from a suite task with options: for each of the select study's 300 po
 chosen = the gold answer and rejected = one wrong option drawn at random (seeded); 30% of the pairs
 are then swapped on purpose (the "corrupted" pairs). The holdout is 32 clean pairs built the same
 way from pool examples outside the training pool. SmolLM2-135M-Instruct is fine-tuned with
-``dataplan train``'s defaults for each objective (LoRA r16, learning rate 5e-4, batch 8; DPO
-β = 0.1 with the frozen model as reference; SimPO β = 2, γ = 1) for the same STEPS optimiser steps
-under each weighting — ``uniform``, ``ica`` (k = 3 nearest holdout demonstrations, the margin
+``dataplan train``'s defaults for each objective (LoRA r16, batch 8; DPO β = 0.1 with the frozen
+model as reference; SimPO β = 2, γ = 1) for the same STEPS optimiser steps under each weighting,
+at a learning rate chosen per objective on VALIDATION pool examples outside the training pool
+and the holdout (``--learning-rates 5e-4,5e-5`` probes them with uniform weights and writes
+preference-learning-rate.json; ``--learning-rate auto`` then takes the best of each objective) — ``uniform``, ``ica`` (k = 3 nearest holdout demonstrations, the margin
 change in context) and ``rho`` (the margin added by a LoRA adapter trained on the holdout's chosen
 responses) — with training seeds 0, 1, 2.
 
@@ -40,6 +42,8 @@ TASK = "arithmetic_2_digit_addition"
 METHODS = ("uniform", "ica", "rho")
 OBJECTIVES = ("dpo", "simpo")
 POOL, HOLDOUT, TEST, NOISE, STEPS = 300, 32, 150, 0.3, 48
+VALIDATION = 100
+LEARNING_RATE: float | str | None = None  # None: dataplan train's default; "auto": validation
 
 
 def pairs_of(examples, seed: int):
@@ -84,6 +88,69 @@ def task_data(task: str):
     return noisy, pairs_of(held, seed=2), test, pairs_of(test, seed=3), bad
 
 
+def validation_examples(task: str) -> list:
+    """VALIDATION pool examples outside the training pool and the holdout (for choosing the
+    learning rate; never the test set)."""
+    from dataplan.tasks.registry import load_task
+
+    pool = load_task(task, "pool")
+    order = np.random.default_rng([0, 17]).permutation(len(pool))
+    start = POOL + HOLDOUT
+    return [pool[i] for i in order[start : start + VALIDATION]]
+
+
+def learning_rate_probe(objectives, rates, loaded, store) -> dict:
+    """Uniform DPO/SimPO on the noisy pairs at each learning rate (seed 0), scored by option
+    log-likelihood accuracy on validation examples: how the study's learning rate is chosen."""
+    from dataplan.data.formatting import PromptSettings
+    from dataplan.digests import examples_digest, pairs_digest
+    from dataplan.evaluation import EvalSettings, evaluate
+    from dataplan.store import canonical
+    from dataplan.training import TrainSettings, train
+    from dataplan.training.objectives import get_objective
+
+    formatter = PromptSettings().formatter(loaded.tokenizer)
+    noisy = task_data(TASK)[0]
+    validation = validation_examples(TASK)
+    base = {
+        "model": "smollm2-135m-instruct",
+        "task": TASK,
+        "pairs": pairs_digest(noisy),
+        "validation": examples_digest(validation),
+    }
+    before = store.cached_json(
+        f"pref-{TASK}-validation-base",
+        base,
+        lambda: evaluate(loaded.model, formatter, validation, EvalSettings()),
+    )
+    out: dict = {"before": before["loglik_accuracy"], "runs": {}}
+    for objective in objectives:
+        for rate in rates:
+            hyper = TrainSettings(min_steps=STEPS, max_steps=STEPS, learning_rate=rate)
+            identity = {
+                **base,
+                "train": canonical(hyper),
+                "objective": objective,
+                "objective_settings": get_objective(objective).settings(),
+            }
+
+            def run(objective=objective, hyper=hyper) -> dict:
+                result = train(loaded.model, noisy, formatter, hyper, objective=objective, seed=0)
+                scores = evaluate(result.model, formatter, validation, EvalSettings())
+                loaded.model = result.model.unload()
+                loaded.model.eval()
+                return {**scores, "train": result.log()}
+
+            point = store.cached_json(f"pref-{TASK}-lr-{objective}-{rate:g}", identity, run)
+            out["runs"].setdefault(objective, {})[f"{rate:g}"] = point["loglik_accuracy"]
+            print(
+                f"{objective} lr {rate:g}: validation loglik_accuracy "
+                f"{point['loglik_accuracy']:.3f} (before training {out['before']:.3f})",
+                flush=True,
+            )
+    return out
+
+
 def response_logps(model, formatter, pairs, pad_id: int) -> dict[str, np.ndarray]:
     """Summed log-probability and token count of each pair's chosen and rejected response."""
     from dataplan.compute.example_stats import answer_losses
@@ -112,6 +179,21 @@ def reward_accuracy(objective: str, policy: dict, reference: dict) -> float:
     return float(np.mean(margin > 0))
 
 
+def learning_rate(objective: str, report_only: bool = False) -> float | None:
+    """The study's learning rate for ``objective``: --learning-rate, or with ``auto`` the rate
+    with the best validation accuracy of the probe (preference-learning-rate.json)."""
+    if LEARNING_RATE != "auto":
+        return None if LEARNING_RATE is None else float(LEARNING_RATE)
+    import json
+
+    path = HERE / "preference-learning-rate.json"
+    if not path.exists():
+        raise SystemExit(f"--learning-rate auto needs {path} (run --learning-rates first)")
+    runs = json.loads(path.read_text())["runs"][objective]
+    best = max(runs.items(), key=lambda kv: (kv[1], -float(kv[0])))  # ties: the smaller rate
+    return float(best[0])
+
+
 def study(objectives, seeds, methods, loaded, store, report_only: bool) -> dict:
     from report import auroc
 
@@ -127,7 +209,6 @@ def study(objectives, seeds, methods, loaded, store, report_only: bool) -> dict:
     pad = None if loaded is None else loaded.tokenizer.pad_token_id
     noisy, holdout, test, test_pairs, bad = task_data(TASK)
     is_bad = np.array([p.id in bad for p in noisy])
-    hyper = TrainSettings(min_steps=STEPS, max_steps=STEPS)
     evaluation = EvalSettings()
     base = {
         "model": "smollm2-135m-instruct",
@@ -137,7 +218,6 @@ def study(objectives, seeds, methods, loaded, store, report_only: bool) -> dict:
         "holdout": pairs_digest(holdout),
         "test": examples_digest(test),
         "test_pairs": pairs_digest(test_pairs),
-        "train": canonical(hyper),
         "evaluation": canonical(evaluation),
     }
 
@@ -171,15 +251,22 @@ def study(objectives, seeds, methods, loaded, store, report_only: bool) -> dict:
     for seed in seeds:
         for objective in objectives:
             settings = get_objective(objective).settings()
+            rate = learning_rate(objective, report_only)
+            hyper = TrainSettings(
+                min_steps=STEPS,
+                max_steps=STEPS,
+                **({} if rate is None else {"learning_rate": rate}),
+            )
             for method in methods:
-                identity = {**base, "objective": objective, "objective_settings": settings}
+                identity = {**base, "train": canonical(hyper), "objective": objective}
+                identity = {**identity, "objective_settings": settings}
                 identity = {**identity, "method": method, "seed": seed}
                 name = f"pref-{TASK}-{objective}-{method}-s{seed}"
                 if report_only and store.get_json(name, identity) is None:
                     continue
                 weights = weights_of(method)
 
-                def run(objective=objective, weights=weights, seed=seed) -> dict:
+                def run(objective=objective, weights=weights, seed=seed, hyper=hyper) -> dict:
                     start = time.perf_counter()
                     reference = reference_logps()
                     result = train(
@@ -207,6 +294,7 @@ def study(objectives, seeds, methods, loaded, store, report_only: bool) -> dict:
                     method, {"seeds": [], "loglik_accuracy": [], "reward_accuracy": []}
                 )
                 entry["seeds"].append(seed)
+                entry["learning_rate"] = hyper.learning_rate
                 entry["loglik_accuracy"].append(point["loglik_accuracy"])
                 entry["reward_accuracy"].append(point["reward_accuracy"])
                 if weights is not None:
@@ -228,7 +316,7 @@ def study(objectives, seeds, methods, loaded, store, report_only: bool) -> dict:
 
 
 def main() -> None:
-    global STEPS, POOL, TEST
+    global STEPS, POOL, TEST, LEARNING_RATE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objectives", default=",".join(OBJECTIVES))
     parser.add_argument("--seeds", default="0,1,2")
@@ -238,13 +326,32 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=TEST, help="for a smoke run")
     parser.add_argument("--out-dir", type=Path, default=HERE, help="for a smoke run")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument(
+        "--learning-rates",
+        default=None,
+        help="comma-separated: only probe these learning rates on validation examples",
+    )
+    parser.add_argument(
+        "--learning-rate",
+        default=None,
+        help="of every fine-tune; auto: per objective, the best of the validation probe",
+    )
     args = parser.parse_args()
     STEPS, POOL, TEST = args.steps, args.pool, args.test
+    LEARNING_RATE = (
+        args.learning_rate if args.learning_rate in (None, "auto") else float(args.learning_rate)
+    )
+    from dataplan.io import write_json
     from dataplan.store import ResultStore
     from dataplan.workflows.experiment import ModelSpec
 
     loaded = None if args.report_only else ModelSpec("smollm2-135m-instruct").load()
     store = ResultStore(args.out_dir / "points")
+    if args.learning_rates:
+        rates = [float(r) for r in args.learning_rates.split(",")]
+        probe = learning_rate_probe(args.objectives.split(","), rates, loaded, store)
+        write_json(args.out_dir / "preference-learning-rate.json", probe)
+        return
     results = study(
         args.objectives.split(","),
         [int(s) for s in args.seeds.split(",")],
@@ -253,8 +360,6 @@ def main() -> None:
         store,
         args.report_only,
     )
-    from dataplan.io import write_json
-
     write_json(args.out_dir / "preference.json", results)
     from report import preference_table
 

@@ -123,6 +123,63 @@ def preference_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def cost_section(b: dict) -> list[str]:
+    """The benchmark's figures (benchmarks/bench_weighting.py) as a section of the doc."""
+    sc = b["scoring"]
+    train = sc["training"]
+    lines = [
+        "## Cost",
+        "",
+        f"Measured by `benchmarks/bench_weighting.py` ({b['n']} {b['task']} examples, "
+        f"{b['threads']} threads on a {b['machine']['cpus']}-core CPU; "
+        "`benchmarks/results/weighting.json`):",
+        "",
+        "| pass | seconds | vs the fine-tune it serves |",
+        "|---|---|---|",
+        f"| LoRA fine-tune, {train['output']['steps']} steps (3 epochs) | "
+        f"{train['seconds']:.1f} | 1 |",
+        f"| ICA scoring (k-NN embedding + loss without and with 3 demonstrations) | "
+        f"{sc['ica']['seconds']:.1f} | {sc['ica_over_training']:.1%} |",
+        f"| one refresh (the scoring pass, demonstrations kept) | "
+        f"{sc['ica_refresh']['seconds']:.1f} | {sc['refresh_over_training']:.1%} |",
+        f"| RHO-LOSS (reference adapter on the holdout + a loss pass) | "
+        f"{sc['rho']['seconds']:.1f} | {sc['rho_over_training']:.1%} |",
+        "",
+        "The ICA paper reports scoring at about 1.5% of training. Here it is a third to a half, "
+        "and the reason is arithmetic, not overhead: scoring costs about one forward pass at the "
+        "example's length plus one at the length of the example with k = 3 demonstrations in "
+        "front (several times longer: these prompts are long and the answers short), while a "
+        "3-epoch LoRA fine-tune costs about 3 × (forward + backward) ≈ 9 forward passes at the "
+        "example's length. The ratio falls in proportion to the epochs and to how much of a "
+        "sequence the response is (the paper's setting: many epochs of long chat responses on "
+        "GPUs). RHO-LOSS costs about as much as the fine-tune itself here, because its reference "
+        "adapter is a fine-tune (of the 32-example holdout, at the curve settings' minimum of 20 "
+        "steps).",
+        "",
+    ]
+    steps = b.get("steps", {})
+    if steps:
+        lines += [
+            "| objective | median s/step unweighted | weighted | weighted / unweighted "
+            "(median of paired steps) | interquartile range | ≤ 1.05? |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, r in steps.items():
+            med = r.get("median_step_seconds")
+            iqr = r.get("paired_ratio_quartiles")
+            lines.append(
+                f"| {name} | {med['unweighted']:.2f} | {med['weighted']:.2f} | "
+                f"{r['weighted_over_unweighted']:.3f} | "
+                + (f"{iqr[0]:.3f}–{iqr[2]:.3f}" if iqr else "—")
+                + f" | {'yes' if r['met'] else 'no'} |"
+                if med
+                else f"| {name} | — | — | {r['weighted_over_unweighted']:.3f} | — | "
+                f"{'yes' if r['met'] else 'no'} |"
+            )
+        lines.append("")
+    return lines
+
+
 def write_report(results: dict, out_dir: Path, seeds: list[int]) -> None:
     from dataplan.io import atomic_path, save_figure, write_json
     from dataplan.plots import pyplot
@@ -185,6 +242,11 @@ def write_doc(summary: dict, table_text: str, seeds: list[int]) -> None:
         "![test performance per weighting](../studies/weighting-smollm2/weighting.png)",
         "",
     ]
+    bench = HERE.parent.parent / "benchmarks" / "results" / "weighting.json"
+    if bench.exists():
+        import json
+
+        lines += cost_section(json.loads(bench.read_text(encoding="utf-8")))
     preference = HERE / "preference.json"
     if preference.exists():
         import json
