@@ -133,6 +133,7 @@ _FIELDS: dict[str, tuple[Callable[[Any], bool], str, bool]] = {
         'an object (whose "loo_spearman" is a number)',
         False,
     ),
+    "tokenization": (lambda v: v in ("split", "joint"), '"split" or "joint"', False),
 }
 
 

@@ -44,6 +44,9 @@ def register(app: typer.Typer) -> None:
             ),
             ("zero-shot exact match", fmt(d["zero_shot_accuracy"], 3)),
         ]
+        tok = d.get("tokenization") or {}
+        if tok:
+            rows.append(("tokenization", tok["convention"]))
         if d["forecast"] is not None:
             rows += forecast_rows(d["forecast"])
         rows += probe_rows(d.get("probe"))
@@ -51,6 +54,8 @@ def register(app: typer.Typer) -> None:
         console.print(key_value_table("dataplan estimate", rows))
         if d["note"]:
             note(d["note"])
+        if tok.get("warning"):
+            note(tok["warning"])
 
     @config_command(app, "predict", PredictConfig)
     def predict(cfg: PredictConfig, out: Output) -> None:
@@ -83,8 +88,21 @@ def register(app: typer.Typer) -> None:
             ("gradient length", f"{res.n_params:,}"),
             ("CoS-Low (median pairwise cosine)", fmt(res.coslow)),
             ("mean gradient norm", fmt(float(res.grad_norms.mean()))),
+            ("tokenization", res.tokenization),
         ]
         console.print(key_value_table("dataplan coslow", rows))
+        if res.differing:
+            note(tokenization_warning(len(res.differing), len(res.ids), res.tokenization))
+
+
+def tokenization_warning(n_differ: int, n: int, used: str) -> str:
+    """The caution printed when the split and joint tokenisations read the examples apart."""
+    other = "joint" if used == "split" else "split"
+    return (
+        f"{n_differ} of {n} examples tokenise differently under split and joint (a token "
+        f"straddles the prompt/answer boundary): this CoS-Low ({used}) is not comparable with one "
+        f"computed {other}, nor valid for a calibration fitted {other} (--tokenization)"
+    )
 
 
 def probe_rows(probe: dict | None) -> list[tuple[str, str]]:

@@ -113,7 +113,10 @@ def answer_only_batch(
     labels = torch.full((len(encoded), keep), -100, dtype=torch.long)
     for row, e in enumerate(encoded):
         start = len(e.prompt_ids) - 1 - first_pred
-        labels[row, start : start + len(e.answer_ids)] = torch.as_tensor(e.answer_ids)
+        targets = torch.as_tensor(e.answer_ids)
+        if e.label_mask is not None:  # the joint tokenisation's excluded labels
+            targets = targets.masked_fill(~torch.as_tensor(e.label_mask), -100)
+        labels[row, start : start + len(e.answer_ids)] = targets
     return ids, mask, labels, keep
 
 

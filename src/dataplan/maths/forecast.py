@@ -51,6 +51,9 @@ class Calibration:
         loo_residuals: leave-one-task-out residuals ``AUC − AUC'`` when known (empirical error model).
         n_tasks: number of calibration tasks.
         source: where the numbers come from.
+        tokenization: how CoS-Low was computed for the fit (``split``: dataplan's; ``joint``:
+            the CoS-Low authors', docs/methods.md §2.3): a CoS-Low computed otherwise is not
+            comparable.
     """
 
     name: str
@@ -62,8 +65,11 @@ class Calibration:
     n_tasks: int | None = None
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    tokenization: str = "split"
 
     def __post_init__(self) -> None:
+        if self.tokenization not in ("split", "joint"):
+            raise ValueError(f"tokenization must be split or joint, got {self.tokenization!r}")
         if not (math.isfinite(self.coef) and math.isfinite(self.intercept)):
             raise ValueError("coef and intercept must be finite")
         if self.n_max < 2:

@@ -128,6 +128,8 @@ class CalibrateOptions(ModelOptions, FieldOptions, PromptOptions, RunOptions):
         probe_validation: Labelled examples each probe holds out to measure itself.
         probe_feature: The probe feature the probe calibration maps to AUC': train_loss_drop,
             val_loss, val_loss_drop or val_accuracy.
+        tokenization: How CoS-Low tokenises prompt and answer (split or joint); recorded in the
+            calibration, which is then valid for CoS-Low computed the same way only.
     """
 
     name: str
@@ -152,6 +154,7 @@ class CalibrateOptions(ModelOptions, FieldOptions, PromptOptions, RunOptions):
     probe_seeds: int = 3
     probe_validation: int = 8
     probe_feature: str = "val_loss_drop"
+    tokenization: str = "split"
 
     def build(self) -> CalibrateConfig:
         """The study's config: one curve and one estimate setting shared by every task."""
@@ -174,6 +177,7 @@ class CalibrateOptions(ModelOptions, FieldOptions, PromptOptions, RunOptions):
             max_pool=self.max_pool,
             n_labeled=self.n_labeled,
             adapter_seeds=self.adapter_seeds,
+            tokenization=self.tokenization,
             **shared,
         )
         return CalibrateConfig(
@@ -384,6 +388,8 @@ def summarise(cfg: CalibrateConfig, rows: list[dict[str, Any]], out: Path) -> di
         n_max=n_max,
         source=f"dataplan calibrate over {len(rows)} tasks",
     )
+    tokenization = (cfg.estimate.tokenization if cfg.estimate else None) or "split"
+    calibration = replace(calibration, tokenization=tokenization)
     evaluation = {}
     for key, title in PREDICTORS.items():
         x = [r[key] for r in rows]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from dataplan.data.formatting import PromptFormatter, encode_examples
+from dataplan.data.formatting import PromptFormatter, encode_examples, label_exclusions
 from dataplan.data.loading import Example
 from dataplan.errors import ConfigError
 from dataplan.maths.similarity import cosine_from_gram, gradient_norms_from_gram, median_pairwise
@@ -36,6 +36,9 @@ class CosLowResult:
         ids: the examples' ids, in matrix order.
         adapter: ``"fresh (seed S)"`` or the adapter folder.
         n_params: length of one flattened gradient.
+        tokenization: ``split`` or ``joint`` (docs/methods.md §2.3), and ``label_exclusions``,
+            the label ids the joint one masks.
+        differing: ids of the examples the two tokenisations read differently.
     """
 
     coslow: float
@@ -45,10 +48,16 @@ class CosLowResult:
     ids: list[str]
     adapter: str
     n_params: int
+    tokenization: str = "split"
+    label_exclusions: tuple[int, ...] = ()
+    differing: tuple[str, ...] = ()
 
     def to_dict(self, *, with_matrix: bool = True) -> dict[str, Any]:
         d: dict[str, Any] = {
             "coslow": self.coslow,
+            "tokenization": self.tokenization,
+            "label_exclusions": list(self.label_exclusions),
+            "tokenizations_differ_on": list(self.differing),
             "grad_norms": self.grad_norms.tolist(),
             "mean_grad_norm": float(self.grad_norms.mean()),
             "ids": self.ids,
@@ -85,12 +94,16 @@ def coslow(
     batch_size: int = 8,
     space: str = "lora",
     progress: bool = True,
+    tokenization: str = "split",
+    exclude: Sequence[int] = (),
 ) -> CosLowResult:
     """CoS-Low (or CoS over any example set) of labelled ``examples`` on ``loaded``'s model.
 
     A fresh LoRA adapter (``lora``, default r 64 / alpha 32 / all projections, seeded) is attached
     for the computation and removed afterwards, leaving the model as it was; ``adapter`` uses an
-    existing PEFT adapter folder instead.
+    existing PEFT adapter folder instead. ``tokenization``: ``split`` (dataplan's) or ``joint``
+    (the CoS-Low authors', docs/methods.md §2.3); ``exclude``: the model family's label ids the
+    joint one masks (also used to report which examples the two read differently).
     """
     from dataplan.compute.gradients import gradient_gram, lora_pairs, lora_parameter_count
 
@@ -98,7 +111,7 @@ def coslow(
         raise ConfigError("CoS needs at least 2 labelled examples")
     lora = lora or LoraSettings()
     formatter = formatter or PromptFormatter(loaded.tokenizer)
-    encoded = encode_examples(formatter, examples)
+    encoded = encode_examples(formatter, examples, tokenization=tokenization, exclude=exclude)
     if adapter is not None:
         peft_model = load_adapter(loaded.model, adapter)
         label = str(adapter)
@@ -123,7 +136,17 @@ def coslow(
     finally:
         loaded.model = peft_model.unload()
         loaded.model.eval()
-    return CosLowResult.from_gram(gram.numpy(), [ex.id for ex in examples], label, n_params)
+    from dataclasses import replace
+
+    from dataplan.data.formatting import tokenization_differences
+
+    result = CosLowResult.from_gram(gram.numpy(), [ex.id for ex in examples], label, n_params)
+    return replace(
+        result,
+        tokenization=tokenization,
+        label_exclusions=tuple(exclude) if tokenization == "joint" else (),
+        differing=tuple(tokenization_differences(formatter, examples, exclude)),
+    )
 
 
 @dataclass(kw_only=True)
@@ -138,6 +161,8 @@ class CosLowConfig(ModelOptions, FieldOptions, PromptOptions, RunOptions):
         lora_alpha: LoRA alpha of the gradient adapter.
         lora_targets: 'all-linear' or comma-separated module names.
         batch_size: Examples per backward pass.
+        tokenization: split (prompt and answer tokenised apart: dataplan's) or joint (one
+            string, the CoS-Low authors' convention, which their published calibrations assume).
     """
 
     labeled: str
@@ -147,10 +172,13 @@ class CosLowConfig(ModelOptions, FieldOptions, PromptOptions, RunOptions):
     lora_alpha: float = 32.0
     lora_targets: str = "all-linear"
     batch_size: int = 8
+    tokenization: str = "split"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError("--batch-size must be positive")
+        if self.tokenization not in ("split", "joint"):
+            raise ConfigError(f"--tokenization must be split or joint, got {self.tokenization!r}")
         self.lora  # noqa: B018 - validates the adapter settings
 
     @property
@@ -167,12 +195,15 @@ def coslow_of_file(cfg: CosLowConfig, loaded: LoadedModel | None = None) -> CosL
 
     examples = load_examples(cfg.labeled, fields=cfg.fields, require_answer=True, split=cfg.split)
     loaded = loaded or cfg.spec.load()
+    formatter = cfg.prompts.formatter(loaded.tokenizer)
     return coslow(
         loaded,
         examples,
         lora=cfg.lora,
         adapter=cfg.adapter,
-        formatter=cfg.prompts.formatter(loaded.tokenizer),
+        formatter=formatter,
         batch_size=cfg.batch_size,
         progress=cfg.progress,
+        tokenization=cfg.tokenization,
+        exclude=label_exclusions(cfg.model),
     )

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from dataplan.data.formatting import PromptFormatter
+from dataplan.data.formatting import PromptFormatter, label_exclusions
 from dataplan.data.loading import Example, Fields, load_examples
 from dataplan.digests import examples_key, file_digest, task_digest
 from dataplan.errors import InputError, ModelLoadError
@@ -70,12 +70,48 @@ class EstimateResult:
     annotate_out: str | None = None
     compute_seconds: dict[str, float] = field(default_factory=dict)  # when each step ran
     probe: dict[str, Any] | None = None  # estimate --probe: what was spent and what it bought
+    tokenization: dict[str, Any] | None = None  # how CoS-Low tokenised, and whether it matters
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["forecast"] = None if self.forecast is None else self.forecast.to_dict()
         d["versions"] = versions()
         return d
+
+
+def _tokenization_report(
+    cfg: EstimateConfig,
+    calibration: Any,
+    formatter: PromptFormatter,
+    labelled: Sequence[Example],
+) -> dict[str, Any]:
+    """The convention CoS-Low used, the calibration's, and — when the examples tokenise apart
+    under the two — a warning (docs/methods.md §2.3)."""
+    from dataplan.data.formatting import tokenization_differences
+
+    used = cfg.tokenization or "split"
+    exclude = label_exclusions(cfg.model)
+    differ = tokenization_differences(formatter, labelled, exclude)
+    fitted = None if calibration is None else calibration.tokenization
+    report: dict[str, Any] = {
+        "convention": used,
+        "label_exclusions": list(exclude) if used == "joint" else [],
+        "calibration_convention": fitted,
+        "examples_that_differ": len(differ),
+    }
+    if differ:
+        other = "joint" if used == "split" else "split"
+        report["warning"] = (
+            f"{len(differ)} of {len(labelled)} labelled examples tokenise differently under "
+            f"split and joint (a token straddles the prompt/answer boundary): this CoS-Low "
+            f"({used}) differs from the {other} one"
+            + (
+                f", and the calibration was fitted {fitted}: the forecast does not apply"
+                if fitted is not None and fitted != used
+                else ""
+            )
+        )
+    return report
 
 
 def _probe(
@@ -191,11 +227,12 @@ def _cached_coslow(
     kind: str,
 ) -> CosLowResult:
     """CoS of ``examples`` for one adapter seed, with the Gram matrix cached by content."""
-    name = f"gradients-{kind}-{examples_key(examples)}-seed{seed}"
+    key = examples_key(examples) + ("-joint" if cfg.tokenization == "joint" else "")
+    name = f"gradients-{kind}-{key}-seed{seed}"
     if cfg.gradient_space == "frozen":  # seed-free: one Gram whatever the adapter seed
-        name = f"gradients-{kind}-{examples_key(examples)}-frozen"
+        name = f"gradients-{kind}-{key}-frozen"
     if cfg.adapter is not None:
-        name = f"gradients-{kind}-{examples_key(examples)}-adapter"
+        name = f"gradients-{kind}-{key}-adapter"
     ids = [ex.id for ex in examples]
     store = ResultStore(run.path)
     cached = store.get_arrays(name)
@@ -213,6 +250,8 @@ def _cached_coslow(
         batch_size=cfg.gradient_batch_size,
         space=cfg.gradient_space,
         progress=cfg.progress,
+        tokenization=cfg.tokenization or "split",
+        exclude=label_exclusions(cfg.model),
     )
     run.record_seconds(name, time.perf_counter() - start)
     store.put_arrays(
@@ -274,6 +313,8 @@ def estimate(cfg: EstimateConfig, loaded: LoadedModel | None = None) -> Estimate
     if cfg.adapter is not None and not (Path(cfg.adapter) / "adapter_config.json").exists():
         raise ModelLoadError(f"{cfg.adapter}: not a PEFT adapter folder (no adapter_config.json)")
     calibration = cfg.resolve_calibration(cfg.model)
+    if cfg.tokenization is None:  # CoS-Low computed as the calibration's was
+        cfg.tokenization = calibration.tokenization if calibration is not None else "split"
     if cfg.probe != "off" and cfg.probe_calibration is not None:  # a bad file fails first
         from dataplan.workflows.probe import load_probe_calibration
 
@@ -394,10 +435,12 @@ def estimate(cfg: EstimateConfig, loaded: LoadedModel | None = None) -> Estimate
             fc = forecaster.forecast({"cos_low": cos_low}, tau, n_max=cfg.n_max, level=cfg.interval)
             plot_forecast(run.file(CURVE_PNG), fc, cfg.model, label, zero_shot, cfg.ceiling)
 
+    tokenization = _tokenization_report(cfg, calibration, formatter, labelled)
     probe = None
     if cfg.probe != "off":
         probe = _probe(cfg, calibration, fc, run, loaded, labelled_file=cfg.labeled)
     result = EstimateResult(
+        tokenization=tokenization,
         probe=probe,
         cos_low=cos_low,
         cos_low_per_seed=per_seed,

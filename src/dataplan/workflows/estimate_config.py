@@ -38,6 +38,8 @@ class EstimateConfig(ModelOptions, DataOptions, PromptOptions, ForecastOptions, 
         gradient_space: lora (the paper's fresh-adapter gradients) or frozen (seed-free: gradients
             of the adapted weights).
         random_baseline: Also compute CoS over random pool examples.
+        tokenization: How CoS-Low tokenises prompt and answer: split (apart: dataplan's) or joint
+            (one string: the CoS-Low authors'); default: the calibration's convention, else split.
         probe: off, auto (probe when the probe calibration says it pays) or probe steps such
             as 16,32: short fine-tunes on the labelled examples, combined with the static
             forecast.
@@ -68,6 +70,7 @@ class EstimateConfig(ModelOptions, DataOptions, PromptOptions, ForecastOptions, 
     )
     gradient_space: str = "lora"
     random_baseline: bool = True
+    tokenization: str | None = None
     probe: str = "off"
     probe_calibration: str | None = None
     probe_seeds: int = 3
@@ -78,6 +81,8 @@ class EstimateConfig(ModelOptions, DataOptions, PromptOptions, ForecastOptions, 
         self.source  # noqa: B018 - exactly one of --data / --task
         from dataplan.workflows.estimate_probe import parse_probe
 
+        if self.tokenization not in (None, "split", "joint"):
+            raise ConfigError(f"--tokenization must be split or joint, got {self.tokenization!r}")
         mode = parse_probe(self.probe)
         if isinstance(mode, tuple) and self.probe_calibration is None:
             raise ConfigError(
@@ -122,11 +127,13 @@ class EstimateConfig(ModelOptions, DataOptions, PromptOptions, ForecastOptions, 
         that leaves it at its default."""
         import dataclasses
 
-        return {
+        defaults = {
             f.name: f.default
             for f in dataclasses.fields(cls)
             if f.default is not dataclasses.MISSING
         }
+        defaults["tokenization"] = "split"  # recorded resolved; folders before it were split
+        return defaults
 
     def compute_settings(self, data_digest: str) -> dict[str, Any]:
         """The settings that determine the cached steps (the run folder's identity)."""
@@ -149,10 +156,12 @@ class EstimateConfig(ModelOptions, DataOptions, PromptOptions, ForecastOptions, 
             "lora_targets",
             "adapter",
             "task",
+            "tokenization",
         ]
         from dataplan.models.loading import model_identity
 
         d = {k: getattr(self, k) for k in keys}
+        d["tokenization"] = self.tokenization or "split"
         d["model"] = model_identity(self.model)
         d["data"] = None if self.data is None else str(Path(self.data).resolve())
         d["data_sha256"] = data_digest
