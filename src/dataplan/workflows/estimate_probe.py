@@ -96,6 +96,7 @@ def probe_and_combine(
 
     from dataplan.maths.forecast import budget_for_target, clip_auc
     from dataplan.maths.probe import combine
+    from dataplan.options import FieldOptions, ModelOptions, PromptOptions, group_values
     from dataplan.workflows.probe import ProbeConfig, run_probe
 
     mode = parse_probe(cfg.probe)
@@ -127,15 +128,7 @@ def probe_and_combine(
         {"data": labelled_file} if labelled_file is not None else {"estimate_dir": str(run_path)}
     )
     probe_cfg = ProbeConfig(
-        model=cfg.model,
-        device=cfg.device,
-        dtype=cfg.dtype,
-        trust_remote_code=cfg.trust_remote_code,
-        chat_template=cfg.chat_template,
-        system_prompt=cfg.system_prompt,
-        prompt_field=cfg.prompt_field,
-        answer_field=cfg.answer_field,
-        id_field=cfg.id_field,
+        **group_values(cfg, ModelOptions, PromptOptions, FieldOptions),
         steps=steps,
         seeds=cfg.probe_seeds,
         validation=cfg.probe_validation,
