@@ -176,7 +176,16 @@ def cost_section(b: dict) -> list[str]:
                 else f"| {name} | — | — | {r['weighted_over_unweighted']:.3f} | — | "
                 f"{'yes' if r['met'] else 'no'} |"
             )
-        lines.append("")
+        lines += [
+            "",
+            "Each step is timed on its own (TrainerCallback), weighted and unweighted runs "
+            "alternate with the same batches, and the ratio is the median of step-by-step "
+            "ratios. Weighting adds a multiply per example (SFT, SimPO) or per gradient row (DPO): "
+            "nothing measurable next to a forward and backward pass; ratios below 1 are noise "
+            "(and the weighted run always follows its unweighted twin, which a warm allocator "
+            "may favour).",
+            "",
+        ]
     return lines
 
 
