@@ -101,23 +101,17 @@ def probe_and_combine(
 
     mode = parse_probe(cfg.probe)
     report: dict[str, Any] = {"mode": cfg.probe}
+    depths = [int(d.depth) for d in calibration.depths]
     if mode == "auto":
-        depth, reason, facts = choose_depth(calibration, cfg.probe_price)
+        depth, reason, facts = choose_depth(calibration, cfg.probe_price)  # a calibrated depth
         report.update(decision=reason, **facts)
         if depth is None:
             report["skipped"] = reason
             return report
+        steps = tuple(d for d in depths if d <= depth)
     else:
         assert isinstance(mode, tuple)
-        depth = mode[-1]
-    depths = [int(d.depth) for d in calibration.depths]
-    if depth not in depths:
-        raise ConfigError(
-            f"--probe {depth}: not a calibrated depth ({', '.join(map(str, depths))})"
-        )
-    steps = tuple(d for d in depths if d <= depth)
-    if not isinstance(mode, str):
-        steps = tuple(sorted(set(mode)))
+        steps, depth = mode, mode[-1]
         missing = [s for s in steps if s not in depths]
         if missing:
             raise ConfigError(
