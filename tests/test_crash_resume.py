@@ -425,3 +425,48 @@ def test_train_resumes_after_sigkill(tiny_model_dir, tmp_path, capsys):
     assert sorted(crashed) == sorted(reference) == ["id", "line", "weight_step0", "weight_step10"]
     for column in ("weight_step0", "weight_step10"):
         np.testing.assert_allclose(crashed[column], reference[column], rtol=1e-5, atol=1e-9)
+
+
+def test_probe_resumes_after_sigkill(tiny_model_dir, tmp_path, capsys):
+    """`dataplan probe` caches one trajectory per seed: killed after the first, the rerun keeps
+    it and the summary equals an uninterrupted run's."""
+    data = _task_file(tmp_path / "labelled.jsonl", n=24)
+
+    def args(tag: str) -> list[str]:
+        return [
+            "probe",
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            str(data),
+            "--steps",
+            "2,4,8",
+            "--seeds",
+            "4",
+            "--validation",
+            "6",
+            "--batch-size",
+            "2",
+            "--lora-r",
+            "2",
+            "--run-dir",
+            str(tmp_path / f"run-{tag}"),
+            "--quiet",
+        ]
+
+    cache = tmp_path / "run-crash" / "probes"
+    _run_until(
+        args("crash"), tmp_path, lambda: bool(_jsons(cache)), "a cached seed", tmp_path / "1.log"
+    )
+    assert not (tmp_path / "run-crash" / "result.json").exists(), "the killed probe completed"
+    snap = _snapshot(cache)
+    assert len(snap) < 4, f"{len(snap)} of 4 seeds were cached before the kill"
+    _run_to_end(args("crash"), tmp_path, tmp_path / "2.log")
+    _assert_untouched(cache, snap)
+
+    _run_in_process(args("ref"), capsys)
+    crashed = json.loads((tmp_path / "run-crash" / "result.json").read_text())
+    reference = json.loads((tmp_path / "run-ref" / "result.json").read_text())
+    for key in ("rows", "by_depth", "before_training", "examples"):
+        assert crashed[key] == reference[key], key
+    assert len(crashed["rows"]) == 12

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from dataplan.errors import ConfigError
+from dataplan.errors import ConfigError, InputError
 from dataplan.io import write_json
 from dataplan.maths.forecast import budget_for_target
 from dataplan.maths.probe_calibration import ProbeCalibration, fit_probe_calibration
@@ -152,5 +152,52 @@ def test_estimate_probe_auto_without_a_calibration_says_so(tiny_model_dir, tmp_p
     )
     res = estimate(cfg)
     assert res.probe is not None and "no probe calibration" in res.probe["skipped"]
+    steps = EstimateConfig(
+        model=str(tiny_model_dir),
+        data=str(data),
+        n_labeled=8,
+        low_fraction=0.25,
+        probe="16",
+        run_dir=str(tmp_path / "r2"),
+    )
     with pytest.raises(ConfigError, match="--probe-calibration"):
-        EstimateConfig(model=str(tiny_model_dir), data=str(data), probe="16")
+        estimate(steps)
+    assert not (tmp_path / "r2").exists()  # refused before any work
+
+
+def test_a_shipped_probe_calibration_is_found_by_name(tiny_model_dir, tmp_path, monkeypatch):
+    """Without --probe-calibration, estimate uses the probe calibration shipped under the CoS-Low
+    calibration's name; `probe --calibration NAME` reads it too."""
+    import dataplan.calibrations as registry
+    from dataplan.maths.forecast import Calibration
+    from dataplan.workflows.estimate import EstimateConfig, estimate
+    from dataplan.workflows.probe import load_probe_calibration
+
+    cal = _calibration()
+    text = json.dumps(cal.as_dict())
+    monkeypatch.setattr(registry, "shipped_probe_calibrations", lambda: ["tiny"])
+    monkeypatch.setattr(
+        registry, "shipped_probe_calibration_text", lambda name: text if name == "tiny" else None
+    )
+    assert load_probe_calibration("tiny") == cal
+    with pytest.raises(InputError, match="shipped: tiny"):
+        load_probe_calibration("other")
+    static = Calibration(name="tiny", coef=0.5, intercept=0.3, n_max=1000, residual_std=0.1)
+    write_json(tmp_path / "cal.json", static.to_dict())
+    cfg = EstimateConfig(
+        model=str(tiny_model_dir),
+        data=str(_pool(tmp_path / "pool.jsonl")),
+        run_dir=str(tmp_path / "run"),
+        n_labeled=8,
+        low_fraction=0.25,
+        max_new_tokens=3,
+        lora_r=4,
+        calibration=str(tmp_path / "cal.json"),
+        probe="1",
+        probe_seeds=2,
+        probe_validation=2,
+        progress=False,
+    )
+    res = estimate(cfg)
+    assert res.probe is not None and res.probe["depth"] == 1 and "skipped" not in res.probe
+    assert cfg.probe_calibration == "tiny"

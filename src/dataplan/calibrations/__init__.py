@@ -1,8 +1,11 @@
-"""Registry of calibrations (CoS-Low → AUC'), shipped as JSON files beside this module.
+"""Registry of calibrations (CoS-Low → AUC'), shipped as JSON files beside this module, and of
+probe calibrations (probe feature → AUC' per probe depth), shipped in ``probes/``.
 
 A calibration is looked up by name (``llama-3.1-8b-instruct``) or by the path of a JSON file
 written by :meth:`Calibration.to_dict`. The registry is a plain dict filled from the package's
-JSON files on first use; :func:`register_calibration` adds one at run time.
+JSON files on first use; :func:`register_calibration` adds one at run time. A probe calibration
+shipped for a model has the name of that model's CoS-Low calibration
+(``probes/smollm2-135m-instruct.json``): ``estimate --probe auto`` finds it by that name.
 """
 
 from __future__ import annotations
@@ -135,6 +138,22 @@ _FIELDS: dict[str, tuple[Callable[[Any], bool], str, bool]] = {
     ),
     "tokenization": (lambda v: v in ("split", "joint"), '"split" or "joint"', False),
 }
+
+
+def shipped_probe_calibrations() -> list[str]:
+    """Names of the probe calibrations shipped with the package, sorted."""
+    folder = resources.files(__name__).joinpath("probes")
+    if not folder.is_dir():
+        return []
+    return sorted(e.name[: -len(".json")] for e in folder.iterdir() if e.name.endswith(".json"))
+
+
+def shipped_probe_calibration_text(name: str) -> str | None:
+    """The JSON text of the probe calibration shipped under ``name``, or None."""
+    if name not in shipped_probe_calibrations():
+        return None
+    entry = resources.files(__name__).joinpath("probes").joinpath(f"{name}.json")
+    return entry.read_text(encoding="utf-8")
 
 
 def calibration_problem(data: Any) -> str | None:

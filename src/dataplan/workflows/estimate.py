@@ -26,7 +26,7 @@ import numpy as np
 from dataplan.data.formatting import PromptFormatter, label_exclusions
 from dataplan.data.loading import Example, Fields, load_examples
 from dataplan.digests import examples_key, file_digest, task_digest
-from dataplan.errors import InputError, ModelLoadError
+from dataplan.errors import ConfigError, InputError, ModelLoadError
 from dataplan.evaluation.metrics import exact_match
 from dataplan.io import read_parquet, versions, write_jsonl, write_parquet
 from dataplan.maths.forecast import Forecast
@@ -114,6 +114,35 @@ def _tokenization_report(
     return report
 
 
+def _resolve_probe_calibration(cfg: EstimateConfig, calibration: Any) -> None:
+    """Without --probe-calibration, the probe calibration shipped under the CoS-Low
+    calibration's name (if any); then load it, so that a bad file fails before any model work.
+
+    Raises:
+        ConfigError: probe depths (``--probe 16,32``) with no probe calibration to read them.
+    """
+    from dataplan.calibrations import shipped_probe_calibrations
+    from dataplan.workflows.estimate_probe import parse_probe
+    from dataplan.workflows.probe import load_probe_calibration
+
+    if (
+        cfg.probe_calibration is None
+        and calibration is not None
+        and calibration.name in shipped_probe_calibrations()
+    ):
+        cfg.probe_calibration = calibration.name
+    if cfg.probe_calibration is None:
+        if isinstance(parse_probe(cfg.probe), tuple):
+            shipped = ", ".join(shipped_probe_calibrations()) or "none"
+            raise ConfigError(
+                f"--probe {cfg.probe}: no probe calibration for {cfg.model!r} to turn probes "
+                f"into a forecast; give --probe-calibration NAME|FILE (shipped: {shipped}; "
+                "or write one with calibrate --probe-steps)"
+            )
+        return
+    load_probe_calibration(cfg.probe_calibration)
+
+
 def _probe(
     cfg: EstimateConfig,
     calibration: Any,
@@ -130,8 +159,8 @@ def _probe(
     if cfg.probe_calibration is None:
         return {
             "mode": cfg.probe,
-            "skipped": f"no probe calibration for {cfg.model!r} (--probe-calibration FILE, from "
-            "calibrate --probe-steps)",
+            "skipped": f"no probe calibration for {cfg.model!r} (--probe-calibration NAME|FILE, "
+            "from calibrate --probe-steps)",
         }
     probe_cal = load_probe_calibration(cfg.probe_calibration)
     std = None if calibration is None else calibration.residual_std
@@ -315,10 +344,8 @@ def estimate(cfg: EstimateConfig, loaded: LoadedModel | None = None) -> Estimate
     calibration = cfg.resolve_calibration(cfg.model)
     if cfg.tokenization is None:  # CoS-Low computed as the calibration's was
         cfg.tokenization = calibration.tokenization if calibration is not None else "split"
-    if cfg.probe != "off" and cfg.probe_calibration is not None:  # a bad file fails first
-        from dataplan.workflows.probe import load_probe_calibration
-
-        load_probe_calibration(cfg.probe_calibration)
+    if cfg.probe != "off":
+        _resolve_probe_calibration(cfg, calibration)
     if cfg.run_dir is None:
         cfg.run_dir = str(Path("runs") / f"estimate-{time.strftime('%Y%m%d-%H%M%S')}")
     run = RunFolder(cfg.run_dir, cfg.compute_settings(digest), defaults=cfg.setting_defaults())

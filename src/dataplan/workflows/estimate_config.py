@@ -43,8 +43,9 @@ class EstimateConfig(ModelOptions, DataOptions, PromptOptions, ForecastOptions, 
         probe: off, auto (probe when the probe calibration says it pays) or probe steps such
             as 16,32: short fine-tunes on the labelled examples, combined with the static
             forecast.
-        probe_calibration: The probe calibration (probe-calibration.json of `calibrate
-            --probe-steps`).
+        probe_calibration: The probe calibration, by name or file (probe-calibration.json of
+            `calibrate --probe-steps`); default: the one shipped for the model's CoS-Low
+            calibration, if any.
         probe_seeds: Probe runs.
         probe_validation: Labelled examples each probe holds out (as in the calibration).
         probe_price: The price of a probe step in forecast variance: --probe auto probes to c*.
@@ -83,12 +84,7 @@ class EstimateConfig(ModelOptions, DataOptions, PromptOptions, ForecastOptions, 
 
         if self.tokenization not in (None, "split", "joint"):
             raise ConfigError(f"--tokenization must be split or joint, got {self.tokenization!r}")
-        mode = parse_probe(self.probe)
-        if isinstance(mode, tuple) and self.probe_calibration is None:
-            raise ConfigError(
-                f"--probe {self.probe} needs --probe-calibration (from calibrate --probe-steps) "
-                "to turn probes into a forecast"
-            )
+        parse_probe(self.probe)
         if self.probe_seeds < 2:
             raise ConfigError(f"--probe-seeds must be at least 2, got {self.probe_seeds}")
         if self.probe_price is not None and not (

@@ -56,8 +56,9 @@ class ProbeConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
         validation: Labelled examples held out of the probes' training to measure them.
         seed: Seed of the --task sample and of the validation draw.
         run_dir: Run folder (default runs/probe-<data>); rerun to resume.
-        calibration: A probe calibration (probe-calibration.json of `calibrate --probe-steps`):
-            turns the probes into forecasts of AUC' per depth.
+        calibration: A probe calibration, by name (one shipped with dataplan, e.g.
+            smollm2-135m-instruct) or file (probe-calibration.json of `calibrate
+            --probe-steps`): turns the probes into forecasts of AUC' per depth.
         price: The price of a probe step in forecast variance (with --calibration): gives c*.
         interval: Coverage of the forecast intervals.
         train: Fine-tuning of each probe (its steps are the largest depth).
@@ -170,21 +171,31 @@ class ProbeConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
         return train, validation
 
 
-def load_probe_calibration(path: str | Path) -> Any:
-    """A probe-alone calibration file (``probe-calibration.json`` of ``calibrate
-    --probe-steps``) as a :class:`~dataplan.maths.probe_calibration.ProbeCalibration`.
+def load_probe_calibration(name_or_path: str | Path) -> Any:
+    """A probe-alone calibration as a
+    :class:`~dataplan.maths.probe_calibration.ProbeCalibration`: one shipped with the package by
+    name (``smollm2-135m-instruct``), else a file (``probe-calibration.json`` of ``calibrate
+    --probe-steps``).
 
     Raises:
         InputError: a missing or unreadable file, or one that is not a probe-alone calibration.
     """
+    from dataplan.calibrations import shipped_probe_calibration_text, shipped_probe_calibrations
     from dataplan.maths.probe_calibration import ProbeCalibration
     from dataplan.parsing import decode_json, read_utf8
 
-    p = Path(path)
-    if not p.is_file():
-        raise InputError("file not found", path=p)
+    p = Path(name_or_path)
+    text = shipped_probe_calibration_text(str(name_or_path))
+    if text is None:
+        if not p.is_file():
+            shipped = ", ".join(shipped_probe_calibrations()) or "none"
+            raise InputError(
+                f"file not found (and no probe calibration of that name; shipped: {shipped})",
+                path=p,
+            )
+        text = read_utf8(p)
     try:
-        cal = ProbeCalibration.from_dict(decode_json(read_utf8(p)))
+        cal = ProbeCalibration.from_dict(decode_json(text))
     except (KeyError, TypeError, ValueError) as err:
         raise InputError(
             f"not a probe calibration written by `calibrate --probe-steps` ({err})", path=p
