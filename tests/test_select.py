@@ -346,8 +346,7 @@ def test_shard_cache_reads_the_run_folder_layout(tmp_path):
     before the result store still resume; a shard cut otherwise counts as missing."""
     from safetensors.numpy import save_file
 
-    from dataplan.store import ResultStore
-    from dataplan.workflows.select_scoring import ShardCache
+    from dataplan.store import ResultStore, ShardCache
 
     shards = [range(0, 4), range(4, 6)]
     v = np.arange(2, dtype=np.float64)

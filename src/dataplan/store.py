@@ -18,6 +18,9 @@ missing. Entries are files under one root folder::
     <root>/<name>-<key>.json            a JSON result (with its canonical settings inside)
     <root>/<name>.safetensors           arrays (plus string metadata)
     <root>/<name>/                      a folder written whole (e.g. a saved adapter)
+
+A pass over a pool is cut into shards, each its own entry (:class:`ShardCache`): the unit of
+resume and of ``torchrun`` data parallelism (:func:`dataplan.compute.distributed.sharded_pass`).
 """
 
 from __future__ import annotations
@@ -196,3 +199,54 @@ class ResultStore:
 
 
 __all__ = ["KEY_VERSION", "ResultStore", "canonical", "key_of", "runtime"]
+
+
+class ShardCache:
+    """One pass's per-shard arrays: ``<name>-<shard size>-<i>`` safetensors entries of a store.
+
+    An entry also holds ``_bounds`` = (start, stop) of its shard; one whose bounds differ (the
+    pool was cut otherwise) counts as missing. A column of strings (e.g. generated answers) is
+    kept as its UTF-8 bytes and offsets and comes back as a list of ``str``.
+    """
+
+    def __init__(self, store: ResultStore, name: str, shards: list[range]):
+        self.store, self.name, self.shards = store, name, shards
+
+    def entry(self, i: int) -> str:
+        return f"{self.name}-{len(self.shards[0])}-{i:05d}"
+
+    def get(self, i: int) -> dict[str, Any] | None:
+        """Shard ``i``'s columns, or None."""
+        found = self.store.get_arrays(self.entry(i))
+        if found is None:
+            return None
+        arrays, meta = found
+        bounds = arrays.pop("_bounds", None)
+        if bounds is None or (int(bounds[0]), int(bounds[1])) != (
+            self.shards[i].start,
+            self.shards[i].stop,
+        ):
+            return None
+        out: dict[str, Any] = dict(arrays)
+        for name in json.loads(meta.get("text_columns", "[]")):
+            data, ends = out.pop(f"{name}.utf8"), out.pop(f"{name}.ends")
+            starts = np.concatenate([[0], ends[:-1]]).astype(np.int64)
+            raw = data.tobytes()
+            out[name] = [raw[a:b].decode("utf-8") for a, b in zip(starts, ends, strict=True)]
+        return out
+
+    def put(self, i: int, columns: Mapping[str, Any]) -> dict[str, Any]:
+        """Save shard ``i``'s columns (arrays, or lists of strings) atomically; returns them."""
+        arrays: dict[str, np.ndarray] = {}
+        text: list[str] = []
+        for name, col in columns.items():
+            if isinstance(col, list) and all(isinstance(v, str) for v in col):
+                encoded = [v.encode("utf-8") for v in col]
+                arrays[f"{name}.utf8"] = np.frombuffer(b"".join(encoded) or b"", dtype=np.uint8)
+                arrays[f"{name}.ends"] = np.cumsum([len(b) for b in encoded], dtype=np.int64)
+                text.append(name)
+            else:
+                arrays[name] = np.asarray(col)
+        arrays["_bounds"] = np.asarray([self.shards[i].start, self.shards[i].stop], np.int64)
+        self.store.put_arrays(self.entry(i), arrays, {"text_columns": json.dumps(text)})
+        return dict(columns)

@@ -256,9 +256,10 @@ def _command(
 
     def command(**kwargs: Any) -> None:
         out = Output(json=kwargs.pop("json_out"), quiet=kwargs.pop("quiet"))
-        from dataplan.cli.output import setup_logging
+        from dataplan.cli.output import console, output_rank, setup_logging
 
         setup_logging(not out.progress)
+        console.quiet = not output_rank()  # torchrun: one table, from rank 0
         values = {by_name[k]: v for k, v in kwargs.items()}
         values.update({(k,): v for k, v in fixed_values.items()})
         if "progress" in {f.name for f in dataclasses.fields(config)}:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -14,9 +15,17 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def output_rank() -> bool:
+    """Whether this process prints: under ``torchrun`` only rank 0 does (every rank computes),
+    so that ``--json`` gives exactly one object."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def emit_json(obj: Any) -> None:
     from dataplan.io import to_json
 
+    if not output_rank():
+        return
     sys.stdout.write(to_json(obj) + "\n")
     sys.stdout.flush()
 

@@ -5,16 +5,27 @@ joins the process group (NCCL with GPUs, else Gloo) the first time it is needed.
 examples is cut into fixed shards; rank r takes shards r, r + W, r + 2W, … and the results are
 gathered with ``all_gather_object`` so that every rank ends with all of them. Without
 ``torchrun`` the world is one process and nothing changes.
+
+:func:`sharded_pass` is the one way a pool-wide pass runs: shards cut independently of the
+number of processes, each shard an entry of the result store (computed once, by one rank, and
+redone on a rerun only if it is missing — a killed rank loses at most its unfinished shards),
+gathered in order. A pass computes the same numbers whether one process or several run it.
+Every rank must call it (it is a collective); only rank 0 should write the run's outputs
+(:func:`is_main`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from dataplan.store import ResultStore
 
 T = TypeVar("T")
 
@@ -41,6 +52,11 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
+def is_main() -> bool:
+    """Whether this process writes outputs: rank 0, or the only process."""
+    return world()[0] == 0
+
+
 def local_device(device: str = "auto") -> str:
     """Under ``torchrun`` with GPUs, ``auto`` or ``cuda`` mean ``cuda:<LOCAL_RANK>``."""
     if device in ("auto", "cuda") and "LOCAL_RANK" in os.environ and torch.cuda.is_available():
@@ -53,6 +69,17 @@ def barrier() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def broadcast(value: T) -> T:
+    """Rank 0's ``value`` on every rank (e.g. a run folder named by the time); as is alone."""
+    import torch.distributed as dist
+
+    if world()[1] == 1:
+        return value
+    box: list[Any] = [value]
+    dist.broadcast_object_list(box, src=0)
+    return cast(T, box[0])
 
 
 def shard_ranges(n: int, shard_size: int, world_size: int = 1) -> list[range]:
@@ -91,4 +118,55 @@ def run_sharded(
     return [merged[i] for i in range(len(shards))]
 
 
-__all__ = ["barrier", "local_device", "run_sharded", "shard_ranges", "world"]
+def sharded_pass(
+    n: int,
+    work: Callable[[int, range], Mapping[str, Any]],
+    *,
+    store: ResultStore,
+    name: str,
+    shard_size: int,
+) -> dict[str, Any]:
+    """Columns of ``work`` over ``range(n)``, shard by shard, concatenated in order.
+
+    Args:
+        n: items in the pass (rows of every column).
+        work: ``work(i, items)`` maps shard ``i`` (of ``ceil(n / shard_size)``) to its columns:
+            arrays with one row per item, or lists of strings. It shows its own progress (on
+            rank 0: :func:`is_main`).
+        store: where each finished shard is kept (``<name>-<shard size>-<i>``).
+        name: the pass's name in the store; its settings must be part of the store's identity
+            (e.g. a run folder) or of ``name``.
+        shard_size: items per shard: the unit of resume and of work across ranks (cut the same
+            whatever the number of ranks, so that results do not depend on it).
+
+    Returns:
+        name → the concatenated column (an array, or a list of strings).
+    """
+    from dataplan.store import ShardCache
+
+    if n == 0:
+        return {}
+    if shard_size < 1:
+        raise ValueError("shard_size must be >= 1")
+    shards = [range(a, min(n, a + shard_size)) for a in range(0, n, shard_size)]
+    cache = ShardCache(store, name, shards)
+    parts = run_sharded(shards, lambda i, r: cache.put(i, work(i, r)), cached=cache.get)
+    out: dict[str, Any] = {}
+    for key in parts[0]:
+        if isinstance(parts[0][key], list):
+            out[key] = [v for p in parts for v in p[key]]
+        else:
+            out[key] = np.concatenate([np.asarray(p[key]) for p in parts])
+    return out
+
+
+__all__ = [
+    "barrier",
+    "broadcast",
+    "is_main",
+    "local_device",
+    "run_sharded",
+    "shard_ranges",
+    "sharded_pass",
+    "world",
+]

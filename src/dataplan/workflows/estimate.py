@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from dataplan.compute.distributed import barrier, broadcast, is_main, run_sharded, sharded_pass
 from dataplan.data.formatting import PromptFormatter, label_exclusions
 from dataplan.data.loading import Example, Fields, load_examples
 from dataplan.digests import examples_key, file_digest, task_digest
@@ -223,15 +224,31 @@ def _pool_scores(
         log.warning("cached confidences do not match the pool; recomputing")
     prompt_ids = formatter.generation_prompts(pool, cfg.max_new_tokens)
     start = time.perf_counter()
-    result = greedy_answers(
-        loaded.model,
-        loaded.tokenizer,
-        prompt_ids,
-        batch_size=cfg.generation_batch_size,
-        max_new_tokens=cfg.max_new_tokens,
-        progress=cfg.progress,
-        desc="confidence",
+
+    n_shards = -(-len(pool) // cfg.shard_size)
+
+    def shard(i: int, r: range) -> dict[str, Any]:
+        answers = greedy_answers(
+            loaded.model,
+            loaded.tokenizer,
+            [prompt_ids[j] for j in r],
+            batch_size=cfg.generation_batch_size,
+            max_new_tokens=cfg.max_new_tokens,
+            progress=cfg.progress and is_main(),
+            desc="confidence" if n_shards == 1 else f"confidence (shard {i + 1}/{n_shards})",
+        )
+        return asdict(answers)
+
+    columns = sharded_pass(
+        len(pool),
+        shard,
+        store=ResultStore(run.file("shards")),
+        name="confidence",
+        shard_size=cfg.shard_size,
     )
+    result = GreedyAnswers(**columns)
+    if not is_main():
+        return result
     run.record_seconds("confidence", time.perf_counter() - start)
     write_parquet(
         run.file(CONFIDENCES),
@@ -254,8 +271,9 @@ def _cached_coslow(
     cfg: EstimateConfig,
     seed: int,
     kind: str,
-) -> CosLowResult:
-    """CoS of ``examples`` for one adapter seed, with the Gram matrix cached by content."""
+) -> tuple[str, CosLowResult, float | None]:
+    """CoS of ``examples`` for one adapter seed, with the Gram matrix cached by content:
+    ``(its name in the run folder, the result, seconds if computed now else None)``."""
     key = examples_key(examples) + ("-joint" if cfg.tokenization == "joint" else "")
     name = f"gradients-{kind}-{key}-seed{seed}"
     if cfg.gradient_space == "frozen":  # seed-free: one Gram whatever the adapter seed
@@ -268,7 +286,11 @@ def _cached_coslow(
     if cached is not None:
         arrays, meta = cached
         log.info("reusing cached gradients (%s)", name)
-        return CosLowResult.from_gram(arrays["gram"], ids, meta["adapter"], int(meta["n_params"]))
+        return (
+            name,
+            CosLowResult.from_gram(arrays["gram"], ids, meta["adapter"], int(meta["n_params"])),
+            None,
+        )
     start = time.perf_counter()
     res = coslow(
         loaded,
@@ -282,11 +304,11 @@ def _cached_coslow(
         tokenization=cfg.tokenization or "split",
         exclude=label_exclusions(cfg.model),
     )
-    run.record_seconds(name, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
     store.put_arrays(
         name, {"gram": res.gram}, {"adapter": res.adapter, "n_params": str(res.n_params)}
     )
-    return res
+    return name, res, seconds
 
 
 def _labelled_chosen(chosen: list[Example], labelled: list[Example] | None) -> list[Example] | None:
@@ -346,8 +368,8 @@ def estimate(cfg: EstimateConfig, loaded: LoadedModel | None = None) -> Estimate
         cfg.tokenization = calibration.tokenization if calibration is not None else "split"
     if cfg.probe != "off":
         _resolve_probe_calibration(cfg, calibration)
-    if cfg.run_dir is None:
-        cfg.run_dir = str(Path("runs") / f"estimate-{time.strftime('%Y%m%d-%H%M%S')}")
+    if cfg.run_dir is None:  # under torchrun: rank 0's time names every rank's folder
+        cfg.run_dir = broadcast(str(Path("runs") / f"estimate-{time.strftime('%Y%m%d-%H%M%S')}"))
     run = RunFolder(cfg.run_dir, cfg.compute_settings(digest), defaults=cfg.setting_defaults())
     run.check()
     log.info("run folder %s (rerun with --run-dir %s to resume)", run.path, run.path)
@@ -362,7 +384,9 @@ def estimate(cfg: EstimateConfig, loaded: LoadedModel | None = None) -> Estimate
         loaded.tokenizer, use_chat_template=cfg.chat_template, system_prompt=cfg.system_prompt
     )
     timings["load_model"] = time.perf_counter() - t0
-    run.open()
+    if is_main():  # one process creates the folder; the others find it made
+        run.open()
+    barrier()
 
     t0 = time.perf_counter()
     conf = _pool_scores(run, cfg, loaded, formatter, pool)
@@ -370,18 +394,19 @@ def estimate(cfg: EstimateConfig, loaded: LoadedModel | None = None) -> Estimate
     scores = conf.score(cfg.confidence_measure)
     low, chosen_idx = lowest_confidence(scores, cfg.low_fraction, k=cfg.n_labeled, seed=cfg.seed)
     chosen = [pool[i] for i in chosen_idx]
-    write_jsonl(
-        run.file(CHOSEN),
-        [
-            {
-                **ex.to_record(),
-                "confidence": float(conf.confidence[i]),
-                "perplexity": float(conf.perplexity[i]),
-                "model_answer": conf.generated[i],
-            }
-            for ex, i in zip(chosen, chosen_idx, strict=True)
-        ],
-    )
+    if is_main():
+        write_jsonl(
+            run.file(CHOSEN),
+            [
+                {
+                    **ex.to_record(),
+                    "confidence": float(conf.confidence[i]),
+                    "perplexity": float(conf.perplexity[i]),
+                    "model_answer": conf.generated[i],
+                }
+                for ex, i in zip(chosen, chosen_idx, strict=True)
+            ],
+        )
     zero_shot = cfg.zero_shot_accuracy
     if zero_shot is None and labelled_pool:
         zero_shot = float(  # labelled_pool: every answer is a string
@@ -396,13 +421,14 @@ def estimate(cfg: EstimateConfig, loaded: LoadedModel | None = None) -> Estimate
     labelled = _labelled_chosen(chosen, labelled_file)
     if labelled is None:
         assert cfg.annotate_out is not None
-        write_jsonl(
-            cfg.annotate_out,
-            [
-                {cfg.id_field: ex.id, cfg.prompt_field: ex.prompt, cfg.answer_field: None}
-                for ex in chosen
-            ],
-        )
+        if is_main():
+            write_jsonl(
+                cfg.annotate_out,
+                [
+                    {cfg.id_field: ex.id, cfg.prompt_field: ex.prompt, cfg.answer_field: None}
+                    for ex in chosen
+                ],
+            )
         return EstimateResult(
             cos_low=float("nan"),
             cos_low_per_seed=[],
@@ -427,7 +453,23 @@ def estimate(cfg: EstimateConfig, loaded: LoadedModel | None = None) -> Estimate
     seeds = (
         (None,) if cfg.adapter is not None or cfg.gradient_space == "frozen" else cfg.adapter_seeds
     )
-    results = [_cached_coslow(run, loaded, formatter, labelled, cfg, s or 0, "low") for s in seeds]
+    # One Gram matrix per adapter seed (and one for the random baseline): under torchrun each
+    # rank computes its share of them, every rank ends with all.
+    jobs: list[tuple[str, list[Example], int]] = [("low", labelled, s or 0) for s in seeds]
+    with_random = cfg.random_baseline and labelled_pool and len(pool) >= cfg.n_labeled
+    if with_random:
+        rng = np.random.default_rng([cfg.seed, 1])
+        rand_idx = np.sort(rng.choice(len(pool), size=len(labelled), replace=False))
+        jobs.append(("random", [pool[i] for i in rand_idx], seeds[0] or 0))
+    done = run_sharded(
+        jobs, lambda _, job: _cached_coslow(run, loaded, formatter, job[1], cfg, job[2], job[0])
+    )
+    if is_main():  # the times of the Gram matrices computed now, whichever rank computed them
+        for name, _, seconds in done:
+            if seconds is not None:
+                run.record_seconds(name, seconds)
+    grams = [gram for _, gram, _ in done]
+    results = grams[: len(seeds)]
     per_seed = [r.coslow for r in results]
     cos_low = float(np.mean(per_seed))
     timings["gradients"] = time.perf_counter() - t0
@@ -436,18 +478,9 @@ def estimate(cfg: EstimateConfig, loaded: LoadedModel | None = None) -> Estimate
         "mean_grad_norm": float(np.mean([r.grad_norms.mean() for r in results])),
         "mean_confidence_pool": float(np.mean(conf.confidence)),
         "mean_confidence_low": float(np.mean(conf.confidence[low])),
-        "cos_random": None,
+        "cos_random": grams[-1].coslow if with_random else None,
         "cos_low_std_over_seeds": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else None,
     }
-    if cfg.random_baseline and labelled_pool and len(pool) >= cfg.n_labeled:
-        t0 = time.perf_counter()
-        rng = np.random.default_rng([cfg.seed, 1])
-        rand_idx = np.sort(rng.choice(len(pool), size=len(labelled), replace=False))
-        rand = _cached_coslow(
-            run, loaded, formatter, [pool[i] for i in rand_idx], cfg, seeds[0] or 0, "random"
-        )
-        baselines["cos_random"] = rand.coslow
-        timings["gradients_random"] = time.perf_counter() - t0
 
     fc, note = None, None
     if calibration is None:
@@ -460,11 +493,12 @@ def estimate(cfg: EstimateConfig, loaded: LoadedModel | None = None) -> Estimate
         if tau is not None:
             forecaster = CosLowCalibration(calibration)
             fc = forecaster.forecast({"cos_low": cos_low}, tau, n_max=cfg.n_max, level=cfg.interval)
-            plot_forecast(run.file(CURVE_PNG), fc, cfg.model, label, zero_shot, cfg.ceiling)
+            if is_main():
+                plot_forecast(run.file(CURVE_PNG), fc, cfg.model, label, zero_shot, cfg.ceiling)
 
     tokenization = _tokenization_report(cfg, calibration, formatter, labelled)
     probe = None
-    if cfg.probe != "off":
+    if cfg.probe != "off" and is_main():  # the probes are fine-tunes of their own
         probe = _probe(cfg, calibration, fc, run, loaded, labelled_file=cfg.labeled)
     result = EstimateResult(
         tokenization=tokenization,
@@ -487,5 +521,6 @@ def estimate(cfg: EstimateConfig, loaded: LoadedModel | None = None) -> Estimate
     out = result.to_dict()
     out["cosines"] = results[0].cosines.tolist()
     out["grad_norms"] = results[0].grad_norms.tolist()
-    run.write_json(RESULT, out)
+    if is_main():
+        run.write_json(RESULT, out)
     return result

@@ -29,6 +29,8 @@ class EstimateConfig(ModelOptions, DataOptions, PromptOptions, ForecastOptions, 
         seed: Seed of every random choice (recorded).
         max_new_tokens: Longest generated answer.
         generation_batch_size: Prompts generated together.
+        shard_size: Pool examples per cached shard of the confidence pass (the unit of resume
+            and of torchrun processes).
         gradient_batch_size: Examples per backward pass.
         lora_r: LoRA rank of the gradient adapter.
         lora_alpha: LoRA alpha of the gradient adapter.
@@ -61,6 +63,7 @@ class EstimateConfig(ModelOptions, DataOptions, PromptOptions, ForecastOptions, 
     seed: int = 0
     max_new_tokens: int = 30
     generation_batch_size: int = 64
+    shard_size: int = 1024
     gradient_batch_size: int = 8
     lora_r: int = 64
     lora_alpha: float = 32.0
@@ -99,7 +102,12 @@ class EstimateConfig(ModelOptions, DataOptions, PromptOptions, ForecastOptions, 
             raise ConfigError(f"--n-labeled must be at least 2, got {self.n_labeled}")
         if self.max_pool is not None and self.max_pool < 1:
             raise ConfigError("--max-pool must be positive")
-        for name in ("max_new_tokens", "generation_batch_size", "gradient_batch_size"):
+        for name in (
+            "max_new_tokens",
+            "generation_batch_size",
+            "gradient_batch_size",
+            "shard_size",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive")
         if not self.adapter_seeds:

@@ -29,7 +29,7 @@ from dataplan.data.formatting import Encoded, PromptFormatter, encode_examples
 from dataplan.data.loading import Example
 from dataplan.digests import file_digest, json_digest
 from dataplan.selection import EnsembleLayout, PoolStatistics, SelectionMethod
-from dataplan.store import ResultStore
+from dataplan.store import ResultStore, ShardCache
 from dataplan.workflows.run_folder import RunFolder
 
 if TYPE_CHECKING:
@@ -39,37 +39,6 @@ if TYPE_CHECKING:
 
     from dataplan.models.loading import LoadedModel
     from dataplan.workflows.select_config import SelectConfig
-
-
-class ShardCache:
-    """One pass's per-shard arrays: ``<name>-<shard size>-<i>`` entries of a result store.
-
-    An entry also holds ``_bounds`` = (start, stop) of its shard; one whose bounds differ (the
-    pool was cut otherwise) counts as missing.
-    """
-
-    def __init__(self, store: ResultStore, name: str, shards: list[range]):
-        self.store, self.name, self.shards = store, name, shards
-
-    def entry(self, i: int) -> str:
-        return f"{self.name}-{len(self.shards[0])}-{i:05d}"
-
-    def get(self, i: int) -> dict[str, np.ndarray] | None:
-        """Shard ``i``'s arrays, or None."""
-        found = self.store.get_arrays(self.entry(i))
-        if found is None:
-            return None
-        arrays = found[0]
-        bounds = arrays.pop("_bounds")
-        if (int(bounds[0]), int(bounds[1])) != (self.shards[i].start, self.shards[i].stop):
-            return None
-        return arrays
-
-    def put(self, i: int, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Save shard ``i``'s arrays (atomically); returns them."""
-        bounds = np.asarray([self.shards[i].start, self.shards[i].stop], dtype=np.int64)
-        self.store.put_arrays(self.entry(i), {**arrays, "_bounds": bounds})
-        return arrays
 
 
 def _unconditioned_prefix(
@@ -340,4 +309,4 @@ def _target_gradients(
     return references, np.stack(norms)
 
 
-__all__ = ["ShardCache", "score_pool"]
+__all__ = ["score_pool"]

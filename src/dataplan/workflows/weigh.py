@@ -122,6 +122,13 @@ class WeighResult:
 
 def weigh(cfg: WeighConfig, loaded: LoadedModel | None = None) -> WeighResult:
     """Run ``dataplan weigh`` (see the module docstring); resumable from the run folder."""
+    from dataplan.compute.distributed import (
+        barrier,
+        is_main,
+        local_device,
+        run_sharded,
+        sharded_pass,
+    )
     from dataplan.compute.ica import ica_scores, preference_ica_scores
     from dataplan.data.loading import load_examples
     from dataplan.digests import examples_digest, pairs_digest
@@ -150,36 +157,31 @@ def weigh(cfg: WeighConfig, loaded: LoadedModel | None = None) -> WeighResult:
     digest = pairs_digest if cfg.preference else examples_digest
     run = RunFolder(cfg.run_dir, cfg.compute_settings(digest(examples), digest(holdout)))
     run.check()
-    loaded = loaded or cfg.spec.load()
+    loaded = loaded or cfg.spec.load(device=local_device(cfg.device))
     formatter = cfg.prompts.formatter(loaded.tokenizer)
-    run.open()
+    if is_main():  # one process creates the folder; the others find it made
+        run.open()
+    barrier()
     store = ResultStore(run.path)
     seconds: dict[str, float] = {}
-    cached = store.get_arrays("demonstrations")
-    if cached is None:
+
+    def demonstrations(*_: Any) -> np.ndarray:
+        cached = store.get_arrays("demonstrations")
+        if cached is not None:
+            return cached[0]["index"]
         start = time.perf_counter()
         demos = choose_demonstrations(
             loaded.model, formatter, examples, holdout, cfg.ica, progress=cfg.progress
         )
         store.put_arrays("demonstrations", {"index": demos})
         seconds["demonstrations"] = round(time.perf_counter() - start, 3)
-    else:
-        demos = cached[0]["index"]
-    shards = ResultStore(run.path / "shards")
-    parts = []
-    start = time.perf_counter()
-    from tqdm.auto import tqdm
+        return demos
 
-    ranges = [
-        range(i, min(i + cfg.shard_size, len(examples)))
-        for i in range(0, len(examples), cfg.shard_size)
-    ]
-    for i, r in enumerate(
-        tqdm(ranges, desc="ICA shards", disable=not cfg.progress or len(ranges) < 2)
-    ):
-        name = f"ica-{cfg.shard_size}-{i:05d}"
-        found = shards.get_arrays(name)
-        if found is None and cfg.preference:
+    (demos,) = run_sharded([None], demonstrations)  # one rank chooses, every rank gets them
+    show = cfg.progress and is_main()
+
+    def scores(_: int, r: range) -> dict[str, np.ndarray]:
+        if cfg.preference:
             pref = preference_ica_scores(
                 loaded.model,
                 formatter,
@@ -187,37 +189,39 @@ def weigh(cfg: WeighConfig, loaded: LoadedModel | None = None) -> WeighResult:
                 holdout,
                 demos[r.start : r.stop],
                 batch_size=cfg.ica.batch_size,
-                progress=cfg.progress and len(ranges) == 1,
+                progress=show,
             )
-            arrays = {
+            return {
                 "score": pref.score,
                 "score_chosen": pref.chosen,
                 "score_rejected": pref.rejected,
             }
-            shards.put_arrays(name, arrays)
-        elif found is None:
-            res = ica_scores(
-                loaded.model,
-                formatter,
-                [examples[j] for j in r],
-                cast("list[Example]", holdout),
-                demos[r.start : r.stop],
-                reduction=cfg.ica.score_reduction,
-                batch_size=cfg.ica.batch_size,
-                progress=cfg.progress and len(ranges) == 1,
-            )
-            arrays = {
-                "score": res.score,
-                "loss": res.loss,
-                "loss_in_context": res.loss_in_context,
-                "answer_tokens": res.answer_tokens,
-            }
-            shards.put_arrays(name, arrays)
-        else:
-            arrays = found[0]
-        parts.append(arrays)
+        res = ica_scores(
+            loaded.model,
+            formatter,
+            cast("list[Example]", [examples[j] for j in r]),
+            cast("list[Example]", holdout),
+            demos[r.start : r.stop],
+            reduction=cfg.ica.score_reduction,
+            batch_size=cfg.ica.batch_size,
+            progress=show,
+        )
+        return {
+            "score": res.score,
+            "loss": res.loss,
+            "loss_in_context": res.loss_in_context,
+            "answer_tokens": res.answer_tokens,
+        }
+
+    start = time.perf_counter()
+    columns = sharded_pass(
+        len(examples),
+        scores,
+        store=ResultStore(run.path / "shards"),
+        name="ica",
+        shard_size=cfg.shard_size,
+    )
     seconds["scoring"] = round(time.perf_counter() - start, 3)
-    columns = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     weight = minmax_weights(columns["score"], cfg.ica.min_weight)
     table: dict[str, Any] = {
         "id": [e.id for e in examples],
@@ -234,6 +238,8 @@ def weigh(cfg: WeighConfig, loaded: LoadedModel | None = None) -> WeighResult:
     result = WeighResult(
         [e.id for e in examples], columns["score"], weight, demos, str(run.path), seconds
     )
+    if not is_main():
+        return result  # one writer under torchrun
     write_parquet(run.file("weights.parquet"), table)
     write_parquet(cfg.out, table)
     run.write_json("result.json", {**result.summary(), "config": run.config})

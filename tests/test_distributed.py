@@ -1,0 +1,188 @@
+"""Pool-wide passes under torchrun: shards as store entries, the same numbers on 1 or 2 ranks.
+
+The unit tests run in this process; the torchrun tests start two CPU processes on gloo
+(``python -m torch.distributed.run --standalone --nproc-per-node 2``) and compare every number
+with a one-process run of the same command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dataplan.compute.distributed import sharded_pass
+from dataplan.io import read_parquet
+from dataplan.store import ResultStore, ShardCache
+
+
+def test_a_shard_keeps_arrays_and_text_columns(tmp_path):
+    shards = [range(0, 3), range(3, 5)]
+    cache = ShardCache(ResultStore(tmp_path), "pass", shards)
+    texts = ["", "héllo\nworld", "日本"]
+    cache.put(0, {"x": np.arange(3.0), "n": np.array([1, 2, 3]), "text": texts})
+    got = cache.get(0)
+    assert got is not None and got["text"] == texts
+    np.testing.assert_array_equal(got["x"], np.arange(3.0))
+    assert got["n"].dtype == np.int64
+    assert cache.get(1) is None
+    # A shard of the pool cut otherwise is not this shard.
+    other = ShardCache(ResultStore(tmp_path), "pass", [range(1, 4), range(4, 5)])
+    assert other.get(0) is None
+
+
+def test_a_sharded_pass_computes_only_missing_shards_in_order(tmp_path):
+    store = ResultStore(tmp_path)
+    calls: list[int] = []
+
+    def work(i: int, r: range) -> dict:
+        calls.append(i)
+        return {"sq": np.array([j * j for j in r]), "name": [f"e{j}" for j in r]}
+
+    out = sharded_pass(7, work, store=store, name="p", shard_size=3)
+    assert calls == [0, 1, 2]
+    np.testing.assert_array_equal(out["sq"], np.arange(7) ** 2)
+    assert out["name"] == [f"e{j}" for j in range(7)]
+    (tmp_path / "p-3-00001.safetensors").unlink()  # a shard lost (a killed rank's)
+    calls.clear()
+    again = sharded_pass(7, work, store=store, name="p", shard_size=3)
+    assert calls == [1]
+    np.testing.assert_array_equal(again["sq"], out["sq"])
+    assert sharded_pass(0, work, store=store, name="p", shard_size=3) == {}
+
+
+def _torchrun(args: list[str], cwd: Path, nproc: int = 2) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "dataplan",
+        *args,
+    ]
+    return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+WORDS = ["red", "blue", "green", "cat"]
+
+
+def _labelled(path: Path, n: int) -> Path:
+    rng = np.random.default_rng(1)
+    with path.open("w") as fh:
+        for i in range(n):
+            prompt = f"Say {' '.join(rng.choice(WORDS, size=1 + i % 4))}"
+            fh.write(json.dumps({"id": f"e{i}", "prompt": prompt, "answer": WORDS[i % 4]}) + "\n")
+    return path
+
+
+def test_estimate_under_torchrun_equals_one_process(tiny_model_dir, tmp_path, capsys):
+    from test_cli import run_main
+
+    _labelled(tmp_path / "pool.jsonl", 30)
+
+    def args(run: str) -> list[str]:
+        return [
+            "estimate",
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            "pool.jsonl",
+            "--n-labeled",
+            "6",
+            "--low-fraction",
+            "0.25",
+            "--max-new-tokens",
+            "3",
+            "--lora-r",
+            "4",
+            "--adapter-seeds",
+            "0,1,2",
+            "--random-baseline",
+            "--shard-size",
+            "8",  # 4 shards of the pool: 2 per rank
+            "--run-dir",
+            run,
+            "--json",
+        ]
+
+    proc = _torchrun(args("two"), tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = json.loads(proc.stdout)  # exactly one JSON object: rank 0 prints
+    cwd = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        code, out, err = run_main(args("one"), capsys)
+    finally:
+        os.chdir(cwd)
+    assert code == 0, err
+    one = json.loads(out)
+    shards = sorted(p.name for p in (tmp_path / "two" / "shards").iterdir())
+    assert shards == [f"confidence-8-{i:05d}.safetensors" for i in range(4)]
+    assert two["chosen_ids"] == one["chosen_ids"]
+    assert two["cos_low_per_seed"] == pytest.approx(one["cos_low_per_seed"], rel=1e-5, abs=1e-7)
+    assert two["baselines"]["cos_random"] == pytest.approx(one["baselines"]["cos_random"], 1e-5)
+    c1 = read_parquet(tmp_path / "one" / "confidences.parquet")
+    c2 = read_parquet(tmp_path / "two" / "confidences.parquet")
+    assert c1["generated"] == c2["generated"] and c1["id"] == c2["id"]
+    np.testing.assert_allclose(c2["confidence"], c1["confidence"], rtol=1e-5)
+    grams = sorted(p.name for p in (tmp_path / "two").glob("gradients-*.safetensors"))
+    assert len(grams) == 4  # three adapter seeds and the random baseline, each once
+    seconds = json.loads((tmp_path / "two" / "compute_seconds.json").read_text())
+    assert {g.removesuffix(".safetensors") for g in grams} <= set(seconds)
+
+
+def test_weigh_under_torchrun_equals_one_process(tiny_model_dir, tmp_path, capsys):
+    from test_cli import run_main
+
+    _labelled(tmp_path / "data.jsonl", 20)
+    _labelled(tmp_path / "holdout.jsonl", 4)
+
+    def args(tag: str) -> list[str]:
+        return [
+            "weigh",
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            "data.jsonl",
+            "--holdout",
+            "holdout.jsonl",
+            "--k",
+            "2",
+            "--shard-size",
+            "6",
+            "--run-dir",
+            f"run-{tag}",
+            "--out",
+            f"w-{tag}.parquet",
+            "--json",
+        ]
+
+    proc = _torchrun(args("two"), tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    json.loads(proc.stdout)
+    cwd = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        code, _, err = run_main(args("one"), capsys)
+    finally:
+        os.chdir(cwd)
+    assert code == 0, err
+    one, two = read_parquet(tmp_path / "w-one.parquet"), read_parquet(tmp_path / "w-two.parquet")
+    assert one["id"] == two["id"] and one["demonstrations"] == two["demonstrations"]
+    np.testing.assert_allclose(two["score"], one["score"], rtol=1e-5, atol=1e-7)
+    shards = sorted(p.name for p in (tmp_path / "run-two" / "shards").iterdir())
+    assert shards == [f"ica-6-{i:05d}.safetensors" for i in range(4)]
