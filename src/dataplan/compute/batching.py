@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -40,12 +41,18 @@ def pad_batch(
     return ids, mask
 
 
+def forward_kept(model: torch.nn.Module, keep: int, **inputs: Any) -> Any:
+    """``model(**inputs)`` computing the logits of the last ``keep`` positions only when the
+    architecture supports ``logits_to_keep`` (the vocabulary projection is the costly part);
+    slice ``.logits[:, -keep:]`` of the output either way."""
+    try:
+        return model(**inputs, logits_to_keep=keep)
+    except TypeError:  # an architecture without logits_to_keep: compute all
+        return model(**inputs)
+
+
 def forward_kept_logits(
     model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, keep: int
 ) -> torch.Tensor:
-    """Logits of the last ``keep`` positions, (B, keep, V), computing only those when the
-    architecture supports ``logits_to_keep`` (the vocabulary projection is the costly part)."""
-    try:
-        return model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits[:, -keep:]
-    except TypeError:  # an architecture without logits_to_keep: compute all and slice
-        return model(input_ids=ids, attention_mask=mask).logits[:, -keep:]
+    """Logits of the last ``keep`` positions, (B, keep, V) (see :func:`forward_kept`)."""
+    return forward_kept(model, keep, input_ids=ids, attention_mask=mask).logits[:, -keep:]

@@ -15,7 +15,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from dataplan.compute.batching import forward_kept_logits, length_sorted_batches, pad_batch
+from dataplan.compute.batching import (
+    forward_kept,
+    forward_kept_logits,
+    length_sorted_batches,
+    pad_batch,
+)
 from dataplan.data.formatting import Encoded, PromptFormatter
 from dataplan.data.loading import Example
 
@@ -84,7 +89,11 @@ def batched_option_logprobs(
     ids_p, mask_p = pad_batch(prompts, pad_id, side="left")
     ids_p, mask_p = ids_p.to(device), mask_p.to(device)
     pos_p = (mask_p.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=ids_p, attention_mask=mask_p, position_ids=pos_p, use_cache=True)
+    # Only the last prompt position's logits are needed: the vocabulary projection of every
+    # other position would cost more than the whole option pass on long prompts.
+    out = forward_kept(
+        model, 1, input_ids=ids_p, attention_mask=mask_p, position_ids=pos_p, use_cache=True
+    )
     first_logp = torch.log_softmax(
         _at_least_fp32(out.logits[:, -1]), dim=-1
     )  # (E, V): option token 0

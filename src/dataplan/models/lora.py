@@ -7,9 +7,11 @@ has B = 0, so only the B matrices receive a gradient at first.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from dataplan.errors import ConfigError, ModelLoadError
 
@@ -88,3 +90,33 @@ def load_adapter(model: torch.nn.Module, adapter_dir: str | Path) -> PeftModel:
         return PeftModel.from_pretrained(model, str(path), is_trainable=True)
     except (OSError, ValueError, RuntimeError) as err:
         raise ModelLoadError(f"{path}: cannot load adapter ({err})") from None
+
+
+@contextlib.contextmanager
+def merged_for_evaluation(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Inside the block, every LoRA layer of ``model`` is merged into its base weight
+    (W + s·B·A: one matmul per layer instead of three); afterwards the adapter is unmerged
+    and each base weight restored **bit for bit** from a copy (unmerging alone leaves rounding
+    error, W + Δ − Δ ≠ W in floating point, which would make a later fine-tune of the same
+    loaded model depend on what was evaluated before). The copies cost one base weight per
+    adapted layer, kept on the CPU [our choice: GPU memory is the scarce one]. A model
+    without LoRA layers, or already merged, is used as is.
+    """
+    import torch
+    from peft.tuners.lora import LoraLayer
+
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer) and not m.merged]
+    if not layers:
+        yield model
+        return
+    bases = [cast("torch.nn.Linear", m.get_base_layer()) for m in layers]
+    saved = [b.weight.detach().to("cpu", copy=True) for b in bases]
+    for m in layers:
+        m.merge()
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for m, b, w in zip(layers, bases, saved, strict=True):
+                m.unmerge()
+                b.weight.copy_(w)

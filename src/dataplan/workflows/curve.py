@@ -18,6 +18,7 @@ always-majority-label baseline and a PNG.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,7 +91,19 @@ class CurveConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
 
     @property
     def evaluation(self) -> EvalSettings:
-        return EvalSettings(max_new_tokens=self.max_new_tokens, batch_size=self.eval_batch_size)
+        """Options are scored unless the task is a suite task whose headline metric never reads
+        them (arithmetic); a point's key does not depend on it."""
+        from dataplan.evaluation.metrics import OPTION_KINDS
+
+        kind = None
+        if self.task is not None:
+            with contextlib.suppress(ConfigError):  # an unknown task fails where it is loaded
+                _, kind = self.source.task_kind()
+        return EvalSettings(
+            max_new_tokens=self.max_new_tokens,
+            batch_size=self.eval_batch_size,
+            options=kind is None or kind in OPTION_KINDS,
+        )
 
 
 def load_splits(cfg: CurveConfig) -> tuple[list[Example], list[Example], str]:
