@@ -186,3 +186,67 @@ def test_weigh_under_torchrun_equals_one_process(tiny_model_dir, tmp_path, capsy
     np.testing.assert_allclose(two["score"], one["score"], rtol=1e-5, atol=1e-7)
     shards = sorted(p.name for p in (tmp_path / "run-two" / "shards").iterdir())
     assert shards == [f"ica-6-{i:05d}.safetensors" for i in range(4)]
+
+
+def test_curve_under_torchrun_trains_ddp_and_deals_out_evaluation(tiny_model_dir, tmp_path, capsys):
+    """Two ranks: the zero-shot point (evaluation only) equals one process's; a trained point is
+    DDP (an effective batch of 2 × 4, half the steps) and keyed by its world size."""
+    from test_cli import run_main
+
+    rows = [
+        {"id": f"e{i}", "prompt": f"Colour {i}?", "answer": WORDS[i % 4], "choices": list(WORDS)}
+        for i in range(40)
+    ]
+    (tmp_path / "task.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def args(tag: str) -> list[str]:
+        return [
+            "curve",
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            "task.jsonl",
+            "--budgets",
+            "0,16",
+            "--seeds",
+            "0",
+            "--batch-size",
+            "4",
+            "--epochs",
+            "2",
+            "--min-steps",
+            "1",
+            "--lora-r",
+            "4",
+            "--max-test",
+            "12",
+            "--eval-batch-size",
+            "4",  # 3 evaluation batches dealt to 2 ranks
+            "--max-new-tokens",
+            "3",
+            "--cache",
+            f"cache-{tag}",
+            "--out-dir",
+            f"out-{tag}",
+            "--json",
+        ]
+
+    proc = _torchrun(args("two"), tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    json.loads(proc.stdout)  # one JSON object, from rank 0
+    cwd = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        code, _, err = run_main(args("one"), capsys)
+    finally:
+        os.chdir(cwd)
+    assert code == 0, err
+    one = {p["budget"]: p for p in json.loads((tmp_path / "out-one" / "points.json").read_text())}
+    two = {p["budget"]: p for p in json.loads((tmp_path / "out-two" / "points.json").read_text())}
+    for key in ("exact_match", "token_f1", "loglik_accuracy", "examples"):
+        assert two[0][key] == one[0][key], key
+    assert two[16]["world_size"] == 2 and two[16]["effective_batch"] == 8
+    assert two[16]["train"]["steps"] == 4 and one[16]["train"]["steps"] == 8  # 2 epochs of 16
+    assert "world_size" not in one[16]
+    keys = {p["budget"]: p["settings"] for p in two.values()}
+    assert keys[16]["world_size"] == 2 and "world_size" not in keys[0]

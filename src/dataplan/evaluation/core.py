@@ -80,33 +80,70 @@ def _evaluate(
     settings: EvalSettings,
     progress: bool,
 ) -> dict[str, Any]:
+    generated, preds = _answers(model, formatter, test, settings, progress)
+    refs = [e.answer or "" for e in test]
+    out: dict[str, Any] = {
+        "exact_match": exact_match_accuracy(generated, refs),
+        "token_f1": mean_token_f1(generated, refs),
+        "prediction_majority_share": majority_share(generated),
+        "loglik_accuracy": None,
+        "examples": [
+            {"id": e.id, "prediction": g} for e, g in zip(test[:20], generated[:20], strict=False)
+        ],
+    }
+    if preds is not None:
+        out["loglik_accuracy"] = exact_match_accuracy(preds, refs)
+        out["loglik_majority_share"] = majority_share(preds)
+    return out
+
+
+def _answers(
+    model: torch.nn.Module,
+    formatter: PromptFormatter,
+    test: Sequence[Example],
+    settings: EvalSettings,
+    progress: bool,
+) -> tuple[list[str], list[str] | None]:
+    """(greedy answers, highest-likelihood options or None) in ``test`` order.
+
+    Under ``torchrun`` the generation batches — length-sorted, exactly those of one process —
+    are dealt to the ranks and the answers gathered, so every rank gets the same answers as one
+    process would; each rank scores the options of its own batches.
+    """
+    from dataplan.compute.batching import length_sorted_batches
+    from dataplan.compute.distributed import is_main, run_sharded, world
     from dataplan.compute.generation import greedy_answers
     from dataplan.compute.option_scoring import option_predictions
 
     tokenizer = formatter.tokenizer
     prompt_ids = formatter.generation_prompts(test, settings.max_new_tokens)
-    gen = greedy_answers(
-        model,
-        tokenizer,
-        prompt_ids,
-        batch_size=settings.batch_size,
-        max_new_tokens=settings.max_new_tokens,
-        progress=progress,
-        desc="evaluation",
-    )
-    refs = [e.answer or "" for e in test]
-    out: dict[str, Any] = {
-        "exact_match": exact_match_accuracy(gen.generated, refs),
-        "token_f1": mean_token_f1(gen.generated, refs),
-        "prediction_majority_share": majority_share(gen.generated),
-        "loglik_accuracy": None,
-        "examples": [
-            {"id": e.id, "prediction": g}
-            for e, g in zip(test[:20], gen.generated[:20], strict=False)
-        ],
-    }
-    if settings.options and all(e.choices for e in test):
-        preds = option_predictions(model, formatter, list(test), tokenizer.pad_token_id)
-        out["loglik_accuracy"] = exact_match_accuracy(preds, refs)
-        out["loglik_majority_share"] = majority_share(preds)
-    return out
+    options = settings.options and all(e.choices for e in test)
+
+    def answer(batch: Sequence[int], show: bool) -> tuple[list[str], list[str] | None]:
+        gen = greedy_answers(
+            model,
+            tokenizer,
+            [prompt_ids[i] for i in batch],
+            batch_size=settings.batch_size,
+            max_new_tokens=settings.max_new_tokens,
+            progress=show,
+            desc="evaluation",
+        )
+        preds = None
+        if options:
+            chosen = [test[i] for i in batch]
+            preds = option_predictions(model, formatter, chosen, tokenizer.pad_token_id)
+        return gen.generated, preds
+
+    if world()[1] == 1:
+        return answer(range(len(test)), progress)
+    batches = list(length_sorted_batches([len(p) for p in prompt_ids], settings.batch_size))
+    parts = run_sharded(batches, lambda _, batch: answer(batch, progress and is_main()))
+    generated = [""] * len(test)
+    preds: list[str] | None = [""] * len(test) if options else None
+    for batch, (gen, opt) in zip(batches, parts, strict=True):
+        for j, i in enumerate(batch):
+            generated[i] = gen[j]
+            if preds is not None and opt is not None:
+                preds[i] = opt[j]
+    return generated, preds

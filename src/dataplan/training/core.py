@@ -108,7 +108,9 @@ def train(
         settings: hyper-parameters (default :class:`TrainSettings`).
         objective: a registry name or an :class:`Objective` instance.
         seed: data order, dropout and (by default) the adapter's initialisation.
-        steps: optimiser steps (default ``settings.steps_for(len(examples))``).
+        steps: optimiser steps (default ``settings.steps_for(len(examples), world size)``;
+            under ``torchrun`` the ``Trainer`` runs DDP, each process taking
+            ``settings.batch_size`` examples per step).
         weights: (N,) non-negative per-example weights; None = unweighted.
         per_batch_floor: min-max normalise the weights again within each batch, with this floor
             (:class:`~dataplan.training.weights.WeightTable`); None: use them as given.
@@ -135,7 +137,10 @@ def train(
         raise ValueError("nothing to train on")
     settings = settings or TrainSettings()
     objective = get_objective(objective)
-    total = steps if steps is not None else settings.steps_for(len(examples))
+    from dataplan.compute.distributed import world
+
+    # Under torchrun the Trainer runs DDP: each process takes a batch per step.
+    total = steps if steps is not None else settings.steps_for(len(examples), world()[1])
     start = time.perf_counter()
     set_seed(seed)
     base = model

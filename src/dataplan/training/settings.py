@@ -63,11 +63,11 @@ class TrainSettings:
             raise ConfigError(f"warm-up ratio must be in [0, 1), got {self.warmup_ratio}")
         self.lora(0)  # validates the adapter settings
 
-    def steps_for(self, n: int) -> int:
-        """Optimiser steps for a training set of ``n`` examples."""
-        return min(
-            self.max_steps, max(self.min_steps, math.ceil(self.epochs * n / self.batch_size))
-        )
+    def steps_for(self, n: int, world_size: int = 1) -> int:
+        """Optimiser steps for a training set of ``n`` examples, ``world_size`` data-parallel
+        processes each taking ``batch_size`` per step (the effective batch: their product)."""
+        effective = self.batch_size * world_size
+        return min(self.max_steps, max(self.min_steps, math.ceil(self.epochs * n / effective)))
 
     def lora(self, seed: int) -> LoraSettings:
         """The adapter these settings attach, its random A drawn from ``seed``."""

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from dataplan.compute.distributed import broadcast, is_main, local_device, world
 from dataplan.data.formatting import PromptFormatter
 from dataplan.data.loading import Example
 from dataplan.errors import ConfigError
@@ -167,6 +168,7 @@ def measure_curve(cfg: CurveConfig, loaded: LoadedModel | None = None) -> dict[s
     store = point_store(cfg)
     out_dir = Path(cfg.out_dir) if cfg.out_dir else Path("runs") / f"curve-{label}"
     settings = point_settings(cfg, pool, test)
+    _, world_size = world()
     points: dict[tuple[int, int], dict[str, Any]] = {}
     todo = []
     for n in cfg.budgets:
@@ -174,21 +176,30 @@ def measure_curve(cfg: CurveConfig, loaded: LoadedModel | None = None) -> dict[s
             key = {**settings, "budget": n, "seed": seed}
             if n == 0:
                 key.pop("train")
+            elif world_size > 1:  # DDP: an effective batch of batch_size × world_size
+                key["world_size"] = world_size
             name = f"{label}-n{n}-s{seed}"
             found = store.get_json(name, key)
             if found is not None:
                 points[(n, seed)] = found
             else:
                 todo.append((n, seed, name, key))
+    # Under torchrun every rank runs every point (DDP training, evaluation batches dealt out):
+    # rank 0's list of what is missing is everyone's, whatever rank 0 has written since.
+    todo = broadcast(todo)
     if todo:
-        loaded = loaded or cfg.spec.load()
+        loaded = loaded or cfg.spec.load(device=local_device(cfg.device))
         formatter = cfg.prompts.formatter(loaded.tokenizer)
         from tqdm.auto import tqdm
 
-        for n, seed, name, key in tqdm(todo, desc=f"curve {label}", disable=not cfg.progress):
-            result = store.put_json(
-                name, key, run_point(loaded, formatter, pool, test, cfg, n, seed)
-            )
+        show = cfg.progress and is_main()
+        for n, seed, name, key in tqdm(todo, desc=f"curve {label}", disable=not show):
+            result = run_point(loaded, formatter, pool, test, cfg, n, seed)
+            if n > 0 and world_size > 1:
+                result["world_size"] = world_size
+                result["effective_batch"] = cfg.train.batch_size * world_size
+            if is_main():
+                result = store.put_json(name, key, result)
             points[(n, seed)] = result
             log.info(
                 "%s n=%d seed=%d: EM %.3f, F1 %.3f, loglik %s",
@@ -245,6 +256,8 @@ def summarise(
         "spread_over_seeds": {str(n): v for n, v in spread.items()},
         "train": cfg.train.to_dict(),
     }
+    if not is_main():
+        return summary  # one writer under torchrun
     write_json(out_dir / "results.json", {str(n): v for n, v in curve.items()})
     write_json(out_dir / "summary.json", summary)
     write_json(out_dir / "points.json", [points[k] for k in sorted(points)])
