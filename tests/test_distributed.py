@@ -250,3 +250,44 @@ def test_curve_under_torchrun_trains_ddp_and_deals_out_evaluation(tiny_model_dir
     assert "world_size" not in one[16]
     keys = {p["budget"]: p["settings"] for p in two.values()}
     assert keys[16]["world_size"] == 2 and "world_size" not in keys[0]
+
+
+def test_scaling_runs_under_torchrun_count_the_effective_batch(tiny_model_dir, tmp_path):
+    rows = [
+        {"prompt": "x" * (1 + i % 9), "answer": "ab"[i % 2], "choices": ["a", "b"]}
+        for i in range(40)
+    ]
+    (tmp_path / "task.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = [
+        "scaling",
+        "runs",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        "task.jsonl",
+        "--sizes",  # torchrun's parser would take --n for one of its own
+        "4,8",
+        "--strategies",
+        "shortest",
+        "--compute-tokens",
+        "400",
+        "--batch-size",
+        "4",
+        "--max-test",
+        "4",
+        "--cache",
+        "cache",
+        "--out",
+        "runs.csv",
+        "--quiet",
+    ]
+    proc = _torchrun(args, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import csv
+
+    runs = list(csv.DictReader((tmp_path / "runs.csv").open()))
+    assert [int(r["n_examples"]) for r in runs] == [4, 8]
+    for r in runs:  # compute-bounded: tokens seen ≈ the budget with a batch of 2 × min(4, n)
+        assert 400 <= float(r["tokens_seen"]) < 400 + 2 * 4 * float(r["mean_tokens"])
+    cached = [json.loads(p.read_text()) for p in sorted((tmp_path / "cache").glob("*.json"))]
+    assert len(cached) == 2 and all(c["settings"]["world_size"] == 2 for c in cached)

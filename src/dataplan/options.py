@@ -38,6 +38,8 @@ class Cli:
     Attributes:
         flag: the option's name (default ``--`` + the field name with dashes).
         short: a one-letter alias, e.g. ``-m``.
+        aliases: more names for the option (e.g. one that ``torchrun``'s own parser cannot
+            mistake for an abbreviation of its options, as it does ``--n``).
         parse: for fields the CLI takes as text (comma lists): text → value.
         hidden: not on the command line (Python API only).
         nested: a dataclass field whose own fields become options.
@@ -47,6 +49,7 @@ class Cli:
 
     flag: str | None = None
     short: str | None = None
+    aliases: tuple[str, ...] = ()
     parse: Callable[[str], Any] | None = None
     hidden: bool = False
     nested: bool = False

@@ -131,6 +131,7 @@ def _options(
         decls = [f"{flag}/--no-{flag[2:]}"] if on_by_default else [flag]
         if meta.short:
             decls.append(meta.short)
+        decls.extend(meta.aliases)
         annotation = kind | None if optional or default is None else kind
         extra: dict[str, Any] = {"metavar": meta.metavar} if meta.metavar else {}
         if meta.argument:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from dataplan.compute.distributed import broadcast, is_main, local_device, world
 from dataplan.data.formatting import PromptFormatter
 from dataplan.data.loading import Example
 from dataplan.errors import ConfigError
@@ -95,7 +96,8 @@ class ScalingRunsConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
 
     Attributes:
         out: Runs file to write (.csv or .parquet).
-        n: Numbers of training examples.
+        n: Numbers of training examples (also --sizes: under torchrun, whose own parser
+            takes --n for an abbreviation of its options).
         strategies: Subsampling: random, shortest, longest, stratified.
         compute_tokens: Training tokens per run (steps = C / (min(batch, N) · L̄)); default: the
             curve's steps rule.
@@ -108,7 +110,8 @@ class ScalingRunsConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
 
     out: str
     n: tuple[int, ...] = field(
-        default=(32, 64, 128, 256, 512), metadata=cli(flag="--n", parse=ints("--n"))
+        default=(32, 64, 128, 256, 512),
+        metadata=cli(flag="--n", aliases=("--sizes",), parse=ints("--n")),
     )
     strategies: tuple[str, ...] = field(
         default=STRATEGIES, metadata=cli(parse=names("--strategies"))
@@ -168,9 +171,10 @@ def scaling_runs(
         raise ConfigError(f"{out}: write runs to a .csv or .parquet file")
     pool, test, label = load_splits(replace(cfg, budgets=(0, *sizes)))
     task_metric, kind = cfg.source.task_kind()
-    loaded = loaded or cfg.spec.load()
+    loaded = loaded or cfg.spec.load(device=local_device(cfg.device))
     formatter = cfg.prompts.formatter(loaded.tokenizer)
     lengths = token_lengths(formatter, pool)
+    _, world_size = world()  # under torchrun: DDP runs, an effective batch of batch × world
     model_params = int(sum(p.numel() for p in loaded.model.parameters()))
     store = point_store(cfg)
     base = {**point_settings(cfg, pool, test), "compute_tokens": compute_tokens}
@@ -178,14 +182,17 @@ def scaling_runs(
 
     rows = []
     jobs = [(n, s, seed) for n in sizes for s in strategies for seed in cfg.seeds]
-    for n, strategy, seed in tqdm(jobs, desc=f"scaling runs {label}", disable=not cfg.progress):
+    show = cfg.progress and is_main()
+    for n, strategy, seed in tqdm(jobs, desc=f"scaling runs {label}", disable=not show):
         idx = subsample(lengths, n, strategy, seed)
         mean_tokens = float(lengths[idx].mean())
-        steps = cfg.train.steps_for(n)
+        batch = min(cfg.train.batch_size, n) * world_size  # per process at most n
+        steps = cfg.train.steps_for(n, world_size)
         if compute_tokens is not None:
-            per_step = min(cfg.train.batch_size, n) * mean_tokens  # the batch is at most n
-            steps = max(1, math.ceil(compute_tokens / per_step))
+            steps = max(1, math.ceil(compute_tokens / (batch * mean_tokens)))
         key = {**base, "n": n, "strategy": strategy, "seed": seed}
+        if world_size > 1:
+            key["world_size"] = world_size
 
         def run(idx: np.ndarray = idx, seed: int = seed, steps: int = steps) -> dict[str, Any]:
             return train_and_evaluate(
@@ -200,9 +207,14 @@ def scaling_runs(
                 spec=cfg.spec,
             )
 
-        result = store.cached_json(f"{label}-scaling-n{n}-{strategy}-s{seed}", key, run)
+        name = f"{label}-scaling-n{n}-{strategy}-s{seed}"
+        result = broadcast(store.get_json(name, key))  # rank 0's view: every rank runs it or none
+        if result is None:
+            result = run()
+            if is_main():
+                result = store.put_json(name, key, result)
         metric, performance = headline(result, task_metric, kind)
-        tokens_seen = float(steps * min(cfg.train.batch_size, n) * mean_tokens)
+        tokens_seen = float(steps * batch * mean_tokens)
         rows.append(
             {
                 "task": label,
@@ -232,6 +244,8 @@ def scaling_runs(
             short[0]["mean_tokens"],
             short[0]["epochs"],
         )
+    if not is_main():
+        return rows  # one writer under torchrun
     import pandas as pd
 
     from dataplan.io import atomic_path
