@@ -291,3 +291,65 @@ def test_scaling_runs_under_torchrun_count_the_effective_batch(tiny_model_dir, t
         assert 400 <= float(r["tokens_seen"]) < 400 + 2 * 4 * float(r["mean_tokens"])
     cached = [json.loads(p.read_text()) for p in sorted((tmp_path / "cache").glob("*.json"))]
     assert len(cached) == 2 and all(c["settings"]["world_size"] == 2 for c in cached)
+
+
+def test_train_and_probe_under_torchrun(tiny_model_dir, tmp_path):
+    """`train` (RHO weights: the reference adapter trains DDP too) and `probe` on 2 ranks: one
+    adapter / one run folder written, keyed and reported with the world size."""
+    _labelled(tmp_path / "data.jsonl", 24)
+    _labelled(tmp_path / "holdout.jsonl", 4)
+    train = [
+        "train",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        "data.jsonl",
+        "--holdout",
+        "holdout.jsonl",
+        "--weighting",
+        "rho",
+        "--batch-size",
+        "4",
+        "--min-steps",
+        "1",
+        "--epochs",
+        "1",
+        "--lora-r",
+        "2",
+        "--out",
+        "adapter",
+        "--json",
+    ]
+    proc = _torchrun(train, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    assert summary["world_size"] == 2 and summary["effective_batch"] == 8
+    assert summary["steps"] == 3  # one epoch of 24 at 2 × 4
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+    config = json.loads((tmp_path / "adapter-run" / "config.json").read_text())
+    assert config["world_size"] == 2  # a run folder of another world size is another run
+    probe = [
+        "probe",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        "data.jsonl",
+        "--steps",
+        "1,2",
+        "--seeds",
+        "2",
+        "--validation",
+        "4",
+        "--batch-size",
+        "2",
+        "--lora-r",
+        "2",
+        "--run-dir",
+        "probe",
+        "--json",
+    ]
+    proc = _torchrun(probe, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert [(r["seed"], r["c"]) for r in result["rows"]] == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    assert len(list((tmp_path / "probe" / "probes").glob("*.json"))) == 2

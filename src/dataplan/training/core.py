@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from dataplan.compute.distributed import is_main, world
 from dataplan.training.checkpoints import detach_adapters, save_adapter, save_at_steps
 from dataplan.training.objectives import Objective, get_objective
 from dataplan.training.settings import TrainSettings
@@ -137,8 +138,6 @@ def train(
         raise ValueError("nothing to train on")
     settings = settings or TrainSettings()
     objective = get_objective(objective)
-    from dataplan.compute.distributed import world
-
     # Under torchrun the Trainer runs DDP: each process takes a batch per step.
     total = steps if steps is not None else settings.steps_for(len(examples), world()[1])
     start = time.perf_counter()
@@ -175,7 +174,7 @@ def train(
             extra.append(save_at_steps(dict(checkpoints)))
         if table is not None and refresh is not None:
             extra.append(refresh_callback(table, refresh, total))
-        if table is not None and state_dir is not None:
+        if table is not None and state_dir is not None and is_main():
             _save_weights(state_dir, table)
             extra.append(_save_weights_callback(state_dir, table))
         with contextlib.ExitStack() as stack:
@@ -203,7 +202,7 @@ def train(
             detach_adapters(base)
         raise
     model.eval()
-    if save_to is not None:
+    if save_to is not None and is_main():  # under torchrun every rank holds the same weights
         save_adapter(model, Path(save_to))
     return TrainResult(
         model=model,

@@ -498,7 +498,7 @@ def estimate(cfg: EstimateConfig, loaded: LoadedModel | None = None) -> Estimate
 
     tokenization = _tokenization_report(cfg, calibration, formatter, labelled)
     probe = None
-    if cfg.probe != "off" and is_main():  # the probes are fine-tunes of their own
+    if cfg.probe != "off":  # under torchrun every rank takes part (DDP probes)
         probe = _probe(cfg, calibration, fc, run, loaded, labelled_file=cfg.labeled)
     result = EstimateResult(
         tokenization=tokenization,

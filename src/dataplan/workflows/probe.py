@@ -210,6 +210,7 @@ def load_probe_calibration(name_or_path: str | Path) -> Any:
 
 def run_probe(cfg: ProbeConfig, loaded: Any = None) -> dict[str, Any]:
     """Run ``dataplan probe`` (see the module docstring); returns the summary."""
+    from dataplan.compute.distributed import barrier, broadcast, is_main, local_device, world
     from dataplan.digests import examples_digest
     from dataplan.io import write_csv
     from dataplan.models.loading import model_identity
@@ -232,11 +233,16 @@ def run_probe(cfg: ProbeConfig, loaded: Any = None) -> dict[str, Any]:
         "steps": list(cfg.steps),
         "settings": canonical(cfg.train),
     }
+    _, world_size = world()
+    if world_size > 1:  # DDP probes under torchrun: a step takes batch_size × world_size
+        identity["world_size"] = world_size
     run = RunFolder(run_dir, identity)
     run.check()
-    loaded = loaded or cfg.spec.load()
+    loaded = loaded or cfg.spec.load(device=local_device(cfg.device))
     formatter = cfg.prompts.formatter(loaded.tokenizer)
-    run.open()
+    if is_main():  # one process creates the folder; the others find it made
+        run.open()
+    barrier()
     store = ResultStore(run.file("probes"))
     trajectories = []
     for seed in range(cfg.seeds):
@@ -254,13 +260,16 @@ def run_probe(cfg: ProbeConfig, loaded: Any = None) -> dict[str, Any]:
             )
             return {**t.as_dict(), "seconds": time.perf_counter() - start}
 
-        point = store.cached_json(f"seed{seed}", {"seed": seed}, probe)
+        point = broadcast(store.get_json(f"seed{seed}", {"seed": seed}))  # rank 0's view
+        if point is None:  # every rank trains it (DDP under torchrun), rank 0 keeps it
+            point = probe()
+            if is_main():
+                point = store.put_json(f"seed{seed}", {"seed": seed}, point)
         trajectories.append(ProbeTrajectory.from_dict(point))
     rows: list[dict[str, Any]] = []
     for t in trajectories:
         for depth in cfg.steps:
             rows.append({"seed": t.seed, "c": depth, **t.features(depth)})
-    write_csv(run.file("probes.csv"), rows)
     per_depth = []
     for depth in cfg.steps:
         entry: dict[str, Any] = {"c": depth}
@@ -282,6 +291,11 @@ def run_probe(cfg: ProbeConfig, loaded: Any = None) -> dict[str, Any]:
         "probes_csv": str(run.file("probes.csv")),
         "rows": rows,
     }
+    if not is_main():  # one writer under torchrun; the same forecast on every rank
+        if calibration is not None:
+            summary["forecast"] = forecast_from_probes(cfg, calibration, rows, None)
+        return summary
+    write_csv(run.file("probes.csv"), rows)
     from dataplan.plots import plot_probe_features
 
     plot_probe_features(run.file("probes.png"), rows, title=f"probes of {cfg.label}")
@@ -293,7 +307,7 @@ def run_probe(cfg: ProbeConfig, loaded: Any = None) -> dict[str, Any]:
 
 
 def forecast_from_probes(
-    cfg: ProbeConfig, calibration: Any, rows: list[dict[str, Any]], plot: Path
+    cfg: ProbeConfig, calibration: Any, rows: list[dict[str, Any]], plot: Path | None
 ) -> dict[str, Any]:
     """Each seed's forecast per depth, their spread, the interval per depth and the
     decomposition (module docstring, step 4)."""
@@ -340,6 +354,7 @@ def forecast_from_probes(
         out["decomposition_error"] = str(err)
         return out
     out["decomposition"] = analysis.as_dict()
-    plot_probe_decay(analysis, plot)
-    out["decay_plot"] = str(plot)
+    if plot is not None:
+        plot_probe_decay(analysis, plot)
+        out["decay_plot"] = str(plot)
     return out

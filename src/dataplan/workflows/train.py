@@ -169,6 +169,7 @@ def run_train(cfg: TrainConfig, loaded: LoadedModel | None = None) -> dict[str, 
     """Run ``dataplan train`` (see the module docstring); returns the summary."""
     import numpy as np
 
+    from dataplan.compute.distributed import barrier, is_main, local_device, world
     from dataplan.digests import examples_digest, pairs_digest
     from dataplan.io import write_json, write_parquet
     from dataplan.models.loading import model_identity
@@ -212,15 +213,22 @@ def run_train(cfg: TrainConfig, loaded: LoadedModel | None = None) -> dict[str, 
         "train": canonical(cfg.train),
         "ica": canonical(cfg.ica) if cfg.weighting != "uniform" else None,
     }
+    _, world_size = world()
+    if world_size > 1:  # DDP under torchrun: an effective batch of batch_size × world_size
+        identity["world_size"] = world_size
     run = RunFolder(run_dir, identity)
     run.check()
-    loaded = loaded or cfg.spec.load()
+    loaded = loaded or cfg.spec.load(device=local_device(cfg.device))
     formatter = cfg.prompts.formatter(loaded.tokenizer)
-    run.open()
+    if is_main():  # one process creates the folder; the others find it made
+        run.open()
+    barrier()
     scheme = cfg.scheme(holdout)
-    steps = cfg.train.steps_for(len(examples))
+    steps = cfg.train.steps_for(len(examples), world_size)
     state = run.file("state")  # Trainer checkpoints and the weights in force: a crash resumes
     resuming = (state / "weights.safetensors").exists() and last_checkpoint(state) is not None
+    # Under torchrun every rank weighs (the same numbers: a RHO reference adapter trains DDP,
+    # so no rank may train alone).
     weights = None if resuming else scheme.initial(loaded.model, examples, formatter)
     refresh = None
     if cfg.refresh > 1:
@@ -241,20 +249,11 @@ def run_train(cfg: TrainConfig, loaded: LoadedModel | None = None) -> dict[str, 
     )
     import shutil
 
-    shutil.rmtree(state, ignore_errors=True)  # done: the checkpoints' optimiser states go
+    barrier()
+    if is_main():
+        shutil.rmtree(state, ignore_errors=True)  # done: the checkpoints' optimiser states go
     loaded.model = cast("PeftModel", result.model).unload()  # a LoRA adapter: removed
     loaded.model.eval()
-    columns: dict[str, Any] = {"id": [e.id for e in examples], "line": [e.line for e in examples]}
-    for step, w in result.weights:
-        columns[f"weight_step{step}"] = np.asarray(w).tolist()
-    if result.weights:
-        write_parquet(run.file("weights.parquet"), columns)
-        plot_weights(
-            run.file("weights.png"),
-            result.weights[0][1],
-            title=f"{cfg.weighting} weights of {cfg.source.label} (before training)",
-        )
-    plot_loss(run.file("loss.png"), result.loss_curve, title=f"training loss ({cfg.weighting})")
     summary = {
         "adapter": str(out),
         "run_dir": str(run.path),
@@ -266,6 +265,8 @@ def run_train(cfg: TrainConfig, loaded: LoadedModel | None = None) -> dict[str, 
         ),
         "weighting": cfg.weighting,
         "examples": len(examples),
+        "world_size": world_size,
+        "effective_batch": cfg.train.batch_size * world_size,
         **result.log(),
         "seconds": round(result.seconds, 3),
         "weights": [
@@ -277,5 +278,18 @@ def run_train(cfg: TrainConfig, loaded: LoadedModel | None = None) -> dict[str, 
             for step, w in result.weights
         ],
     }
+    if not is_main():
+        return summary  # one writer under torchrun
+    columns: dict[str, Any] = {"id": [e.id for e in examples], "line": [e.line for e in examples]}
+    for step, w in result.weights:
+        columns[f"weight_step{step}"] = np.asarray(w).tolist()
+    if result.weights:
+        write_parquet(run.file("weights.parquet"), columns)
+        plot_weights(
+            run.file("weights.png"),
+            result.weights[0][1],
+            title=f"{cfg.weighting} weights of {cfg.source.label} (before training)",
+        )
+    plot_loss(run.file("loss.png"), result.loss_curve, title=f"training loss ({cfg.weighting})")
     write_json(run.file("result.json"), {**summary, "config": run.config})
     return summary
