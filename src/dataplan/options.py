@@ -240,6 +240,40 @@ class RunOptions:
     progress: bool = field(default=True, metadata=cli(hidden=True))
 
 
+@dataclass(kw_only=True)
+class ExecutorOptions:
+    """Where the independent fine-tunes of a sweep run (curve points, scaling runs, probes).
+
+    Attributes:
+        executor: local (one after another in this process) or ray (each point a Ray task with
+            its own resources, run in parallel; pip install 'dataplan[ray]').
+        ray_address: The Ray cluster to join (with --executor ray): an address, or auto for the
+            cluster this machine belongs to; default: start a local Ray on this machine's CPUs.
+        cpus_per_point: CPU threads of each Ray task.
+        gpus_per_point: GPUs of each Ray task (fractions share a GPU).
+    """
+
+    panel: ClassVar[str] = "Execution"
+
+    executor: str = "local"
+    ray_address: str | None = None
+    cpus_per_point: int = 1
+    gpus_per_point: float = 0.0
+
+    def check_executor(self) -> None:
+        """Raise :class:`ConfigError` on invalid execution settings."""
+        from dataplan.errors import ConfigError
+
+        if self.executor not in ("local", "ray"):
+            raise ConfigError(f"--executor must be local or ray, got {self.executor!r}")
+        if self.cpus_per_point < 1:
+            raise ConfigError(f"--cpus-per-point must be at least 1, got {self.cpus_per_point}")
+        if not self.gpus_per_point >= 0:
+            raise ConfigError(f"--gpus-per-point must be >= 0, got {self.gpus_per_point}")
+        if self.executor == "local" and self.ray_address is not None:
+            raise ConfigError("--ray-address needs --executor ray")
+
+
 def group_values(config: Any, *groups: type) -> dict[str, Any]:
     """The values of ``config``'s fields that belong to the option ``groups`` (mixin classes):
     to pass a command's shared options on to another config."""

@@ -17,12 +17,12 @@ Every rank must call it (it is a collective); only rank 0 should write the run's
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
-import torch
 
 if TYPE_CHECKING:
     from dataplan.store import ResultStore
@@ -36,6 +36,9 @@ COLLECTIVE_TIMEOUT = timedelta(hours=6)
 
 def world() -> tuple[int, int]:
     """``(rank, world_size)``, joining the ``torchrun`` process group if there is one."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 and "torch" not in sys.modules:
+        return 0, 1  # one process and no torch yet: no group can exist (keeps --help fast)
+    import torch
     import torch.distributed as dist
 
     joined = dist.is_available() and dist.is_initialized()
@@ -59,6 +62,8 @@ def is_main() -> bool:
 
 def local_device(device: str = "auto") -> str:
     """Under ``torchrun`` with GPUs, ``auto`` or ``cuda`` mean ``cuda:<LOCAL_RANK>``."""
+    import torch
+
     if device in ("auto", "cuda") and "LOCAL_RANK" in os.environ and torch.cuda.is_available():
         return f"cuda:{int(os.environ['LOCAL_RANK'])}"
     return device

@@ -27,6 +27,7 @@ from dataplan.evaluation import headline_metric
 from dataplan.io import atomic_path, write_json
 from dataplan.maths.forecast import fit_calibration, leave_one_out_scores
 from dataplan.options import (
+    ExecutorOptions,
     FieldOptions,
     ModelOptions,
     PromptOptions,
@@ -102,7 +103,7 @@ class CalibrateConfig:
 
 
 @dataclass(kw_only=True)
-class CalibrateOptions(ModelOptions, FieldOptions, PromptOptions, RunOptions):
+class CalibrateOptions(ModelOptions, FieldOptions, PromptOptions, ExecutorOptions, RunOptions):
     """Settings of ``dataplan calibrate`` (the command line's view of :class:`CalibrateConfig`).
 
     Attributes:
@@ -171,6 +172,7 @@ class CalibrateOptions(ModelOptions, FieldOptions, PromptOptions, RunOptions):
             train=self.train,
             max_test=self.max_test,
             cache=self.cache,
+            **group_values(self, ExecutorOptions),
             **shared,
         )
         estimate = EstimateConfig(

@@ -19,6 +19,7 @@ always-majority-label baseline and a PNG.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +36,19 @@ from dataplan.evaluation.metrics import majority_baseline
 from dataplan.io import write_json
 from dataplan.maths.auc import data_efficiency_auc
 from dataplan.models.builtin import cache_dir
-from dataplan.options import DataOptions, ModelOptions, PromptOptions, RunOptions, cli, ints
+from dataplan.options import (
+    DataOptions,
+    ExecutorOptions,
+    ModelOptions,
+    PromptOptions,
+    RunOptions,
+    cli,
+    ints,
+)
 from dataplan.plots import plot_curve
 from dataplan.store import ResultStore
 from dataplan.training import TrainSettings
+from dataplan.workflows.executor import run_jobs, worker_model
 from dataplan.workflows.experiment import point_identity, train_and_evaluate
 
 if TYPE_CHECKING:
@@ -48,7 +58,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(kw_only=True)
-class CurveConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
+class CurveConfig(ModelOptions, DataOptions, PromptOptions, ExecutorOptions, RunOptions):
     """Settings of ``dataplan curve``; invalid values fail before any model loads.
 
     Attributes:
@@ -88,6 +98,7 @@ class CurveConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
         if self.max_test is not None and self.max_test < 1:
             raise ConfigError("--max-test must be positive")
         self.evaluation  # noqa: B018 - validates the evaluation settings now
+        self.check_executor()
         self.budgets = tuple(sorted(set(self.budgets)))
 
     @property
@@ -187,30 +198,49 @@ def measure_curve(cfg: CurveConfig, loaded: LoadedModel | None = None) -> dict[s
     # Under torchrun every rank runs every point (DDP training, evaluation batches dealt out):
     # rank 0's list of what is missing is everyone's, whatever rank 0 has written since.
     todo = broadcast(todo)
-    if todo:
+    if todo and cfg.executor == "ray" and world_size > 1:
+        raise ConfigError("--executor ray starts its own workers: do not launch it with torchrun")
+    if todo and cfg.executor == "local":
         loaded = loaded or cfg.spec.load(device=local_device(cfg.device))
-        formatter = cfg.prompts.formatter(loaded.tokenizer)
-        from tqdm.auto import tqdm
-
-        show = cfg.progress and is_main()
-        for n, seed, name, key in tqdm(todo, desc=f"curve {label}", disable=not show):
-            result = run_point(loaded, formatter, pool, test, cfg, n, seed)
-            if n > 0 and world_size > 1:
-                result["world_size"] = world_size
-                result["effective_batch"] = cfg.train.batch_size * world_size
-            if is_main():
-                result = store.put_json(name, key, result)
-            points[(n, seed)] = result
-            log.info(
-                "%s n=%d seed=%d: EM %.3f, F1 %.3f, loglik %s",
-                label,
-                n,
-                seed,
-                result["exact_match"],
-                result["token_f1"],
-                result["loglik_accuracy"],
-            )
+    point = functools.partial(
+        _curve_point, cfg, pool, test, store, loaded if cfg.executor == "local" else None
+    )
+    jobs = [(n, seed, name, key) for n, seed, name, key in todo]
+    show = cfg.progress and is_main()
+    for (n, seed, _, _), result in run_jobs(jobs, point, cfg, desc=f"curve {label}", progress=show):
+        points[(n, seed)] = result
     return summarise(cfg, label, pool, test, points, out_dir)
+
+
+def _curve_point(
+    cfg: CurveConfig,
+    pool: list[Example],
+    test: list[Example],
+    store: ResultStore,
+    loaded: LoadedModel | None,
+    job: tuple[int, int, str, dict[str, Any]],
+) -> dict[str, Any]:
+    """One point of a sweep, cached before it returns (in a Ray worker: that worker's model)."""
+    n, seed, name, key = job
+    loaded = loaded or worker_model(cfg.spec)
+    formatter = cfg.prompts.formatter(loaded.tokenizer)
+    result = run_point(loaded, formatter, pool, test, cfg, n, seed)
+    _, world_size = world()
+    if n > 0 and world_size > 1:
+        result["world_size"] = world_size
+        result["effective_batch"] = cfg.train.batch_size * world_size
+    if is_main():
+        result = store.put_json(name, key, result)
+    log.info(
+        "%s n=%d seed=%d: EM %.3f, F1 %.3f, loglik %s",
+        name,
+        n,
+        seed,
+        result["exact_match"],
+        result["token_f1"],
+        result["loglik_accuracy"],
+    )
+    return result
 
 
 def summarise(

@@ -21,6 +21,7 @@ measured at several depths, one run per seed (docs/methods.md §8).
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ import numpy as np
 from dataplan.errors import ConfigError, InputError
 from dataplan.options import (
     DataOptions,
+    ExecutorOptions,
     ModelOptions,
     PromptOptions,
     RunOptions,
@@ -43,7 +45,7 @@ DEFAULT_STEPS = (8, 16, 32, 64)
 
 
 @dataclass(kw_only=True)
-class ProbeConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
+class ProbeConfig(ModelOptions, DataOptions, PromptOptions, ExecutorOptions, RunOptions):
     """Settings of ``dataplan probe``. Invalid values fail here, before any model loads.
 
     Attributes:
@@ -104,6 +106,7 @@ class ProbeConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
             raise ConfigError(f"--price must be a positive number, got {self.price}")
         if self.price is not None and self.calibration is None:
             raise ConfigError("--price prices the forecast's variance: it needs --calibration")
+        self.check_executor()
         if not 0 < self.interval < 1:
             raise ConfigError(f"--interval must be in (0, 1), got {self.interval}")
 
@@ -215,7 +218,8 @@ def run_probe(cfg: ProbeConfig, loaded: Any = None) -> dict[str, Any]:
     from dataplan.io import write_csv
     from dataplan.models.loading import model_identity
     from dataplan.store import ResultStore, canonical, runtime
-    from dataplan.training.probes import FEATURES, ProbeTrajectory, probe_trajectory
+    from dataplan.training.probes import FEATURES, ProbeTrajectory
+    from dataplan.workflows.executor import run_jobs
     from dataplan.workflows.run_folder import RunFolder
 
     if loaded is None:
@@ -238,34 +242,26 @@ def run_probe(cfg: ProbeConfig, loaded: Any = None) -> dict[str, Any]:
         identity["world_size"] = world_size
     run = RunFolder(run_dir, identity)
     run.check()
-    loaded = loaded or cfg.spec.load(device=local_device(cfg.device))
-    formatter = cfg.prompts.formatter(loaded.tokenizer)
     if is_main():  # one process creates the folder; the others find it made
         run.open()
     barrier()
     store = ResultStore(run.file("probes"))
-    trajectories = []
-    for seed in range(cfg.seeds):
-
-        def probe(seed: int = seed) -> dict[str, Any]:
-            start = time.perf_counter()
-            t = probe_trajectory(
-                loaded.model,
-                train_set,
-                validation,
-                formatter,
-                cfg.steps,
-                seed=seed,
-                settings=cfg.train,
-            )
-            return {**t.as_dict(), "seconds": time.perf_counter() - start}
-
-        point = broadcast(store.get_json(f"seed{seed}", {"seed": seed}))  # rank 0's view
-        if point is None:  # every rank trains it (DDP under torchrun), rank 0 keeps it
-            point = probe()
-            if is_main():
-                point = store.put_json(f"seed{seed}", {"seed": seed}, point)
-        trajectories.append(ProbeTrajectory.from_dict(point))
+    # Rank 0's view of what is cached is every rank's (each rank trains a DDP probe or none).
+    found = broadcast(
+        {s: p for s in range(cfg.seeds) if (p := store.get_json(f"seed{s}", {"seed": s}))}
+    )
+    todo = [s for s in range(cfg.seeds) if s not in found]
+    if todo and cfg.executor == "ray" and world_size > 1:
+        raise ConfigError("--executor ray starts its own workers: do not launch it with torchrun")
+    if todo and cfg.executor == "local":
+        loaded = loaded or cfg.spec.load(device=local_device(cfg.device))
+    work = functools.partial(
+        _probe_seed, cfg, train_set, validation, store, loaded if cfg.executor == "local" else None
+    )
+    show = cfg.progress and is_main() and len(todo) > 1
+    for seed, point in run_jobs(todo, work, cfg, desc=f"probes of {cfg.label}", progress=show):
+        found[seed] = point
+    trajectories = [ProbeTrajectory.from_dict(found[s]) for s in range(cfg.seeds)]
     rows: list[dict[str, Any]] = []
     for t in trajectories:
         for depth in cfg.steps:
@@ -304,6 +300,34 @@ def run_probe(cfg: ProbeConfig, loaded: Any = None) -> dict[str, Any]:
         summary["forecast"] = forecast_from_probes(cfg, calibration, rows, run.file("decay.png"))
     run.write_json("result.json", summary)
     return summary
+
+
+def _probe_seed(
+    cfg: ProbeConfig,
+    train_set: list[Any],
+    validation: list[Any],
+    store: Any,
+    loaded: Any,
+    seed: int,
+) -> dict[str, Any]:
+    """One probe run, cached before it returns (in a Ray worker: that worker's model)."""
+    from dataplan.compute.distributed import is_main
+    from dataplan.training.probes import probe_trajectory
+    from dataplan.workflows.executor import worker_model
+
+    loaded = loaded or worker_model(cfg.spec)
+    start = time.perf_counter()
+    t = probe_trajectory(
+        loaded.model,
+        train_set,
+        validation,
+        cfg.prompts.formatter(loaded.tokenizer),
+        cfg.steps,
+        seed=seed,
+        settings=cfg.train,
+    )
+    point = {**t.as_dict(), "seconds": time.perf_counter() - start}
+    return store.put_json(f"seed{seed}", {"seed": seed}, point) if is_main() else point
 
 
 def forecast_from_probes(

@@ -19,6 +19,7 @@ pool_size, epochs, performance, metric`` and the other metrics.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
@@ -35,6 +36,7 @@ from dataplan.errors import ConfigError
 from dataplan.evaluation import headline_metric
 from dataplan.options import (
     DataOptions,
+    ExecutorOptions,
     ModelOptions,
     PromptOptions,
     RunOptions,
@@ -45,11 +47,13 @@ from dataplan.options import (
 )
 from dataplan.training.settings import TrainSettings
 from dataplan.workflows.curve import CurveConfig, load_splits, point_settings, point_store
+from dataplan.workflows.executor import run_jobs, worker_model
 from dataplan.workflows.experiment import train_and_evaluate
 
 STRATEGIES = ("random", "shortest", "longest", "stratified")
 if TYPE_CHECKING:
     from dataplan.models.loading import LoadedModel
+    from dataplan.store import ResultStore
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +95,7 @@ def headline(
 
 
 @dataclass(kw_only=True)
-class ScalingRunsConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
+class ScalingRunsConfig(ModelOptions, DataOptions, PromptOptions, ExecutorOptions, RunOptions):
     """Settings of ``dataplan scaling runs``.
 
     Attributes:
@@ -126,7 +130,9 @@ class ScalingRunsConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
     def curve(self) -> CurveConfig:
         """The curve settings every run shares."""
         return CurveConfig(
-            **group_values(self, ModelOptions, DataOptions, PromptOptions, RunOptions),
+            **group_values(
+                self, ModelOptions, DataOptions, PromptOptions, ExecutorOptions, RunOptions
+            ),
             budgets=(0, *self.n),
             seeds=self.seeds,
             train=self.train,
@@ -145,6 +151,31 @@ class ScalingRunsConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
             out=self.out,
             loaded=loaded,
         )
+
+
+def _scaling_run(
+    cfg: CurveConfig,
+    pool: list[Example],
+    test: list[Example],
+    store: ResultStore,
+    loaded: LoadedModel | None,
+    job: tuple[str, dict[str, Any], np.ndarray, int, int],
+) -> dict[str, Any]:
+    """One scaling run, cached before it returns (in a Ray worker: that worker's model)."""
+    name, key, idx, seed, steps = job
+    loaded = loaded or worker_model(cfg.spec)
+    result = train_and_evaluate(
+        loaded,
+        cfg.prompts.formatter(loaded.tokenizer),
+        [pool[i] for i in idx],
+        test,
+        train_settings=cfg.train,
+        evaluation=cfg.evaluation,
+        seed=seed,
+        steps=steps,
+        spec=cfg.spec,
+    )
+    return store.put_json(name, key, result) if is_main() else result
 
 
 def scaling_runs(
@@ -178,12 +209,12 @@ def scaling_runs(
     model_params = int(sum(p.numel() for p in loaded.model.parameters()))
     store = point_store(cfg)
     base = {**point_settings(cfg, pool, test), "compute_tokens": compute_tokens}
-    from tqdm.auto import tqdm
 
     rows = []
     jobs = [(n, s, seed) for n in sizes for s in strategies for seed in cfg.seeds]
     show = cfg.progress and is_main()
-    for n, strategy, seed in tqdm(jobs, desc=f"scaling runs {label}", disable=not show):
+    plans = []
+    for n, strategy, seed in jobs:
         idx = subsample(lengths, n, strategy, seed)
         mean_tokens = float(lengths[idx].mean())
         batch = min(cfg.train.batch_size, n) * world_size  # per process at most n
@@ -193,26 +224,28 @@ def scaling_runs(
         key = {**base, "n": n, "strategy": strategy, "seed": seed}
         if world_size > 1:
             key["world_size"] = world_size
-
-        def run(idx: np.ndarray = idx, seed: int = seed, steps: int = steps) -> dict[str, Any]:
-            return train_and_evaluate(
-                loaded,
-                formatter,
-                [pool[i] for i in idx],
-                test,
-                train_settings=cfg.train,
-                evaluation=cfg.evaluation,
-                seed=seed,
-                steps=steps,
-                spec=cfg.spec,
-            )
-
         name = f"{label}-scaling-n{n}-{strategy}-s{seed}"
-        result = broadcast(store.get_json(name, key))  # rank 0's view: every rank runs it or none
-        if result is None:
-            result = run()
-            if is_main():
-                result = store.put_json(name, key, result)
+        plans.append((name, key, idx, seed, steps, batch, mean_tokens))
+    # Rank 0's view of what is cached is every rank's: each rank runs a DDP run or none.
+    results: dict[str, dict[str, Any]] = broadcast(
+        {name: found for name, key, *_ in plans if (found := store.get_json(name, key))}
+    )
+    todo = [
+        (name, key, idx, seed, steps)
+        for name, key, idx, seed, steps, *_ in plans
+        if name not in results
+    ]
+    if todo and cfg.executor == "ray" and world_size > 1:
+        raise ConfigError("--executor ray starts its own workers: do not launch it with torchrun")
+    run = functools.partial(
+        _scaling_run, cfg, pool, test, store, loaded if cfg.executor == "local" else None
+    )
+    for job, result in run_jobs(todo, run, cfg, desc=f"scaling runs {label}", progress=show):
+        results[job[0]] = result
+    for (n, strategy, seed), (name, _, _, _, steps, batch, mean_tokens) in zip(
+        jobs, plans, strict=True
+    ):
+        result = results[name]
         metric, performance = headline(result, task_metric, kind)
         tokens_seen = float(steps * batch * mean_tokens)
         rows.append(
