@@ -189,6 +189,7 @@ def train(
                 out_dir,
                 seed=seed,
                 save_every=None if state_dir is None else (save_every or max(1, total // 10)),
+                weights_dtype=next(base.parameters()).dtype,
             )
             trainer = objective.build_trainer(model, examples, formatter, args, table, extra)
             # Both print the loss log to stdout, which must stay clean for --json.
@@ -224,12 +225,17 @@ def trainer_arguments(
     *,
     seed: int = 0,
     save_every: int | None = None,
+    weights_dtype: torch.dtype = torch.float32,
 ) -> Any:
     """The ``TrainingArguments`` of every fine-tune: ``total`` optimiser steps over ``n``
     examples, AdamW with linear decay after the warm-up, seeded data order, checkpoints in
     ``out_dir`` every ``save_every`` steps (None: no checkpoints), logging every tenth of the
-    steps, nothing printed or reported."""
+    steps, nothing printed or reported. On a GPU, a model held in bf16 (fp16) trains under bf16
+    (fp16) autocast — the LoRA weights and the optimiser stay in fp32 — with pinned host memory
+    for the batches; on the CPU, in the model's own precision."""
     from transformers import TrainingArguments
+
+    cuda = torch.cuda.is_available()
 
     return TrainingArguments(
         output_dir=out_dir,
@@ -249,7 +255,11 @@ def trainer_arguments(
         disable_tqdm=True,
         remove_unused_columns=False,
         dataloader_num_workers=0,
-        use_cpu=not torch.cuda.is_available(),
+        dataloader_pin_memory=cuda,
+        bf16=cuda and weights_dtype == torch.bfloat16,
+        # fp16 autocast needs fp32 trainable weights (a LoRA adapter's; not a full fp16 model's).
+        fp16=cuda and weights_dtype == torch.float16 and settings.method == "lora",
+        use_cpu=not cuda,
     )
 
 
