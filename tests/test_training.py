@@ -27,6 +27,50 @@ def _examples(n: int) -> list[Example]:
     ]
 
 
+def test_answer_only_logits_give_the_full_logits_loss_and_gradient(char_tokenizer):
+    """The SFT loss computes logits only where a label is predicted: same losses and gradients
+    as the loss on every position's logits (float64)."""
+    from dataplan.models.lora import LoraSettings, attach_lora
+    from dataplan.training.objectives.sft import answer_token_losses
+
+    model = attach_lora(make_tiny_llama(len(char_tokenizer)), LoraSettings(r=4)).double()
+    fmt = PromptFormatter(char_tokenizer)
+    examples = [  # prompts of different lengths: labels at different positions per row
+        Example(
+            id=str(i), prompt="Colour " + "x" * (3 * i) + "?", answer=WORDS[i % 4] * (1 + i % 3)
+        )
+        for i in range(4)
+    ]
+    data = EncodedDataset(encode_examples(fmt, examples))
+    batch = Collator(char_tokenizer.pad_token_id)([data[i] for i in range(4)])
+    labels = batch.pop("labels")
+    batch.pop("example_index")
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    def mean_and_grads(fast: bool):
+        model.zero_grad()
+        if fast:
+            losses, mask, out = answer_token_losses(model, inputs, labels)
+            assert out.logits.shape[1] < labels.shape[1] - 1  # prompt positions were skipped
+        else:
+            losses, mask = token_losses(model(**inputs).logits, labels)
+        loss = losses.sum() / mask.sum()
+        # A non-zero B so that every adapter matrix gets a gradient.
+        loss.backward()
+        return float(loss), [p.grad.clone() for p in trainable]
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
+    fast, g_fast = mean_and_grads(True)
+    slow, g_slow = mean_and_grads(False)
+    assert fast == pytest.approx(slow, rel=1e-12)
+    for a, b in zip(g_fast, g_slow, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
 def test_weighted_loss_matches_a_float64_loop():
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 6, 11, generator=gen, dtype=torch.float64)

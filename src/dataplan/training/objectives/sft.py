@@ -2,8 +2,10 @@
 
 The end-of-turn token stays in the loss: a model trained with it masked never learns to stop
 (docs/methods.md §9). Batches are right-padded, labels padded with ``-100``. Unweighted, the loss
-is the ``Trainer``'s own (the mean over the batch's labelled tokens); weighted, it is
-:func:`dataplan.training.losses.weighted_loss` with the objective's ``reduction``.
+is the ``Trainer``'s (the mean over the batch's labelled tokens); weighted, it is
+:func:`dataplan.training.losses.weighted_loss` with the objective's ``reduction``. Either way
+logits are computed only at the positions that predict a labelled token
+(:func:`answer_token_losses`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 
 from dataplan.compute.batching import pad_batch
 from dataplan.errors import ConfigError
-from dataplan.training.losses import REDUCTIONS, token_losses, weighted_loss
+from dataplan.training.losses import REDUCTIONS, weighted_loss
 from dataplan.training.objectives.base import Objective
 
 if TYPE_CHECKING:
@@ -56,6 +58,41 @@ class Collator:
         return {"input_ids": ids, "attention_mask": mask, "labels": labels, "example_index": index}
 
 
+def answer_token_losses(
+    model: torch.nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """Token losses at the labelled positions only, computing logits only where some example of
+    the batch has a label (the vocabulary projection of prompt positions is most of a long
+    prompt's logits and never enters the loss).
+
+    Args:
+        model: a causal LM (a peft model too).
+        inputs: ``input_ids`` and ``attention_mask``, (B, S).
+        labels: (B, S), ``-100`` where not in the loss.
+
+    Returns:
+        ``(losses, mask, outputs)``: (B, K) token losses (0 where masked) and the mask of
+        labelled ones, K the positions kept; the model's outputs (logits (B, K, V)). The same
+        numbers as :func:`~dataplan.training.losses.token_losses` on all logits (tested).
+    """
+    targets = labels[:, 1:]
+    keep = targets.ne(-100).any(dim=0).nonzero().squeeze(-1)  # (K,) predicting positions
+    try:
+        outputs = model(**inputs, logits_to_keep=keep)
+        logits = outputs.logits
+    except TypeError:  # an architecture without logits_to_keep: all logits, then select
+        outputs = model(**inputs)
+        logits = outputs.logits[:, keep]
+    kept = targets[:, keep]  # (B, K): the token each kept position predicts
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()  # the loss in float32 at least, as the Trainer's
+    mask = kept.ne(-100)
+    losses = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), kept.reshape(-1), ignore_index=-100, reduction="none"
+    ).view(kept.shape)
+    return losses * mask, mask, outputs
+
+
 def _sft_trainer_class() -> Callable[..., Trainer]:
     from transformers import Trainer
 
@@ -67,8 +104,7 @@ def _sft_trainer_class() -> Callable[..., Trainer]:
             super().__init__(*args, **kw)
             self.example_weights = weights
             self.reduction = reduction
-            if weights is not None:  # a per-batch mean: the Trainer scales it for accumulation
-                self.loss_is_scaled_for_ga = False
+            self.loss_is_scaled_for_ga = False  # a per-batch mean: the Trainer scales it for GA
 
         def compute_loss(
             self,
@@ -78,13 +114,13 @@ def _sft_trainer_class() -> Callable[..., Trainer]:
             num_items_in_batch: torch.Tensor | int | None = None,
         ) -> Any:
             index = inputs.pop("example_index")
-            if self.example_weights is None:
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             labels = inputs.pop("labels")
-            outputs = model(**inputs)
-            losses, mask = token_losses(outputs.logits, labels)
-            weights = self.example_weights.for_batch(index).to(losses.device)
-            loss = weighted_loss(losses, mask, weights, self.reduction)
+            losses, mask, outputs = answer_token_losses(model, inputs, labels)
+            if self.example_weights is None:  # the Trainer's loss: the mean labelled-token loss
+                loss = losses.sum() / mask.sum().clamp(min=1)
+            else:
+                weights = self.example_weights.for_batch(index).to(losses.device)
+                loss = weighted_loss(losses, mask, weights, self.reduction)
             return (loss, outputs) if return_outputs else loss
 
     return WeightedSFTTrainer
