@@ -93,3 +93,30 @@ def tiny_model_dir(tmp_path_factory, char_tokenizer):
 def _one_thread():
     # Two torch threads contend badly on a shared 2-core machine.
     torch.set_num_threads(1)
+
+
+def run_torchrun(args: list[str], cwd, nproc: int = 2):
+    """``python -m torch.distributed.run --standalone --nproc-per-node N -m dataplan <args>``: N
+    CPU processes on gloo, one torch thread each, offline; the completed process."""
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "dataplan",
+        *args,
+    ]
+    return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)

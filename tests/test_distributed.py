@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import run_torchrun
 from dataplan.compute.distributed import sharded_pass
 from dataplan.io import read_parquet
 from dataplan.store import ResultStore, ShardCache
@@ -57,24 +57,21 @@ def test_a_sharded_pass_computes_only_missing_shards_in_order(tmp_path):
 
 
 def _torchrun(args: list[str], cwd: Path, nproc: int = 2) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "CUDA_VISIBLE_DEVICES": "",
-        "HF_HUB_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={nproc}",
-        "-m",
-        "dataplan",
-        *args,
-    ]
-    return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+    return run_torchrun(args, cwd, nproc)
+
+
+def _in_process(args: list[str], cwd: Path, capsys) -> str:
+    """The one-process reference run of the same command, in ``cwd``; its stdout."""
+    from test_cli import run_main
+
+    here = Path.cwd()
+    os.chdir(cwd)
+    try:
+        code, out, err = run_main(args, capsys)
+    finally:
+        os.chdir(here)
+    assert code == 0, err
+    return out
 
 
 WORDS = ["red", "blue", "green", "cat"]
@@ -90,8 +87,6 @@ def _labelled(path: Path, n: int) -> Path:
 
 
 def test_estimate_under_torchrun_equals_one_process(tiny_model_dir, tmp_path, capsys):
-    from test_cli import run_main
-
     _labelled(tmp_path / "pool.jsonl", 30)
 
     def args(run: str) -> list[str]:
@@ -122,13 +117,7 @@ def test_estimate_under_torchrun_equals_one_process(tiny_model_dir, tmp_path, ca
     proc = _torchrun(args("two"), tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = json.loads(proc.stdout)  # exactly one JSON object: rank 0 prints
-    cwd = Path.cwd()
-    os.chdir(tmp_path)
-    try:
-        code, out, err = run_main(args("one"), capsys)
-    finally:
-        os.chdir(cwd)
-    assert code == 0, err
+    out = _in_process(args("one"), tmp_path, capsys)
     one = json.loads(out)
     shards = sorted(p.name for p in (tmp_path / "two" / "shards").iterdir())
     assert shards == [f"confidence-8-{i:05d}.safetensors" for i in range(4)]
@@ -146,8 +135,6 @@ def test_estimate_under_torchrun_equals_one_process(tiny_model_dir, tmp_path, ca
 
 
 def test_weigh_under_torchrun_equals_one_process(tiny_model_dir, tmp_path, capsys):
-    from test_cli import run_main
-
     _labelled(tmp_path / "data.jsonl", 20)
     _labelled(tmp_path / "holdout.jsonl", 4)
 
@@ -174,13 +161,7 @@ def test_weigh_under_torchrun_equals_one_process(tiny_model_dir, tmp_path, capsy
     proc = _torchrun(args("two"), tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     json.loads(proc.stdout)
-    cwd = Path.cwd()
-    os.chdir(tmp_path)
-    try:
-        code, _, err = run_main(args("one"), capsys)
-    finally:
-        os.chdir(cwd)
-    assert code == 0, err
+    _in_process(args("one"), tmp_path, capsys)
     one, two = read_parquet(tmp_path / "w-one.parquet"), read_parquet(tmp_path / "w-two.parquet")
     assert one["id"] == two["id"] and one["demonstrations"] == two["demonstrations"]
     np.testing.assert_allclose(two["score"], one["score"], rtol=1e-5, atol=1e-7)
@@ -191,8 +172,6 @@ def test_weigh_under_torchrun_equals_one_process(tiny_model_dir, tmp_path, capsy
 def test_curve_under_torchrun_trains_ddp_and_deals_out_evaluation(tiny_model_dir, tmp_path, capsys):
     """Two ranks: the zero-shot point (evaluation only) equals one process's; a trained point is
     DDP (an effective batch of 2 × 4, half the steps) and keyed by its world size."""
-    from test_cli import run_main
-
     rows = [
         {"id": f"e{i}", "prompt": f"Colour {i}?", "answer": WORDS[i % 4], "choices": list(WORDS)}
         for i in range(40)
@@ -234,13 +213,7 @@ def test_curve_under_torchrun_trains_ddp_and_deals_out_evaluation(tiny_model_dir
     proc = _torchrun(args("two"), tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     json.loads(proc.stdout)  # one JSON object, from rank 0
-    cwd = Path.cwd()
-    os.chdir(tmp_path)
-    try:
-        code, _, err = run_main(args("one"), capsys)
-    finally:
-        os.chdir(cwd)
-    assert code == 0, err
+    _in_process(args("one"), tmp_path, capsys)
     one = {p["budget"]: p for p in json.loads((tmp_path / "out-one" / "points.json").read_text())}
     two = {p["budget"]: p for p in json.loads((tmp_path / "out-two" / "points.json").read_text())}
     for key in ("exact_match", "token_f1", "loglik_accuracy", "examples"):

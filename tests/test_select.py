@@ -465,22 +465,9 @@ def test_cli_json_random_needs_no_model(tmp_path, capsys):
 
 
 def _torchrun(args, tmp_path, nproc=2):
-    import os
-    import subprocess
-    import sys
+    from conftest import run_torchrun
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={nproc}",
-        "-m",
-        "dataplan",
-        *args,
-    ]
-    return subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    return run_torchrun(args, tmp_path, nproc)
 
 
 def test_torchrun_shards_scoring_and_matches_one_process(tmp_path, tiny_model_dir):
