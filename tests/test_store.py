@@ -71,7 +71,7 @@ def test_defaults_that_keys_rely_on_are_frozen():
         "lora_alpha": 32.0,
         "lora_targets": "all-linear",
     }
-    assert defaults(EvalSettings) == {"max_new_tokens": 16, "batch_size": 64}
+    assert defaults(EvalSettings) == {"max_new_tokens": 16, "batch_size": 64, "options": True}
     assert defaults(PromptSettings) == {"chat_template": True, "system_prompt": None}
     assert defaults(EnsembleSettings) == {
         "members": 3,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from dataplan.compute.distributed import barrier, broadcast, is_main, run_sharded, sharded_pass
+from dataplan.compute.distributed import broadcast, is_main, run_sharded, sharded_pass
 from dataplan.data.formatting import PromptFormatter, label_exclusions
 from dataplan.data.loading import Example, Fields, load_examples
 from dataplan.digests import examples_key, file_digest, task_digest
@@ -371,7 +371,8 @@ def estimate(cfg: EstimateConfig, loaded: LoadedModel | None = None) -> Estimate
     if cfg.run_dir is None:  # under torchrun: rank 0's time names every rank's folder
         cfg.run_dir = broadcast(str(Path("runs") / f"estimate-{time.strftime('%Y%m%d-%H%M%S')}"))
     run = RunFolder(cfg.run_dir, cfg.compute_settings(digest), defaults=cfg.setting_defaults())
-    run.check()
+    if is_main():  # fail before loading the model; other ranks check once it is made
+        run.check()
     log.info("run folder %s (rerun with --run-dir %s to resume)", run.path, run.path)
     timings["load_data"] = time.perf_counter() - t0
 
@@ -384,9 +385,7 @@ def estimate(cfg: EstimateConfig, loaded: LoadedModel | None = None) -> Estimate
         loaded.tokenizer, use_chat_template=cfg.chat_template, system_prompt=cfg.system_prompt
     )
     timings["load_model"] = time.perf_counter() - t0
-    if is_main():  # one process creates the folder; the others find it made
-        run.open()
-    barrier()
+    run.open_shared()  # under torchrun: rank 0 creates it, the others check it after
 
     t0 = time.perf_counter()
     conf = _pool_scores(run, cfg, loaded, formatter, pool)

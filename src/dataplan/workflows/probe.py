@@ -213,7 +213,7 @@ def load_probe_calibration(name_or_path: str | Path) -> Any:
 
 def run_probe(cfg: ProbeConfig, loaded: Any = None) -> dict[str, Any]:
     """Run ``dataplan probe`` (see the module docstring); returns the summary."""
-    from dataplan.compute.distributed import barrier, broadcast, is_main, local_device, world
+    from dataplan.compute.distributed import broadcast, is_main, local_device, world
     from dataplan.digests import examples_digest
     from dataplan.io import write_csv
     from dataplan.models.loading import model_identity
@@ -241,10 +241,9 @@ def run_probe(cfg: ProbeConfig, loaded: Any = None) -> dict[str, Any]:
     if world_size > 1:  # DDP probes under torchrun: a step takes batch_size × world_size
         identity["world_size"] = world_size
     run = RunFolder(run_dir, identity)
-    run.check()
-    if is_main():  # one process creates the folder; the others find it made
-        run.open()
-    barrier()
+    if is_main():  # fail before loading the model; other ranks check once it is made
+        run.check()
+    run.open_shared()  # under torchrun: rank 0 creates it, the others check it after
     store = ResultStore(run.file("probes"))
     # Rank 0's view of what is cached is every rank's (each rank trains a DDP probe or none).
     found = broadcast(

@@ -85,6 +85,20 @@ class RunFolder:
             write_json(self.path / "versions-resumed.json", current)
         return self
 
+    def open_shared(self) -> RunFolder:
+        """:meth:`open` once for all ``torchrun`` processes: rank 0 creates the folder and
+        records the settings, the others wait for it and then check it (checking earlier
+        could catch rank 0 half-way through writing and see a foreign folder). Alone, the
+        same as :meth:`open`."""
+        from dataplan.compute.distributed import barrier, is_main
+
+        if is_main():
+            self.open()
+        barrier()
+        if not is_main():
+            self.check()
+        return self
+
     def file(self, name: str) -> Path:
         return self.path / name
 

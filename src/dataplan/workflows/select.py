@@ -111,15 +111,12 @@ def select(cfg: SelectConfig, loaded: LoadedModel | None = None) -> SelectResult
     run = None
     _check_writable(cfg.out, cfg.scores_out)
     if method.needs_model:
-        from dataplan.compute.distributed import barrier, world
+        from dataplan.compute.distributed import world
 
         if cfg.run_dir is None:
             cfg.run_dir = str(Path("runs") / f"select-{cfg.source.label}")
         run = RunFolder(cfg.run_dir, cfg.compute_settings(examples_digest(pool)))
-        if world()[0] == 0:  # one process creates the folder; the others find it made
-            run.open()
-        barrier()
-        run.check()
+        run.open_shared()  # under torchrun: rank 0 creates it, the others check it after
     seconds: dict[str, float] = {}
     notes: list[str] = []
     if not method.needs_model:

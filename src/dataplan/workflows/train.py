@@ -217,12 +217,11 @@ def run_train(cfg: TrainConfig, loaded: LoadedModel | None = None) -> dict[str, 
     if world_size > 1:  # DDP under torchrun: an effective batch of batch_size × world_size
         identity["world_size"] = world_size
     run = RunFolder(run_dir, identity)
-    run.check()
+    if is_main():  # fail before loading the model; other ranks check once it is made
+        run.check()
     loaded = loaded or cfg.spec.load(device=local_device(cfg.device))
     formatter = cfg.prompts.formatter(loaded.tokenizer)
-    if is_main():  # one process creates the folder; the others find it made
-        run.open()
-    barrier()
+    run.open_shared()  # under torchrun: rank 0 creates it, the others check it after
     scheme = cfg.scheme(holdout)
     steps = cfg.train.steps_for(len(examples), world_size)
     state = run.file("state")  # Trainer checkpoints and the weights in force: a crash resumes

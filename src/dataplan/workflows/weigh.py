@@ -123,7 +123,6 @@ class WeighResult:
 def weigh(cfg: WeighConfig, loaded: LoadedModel | None = None) -> WeighResult:
     """Run ``dataplan weigh`` (see the module docstring); resumable from the run folder."""
     from dataplan.compute.distributed import (
-        barrier,
         is_main,
         local_device,
         run_sharded,
@@ -156,12 +155,11 @@ def weigh(cfg: WeighConfig, loaded: LoadedModel | None = None) -> WeighResult:
         cfg.run_dir = str(Path("runs") / f"weigh-{cfg.source.label}")
     digest = pairs_digest if cfg.preference else examples_digest
     run = RunFolder(cfg.run_dir, cfg.compute_settings(digest(examples), digest(holdout)))
-    run.check()
+    if is_main():  # fail before loading the model; other ranks check once it is made
+        run.check()
     loaded = loaded or cfg.spec.load(device=local_device(cfg.device))
     formatter = cfg.prompts.formatter(loaded.tokenizer)
-    if is_main():  # one process creates the folder; the others find it made
-        run.open()
-    barrier()
+    run.open_shared()  # under torchrun: rank 0 creates it, the others check it after
     store = ResultStore(run.path)
     seconds: dict[str, float] = {}
 
