@@ -47,7 +47,17 @@ def measure(fn: Callable[..., Any], *, threads: int, **kwargs: Any) -> dict[str,
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(fn, kwargs, threads, queue))
     proc.start()
-    result = queue.get()
+    import queue as queues
+
+    while True:  # a child that dies never puts a result: do not wait for it forever
+        try:
+            result = queue.get(timeout=5)
+            break
+        except queues.Empty:
+            if not proc.is_alive():
+                raise RuntimeError(
+                    f"benchmark process failed with exit code {proc.exitcode}"
+                ) from None
     proc.join()
     if proc.exitcode != 0:
         raise RuntimeError(f"benchmark process failed with exit code {proc.exitcode}")
