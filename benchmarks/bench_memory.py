@@ -31,7 +31,9 @@ FIXTURE = (
 )
 
 
-def variant(phase: str, state=None, *, kind: str, batch_size: int = 8):
+def variant(
+    phase: str, state=None, *, kind: str, batch_size: int = 8, max_memory: str | None = None
+):
     if phase == "setup":
         from dataplan.data.formatting import PromptFormatter
         from dataplan.models.loading import load_model
@@ -60,9 +62,25 @@ def variant(phase: str, state=None, *, kind: str, batch_size: int = 8):
         return {"tokens": int(sum(len(e.input_ids(with_end=True)) for e in encoded))}
     if kind == "reference":
         gram = gradient_gram_reference(model, encoded)
-    else:
-        gram = gradient_gram(model, encoded, pad_id, batch_size=batch_size, progress=False)
-    return {"gram_trace": float(gram.diagonal().sum())}
+        return {"gram_trace": float(gram.diagonal().sum())}
+    import logging
+
+    from dataplan.compute.memory import parse_memory
+
+    plans: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: plans.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("dataplan.compute.gradients").addHandler(handler)
+    logging.getLogger("dataplan.compute.gradients").setLevel(logging.INFO)
+    gram = gradient_gram(
+        model,
+        encoded,
+        pad_id,
+        batch_size=batch_size,
+        max_memory=parse_memory(max_memory) if max_memory else None,
+        progress=False,
+    )
+    return {"gram_trace": float(gram.diagonal().sum()), "plan": plans}
 
 
 def main() -> None:
@@ -73,6 +91,12 @@ def main() -> None:
         "plain LoRA forward+backward, batch 8": dict(kind="plain", batch_size=8),
         "dataplan, batch 8 (default)": dict(kind="fast", batch_size=8),
         "dataplan, batch 32": dict(kind="fast", batch_size=32),
+        "dataplan --max-memory 4GB (batches ≤ 32)": dict(
+            kind="fast", batch_size=32, max_memory="4GB"
+        ),
+        "dataplan --max-memory 3GB (batches ≤ 32)": dict(
+            kind="fast", batch_size=32, max_memory="3GB"
+        ),
         "the authors' loop (batch 1, full logits, A+B flattened)": dict(kind="reference"),
     }
     results = {}

@@ -68,6 +68,11 @@ def test_weigh_writes_weights_and_resumes(tiny_model_dir, tmp_path, capsys, monk
         assert len(demos) == 2 and f"h{i}" not in demos
     assert (tmp_path / "run" / "weights.png").exists()
     assert len(list((tmp_path / "run" / "shards").glob("ica-5-*.safetensors"))) == 3
+    # batches sized to a memory budget: the same scores
+    budgeted = [*args[:-5], "--max-memory", "1GB", "--out", str(tmp_path / "m.parquet")]
+    code, _, err = run_main([*budgeted, "--run-dir", str(tmp_path / "m"), "--json"], capsys)
+    assert code == 0, err
+    np.testing.assert_allclose(read_parquet(tmp_path / "m.parquet")["score"], s, rtol=1e-6)
 
     def boom(*a, **k):
         raise AssertionError("recomputed although cached")

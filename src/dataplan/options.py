@@ -274,6 +274,29 @@ class ExecutorOptions:
             raise ConfigError("--ray-address needs --executor ray")
 
 
+@dataclass(kw_only=True)
+class MemoryOptions:
+    """How much memory the per-example passes may use.
+
+    Attributes:
+        max_memory: Memory budget of the per-example passes (gradients, scores), e.g. 4GB,
+            3.5GiB or 800MB: batches are sized so that the model's weights, stored results and
+            one batch's activations fit (measured on the longest example; the Python runtime,
+            or a GPU's CUDA context, comes on top). Default: fixed batch sizes.
+    """
+
+    panel: ClassVar[str] = "Execution"
+
+    max_memory: str | None = None
+
+    @property
+    def memory_budget(self) -> int | None:
+        """``max_memory`` in bytes (``None``: no budget); raises :class:`ConfigError`."""
+        from dataplan.compute.memory import parse_memory
+
+        return None if self.max_memory is None else parse_memory(self.max_memory)
+
+
 def group_values(config: Any, *groups: type) -> dict[str, Any]:
     """The values of ``config``'s fields that belong to the option ``groups`` (mixin classes):
     to pass a command's shared options on to another config."""

@@ -8,17 +8,31 @@ from typing import Any
 import torch
 
 
-def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+def length_sorted_batches(
+    lengths: Sequence[int], batch_size: int, max_tokens: int | None = None
+) -> Iterator[list[int]]:
     """Indices grouped into batches of similar length (longest first, so memory peaks early).
 
     Sorting by length cuts the padding of a batch to the spread of its lengths; the caller
-    scatters results back by index, so the output order is the input order.
+    scatters results back by index, so the output order is the input order. With
+    ``max_tokens`` (a memory budget's, :mod:`dataplan.compute.memory`) a batch also ends before
+    its padded size (count × its first, longest length) would pass it; one example always
+    forms a batch.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    for start in range(0, len(order), batch_size):
-        yield order[start : start + batch_size]
+    batch: list[int] = []
+    for i in order:
+        if batch and (
+            len(batch) >= batch_size
+            or (max_tokens is not None and (len(batch) + 1) * lengths[batch[0]] > max_tokens)
+        ):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
 
 
 def pad_batch(

@@ -26,6 +26,7 @@ The example loss is the mean cross-entropy over its answer tokens (as in CoS-Low
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
@@ -47,6 +48,10 @@ from dataplan.data.formatting import Encoded
 
 if TYPE_CHECKING:
     from peft import PeftModel
+
+    from dataplan.compute.memory import BatchPlan
+
+log = logging.getLogger(__name__)
 
 
 def adapter_modules(model: torch.nn.Module, adapter: str) -> dict[str, torch.nn.Linear]:
@@ -70,18 +75,27 @@ def answer_losses(
     pad_id: int,
     *,
     batch_size: int = 16,
+    max_memory: int | None = None,
     progress: bool = False,
     desc: str = "losses",
 ) -> np.ndarray:
-    """Mean answer-token cross-entropy of every example, shape (N,), float64."""
+    """Mean answer-token cross-entropy of every example, shape (N,), float64.
+
+    ``max_memory``: a budget in bytes the batches (at most ``batch_size``) are sized to
+    (:mod:`dataplan.compute.memory`; a forward without graph).
+    """
     device = next(model.parameters()).device
     out = np.zeros(len(encoded), dtype=np.float64)
     lengths = [len(e.prompt_ids) + len(e.answer_ids) for e in encoded]
     was_training = model.training
     model.eval()
     try:
+        max_tokens = None
+        if max_memory is not None and encoded:
+            plan = loss_pass_plan(model, encoded, pad_id, max_memory, backward=False)
+            max_tokens = plan.max_tokens
         with tqdm(total=len(encoded), desc=desc, unit="ex", disable=not progress) as bar:
-            for idx in length_sorted_batches(lengths, batch_size):
+            for idx in length_sorted_batches(lengths, batch_size, max_tokens):
                 ids, mask, labels, keep = answer_only_batch([encoded[i] for i in idx], pad_id)
                 logits = forward_kept_logits(model, ids.to(device), mask.to(device), keep)
                 loss = per_example_answer_loss(logits, labels.to(device))
@@ -90,6 +104,41 @@ def answer_losses(
     finally:
         model.train(was_training)
     return out
+
+
+def loss_pass_plan(
+    model: torch.nn.Module,
+    encoded: Sequence[Encoded],
+    pad_id: int,
+    budget: int,
+    *,
+    backward: bool,
+    stored: int = 0,
+) -> BatchPlan:
+    """Token budget of the batches of a pass of answer losses (with or without ``backward``)
+    under ``budget`` bytes, measured on the longest example (:mod:`dataplan.compute.memory`)."""
+    from dataplan.compute.memory import per_token_bytes, plan_batches, weight_bytes
+
+    lengths = [len(e.prompt_ids) + len(e.answer_ids) for e in encoded]
+    longest = max(range(len(encoded)), key=lengths.__getitem__)
+    ids, mask, labels, keep = answer_only_batch([encoded[longest]], pad_id)
+    device = next(model.parameters()).device
+
+    def forward() -> torch.Tensor:
+        with graph_from_embeddings(cast("PeftModel", model)):
+            logits = forward_kept_logits(model, ids.to(device), mask.to(device), keep)
+            return per_example_answer_loss(logits, labels.to(device)).sum()
+
+    per_token = per_token_bytes(model, forward, ids.shape[1], backward=backward)
+    plan = plan_batches(
+        budget,
+        weights=weight_bytes(model),
+        stored=stored,
+        per_token=per_token,
+        longest=lengths[longest],
+    )
+    log.info("%s pass: %s", "gradient" if backward else "loss", plan.describe())
+    return plan
 
 
 @dataclass
@@ -262,6 +311,7 @@ def gradient_stats(
     references: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
     sum_groups: Mapping[str, Sequence[str]] | None = None,
     batch_size: int = 8,
+    max_memory: int | None = None,
     norm_method: str = "auto",
     progress: bool = False,
 ) -> GradientStats:
@@ -275,6 +325,8 @@ def gradient_stats(
         references: ``{adapter: {key: R}}``; gives ``inner[adapter] = <g_i, R>``.
         sum_groups: ``{group: [adapters]}``; gives ``sq_norm_of_sum[group] = ‖Σ g_i^m‖²``.
         batch_size: examples per forward/backward.
+        max_memory: a budget in bytes the batches (at most ``batch_size``) are sized to
+            (:mod:`dataplan.compute.memory`); the statistics are the same for any batching.
         norm_method: ``auto`` (the cheaper per layer), ``ghost`` or ``direct`` (for tests and
             benchmarks; adapters in a sum group always use ``direct``, which they need anyway).
         progress: show a progress bar.
@@ -300,7 +352,13 @@ def gradient_stats(
     bar = tqdm(total=n * len(order), desc="gradient stats", unit="ex", disable=not progress)
     try:
         with _activation_grads_only(model), hooks:
-            for idx in length_sorted_batches(lengths, batch_size):
+            max_tokens = None
+            if max_memory is not None and n:
+                _use_adapter(model, order[0])
+                batch_size, max_tokens = _stats_batching(
+                    model, encoded, pad_id, modules, group_of, batch_size, max_memory
+                )
+            for idx in length_sorted_batches(lengths, batch_size, max_tokens):
                 rows = np.asarray(idx)
                 for pos, adapter in enumerate(order):
                     _use_adapter(model, adapter)
@@ -328,6 +386,33 @@ def gradient_stats(
         hooks.adapter = None
         bar.close()
     return stats
+
+
+def _stats_batching(
+    model: torch.nn.Module,
+    encoded: Sequence[Encoded],
+    pad_id: int,
+    modules: Mapping[str, Mapping[str, torch.nn.Linear]],
+    group_of: Mapping[str, str],
+    batch_size: int,
+    budget: int,
+) -> tuple[int, int]:
+    """``(batch size, token budget)`` of :func:`gradient_stats` under ``budget`` bytes: a sum
+    group keeps each example's whole adapter gradient for one batch (float32), so its batches
+    are also capped in count."""
+    from dataplan.compute.memory import weight_bytes
+
+    per_example = 0
+    if group_of:
+        adapter = next(a for a in modules if a in group_of)
+        per_example = sum(m.weight.numel() * 4 for m in modules[adapter].values())
+    free = budget - weight_bytes(model)
+    while batch_size > 1 and batch_size * per_example > free / 2:
+        batch_size //= 2
+    plan = loss_pass_plan(
+        model, encoded, pad_id, budget, backward=True, stored=batch_size * per_example
+    )
+    return batch_size, plan.max_tokens
 
 
 def gradient_stats_reference(

@@ -35,6 +35,7 @@ answer tokens.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -51,6 +52,10 @@ if TYPE_CHECKING:
     from peft import PeftModel
     from torch.utils.hooks import RemovableHandle
     from transformers import PreTrainedModel
+
+    from dataplan.compute.memory import BatchPlan
+
+log = logging.getLogger(__name__)
 
 ForwardHook = Callable[..., Any]
 """``hook(module, inputs, output)``, as ``register_forward_hook`` takes it."""
@@ -279,6 +284,7 @@ def gradient_gram(
     *,
     batch_size: int = 8,
     max_buffer_bytes: int = 4 * 2**30,
+    max_memory: int | None = None,
     fresh_adapter_shortcut: bool = True,
     space: str = "lora",
     progress: bool = True,
@@ -292,6 +298,9 @@ def gradient_gram(
         batch_size: examples per forward/backward; with ``batch_size >= N`` nothing is stored.
         max_buffer_bytes: bound on stored per-example gradients when N spans several batches;
             layers are split into groups that fit, one pass over the data per group.
+        max_memory: a memory budget in bytes for weights, stored gradients and activations:
+            batches (at most ``batch_size``) and layer groups are sized to fit it
+            (:mod:`dataplan.compute.memory`); the result is the same for any batching.
         fresh_adapter_shortcut: with B = 0, switch the adapter off and compute the B-gradients
             from the frozen layers (exact; see the module docstring).
         space: ``"lora"`` — gradients of the adapter (CoS-Low as published); ``"frozen"`` — the
@@ -311,20 +320,33 @@ def gradient_gram(
     else:
         frozen = fresh_adapter_shortcut and all(p.b_is_zero for p in pairs)
         modules = _hooked_modules(pairs, frozen)
-    direct = batch_size >= n
-    groups = [modules] if direct else _split_by_budget(modules, n, max_buffer_bytes)
     device = next(p for p in model.parameters() if p.requires_grad).device
-    batches = list(
-        length_sorted_batches([len(e.prompt_ids) + len(e.answer_ids) for e in encoded], batch_size)
-    )
-    gram = torch.zeros(n, n, dtype=torch.float64)
+    lengths = [len(e.prompt_ids) + len(e.answer_ids) for e in encoded]
     was_training = model.training
     model.eval()  # dropout off
+
+    def context() -> contextlib.AbstractContextManager[None]:
+        return _frozen_forward(model) if frozen else contextlib.nullcontext()
+
+    max_tokens = None
+    if max_memory is None:
+        direct = batch_size >= n
+        groups = [modules] if direct else _split_by_budget(modules, n, max_buffer_bytes)
+    else:
+        longest = max(range(n), key=lambda i: lengths[i])
+        per_token = _per_token_bytes(model, encoded[longest], pad_id, device, context, modules)
+        direct, groups, plan = _plan_gram_pass(
+            model, modules, n, lengths[longest], per_token, batch_size, max_memory,
+            max_buffer_bytes,
+        )  # fmt: skip
+        max_tokens = plan.max_tokens
+        log.info("gradient pass: %s, %d layer group(s)", plan.describe(), len(groups))
+    batches = list(length_sorted_batches(lengths, batch_size, max_tokens))
+    gram = torch.zeros(n, n, dtype=torch.float64)
     bar = tqdm(total=n * len(groups), desc="gradients", unit="ex", disable=not progress)
     try:
         for group in groups:
-            context = _frozen_forward(model) if frozen else contextlib.nullcontext()
-            with context, _GramAccumulator(n, group, direct) as acc:
+            with context(), _GramAccumulator(n, group, direct) as acc:
                 for idx in batches:
                     ids, mask, labels, keep = answer_only_batch([encoded[i] for i in idx], pad_id)
                     acc.rows = torch.as_tensor(idx)
@@ -351,6 +373,71 @@ def _check_only_lora_trainable(model: torch.nn.Module, pairs: list[LoraPair]) ->
             f"the adapter trains parameters besides LoRA A/B (e.g. {others[0]}: modules_to_save, DoRA, "
             "bias); per-example gradients of those are not supported"
         )
+
+
+def _per_token_bytes(
+    model: torch.nn.Module,
+    example: Encoded,
+    pad_id: int,
+    device: torch.device,
+    context: Callable[[], contextlib.AbstractContextManager[None]],
+    modules: list[_Hooked],
+) -> int:
+    """Bytes per batch token of the Gram pass: measured on ``example`` (the longest), plus the
+    inputs the hooks keep per token from forward to backward."""
+    from dataplan.compute.memory import per_token_bytes
+
+    ids, mask, labels, keep = answer_only_batch([example], pad_id)
+
+    def forward() -> torch.Tensor:
+        with context():
+            logits = forward_kept_logits(model, ids.to(device), mask.to(device), keep)
+            return per_example_answer_loss(logits, labels.to(device)).sum()
+
+    stash = sum(  # the (A-projected) inputs, float32 at least
+        (m.transform.weight.shape[0] if m.transform is not None else m.n_params // _out(m)) * 4
+        for m in modules
+    )
+    return per_token_bytes(model, forward, ids.shape[1], backward=True) + stash
+
+
+def _out(m: _Hooked) -> int:
+    return int(cast(torch.Tensor, m.module.weight).shape[0])
+
+
+def _plan_gram_pass(
+    model: torch.nn.Module,
+    modules: list[_Hooked],
+    n: int,
+    longest: int,
+    per_token: int,
+    batch_size: int,
+    budget: int,
+    max_buffer_bytes: int,
+) -> tuple[bool, list[list[_Hooked]], BatchPlan]:
+    """``(direct, layer groups, batch plan)`` of a Gram pass under ``budget`` bytes.
+
+    One batch of all N (nothing stored) when it fits; otherwise per-example gradients are
+    stored in float32 for as many layers as the budget leaves beside one longest example's
+    activations (fewer groups = fewer passes over the data), and batches take the rest.
+    """
+    from dataplan.compute.memory import plan_batches, weight_bytes
+
+    weights = weight_bytes(model)
+    gram = n * n * 8
+    if batch_size >= n and weights + gram + per_token * longest * n <= budget:
+        plan = plan_batches(
+            budget, weights=weights, stored=gram, per_token=per_token, longest=longest
+        )
+        return True, [modules], plan
+    copy = max(n * m.n_params * 8 for m in modules)  # one layer's float64 copy when reduced
+    free = budget - weights - gram - copy - per_token * longest
+    groups = _split_by_budget(modules, n, max(1, min(max_buffer_bytes, free)))
+    stored = gram + copy + max(sum(n * m.n_params * 4 for m in g) for g in groups)
+    plan = plan_batches(
+        budget, weights=weights, stored=stored, per_token=per_token, longest=longest
+    )
+    return False, groups, plan
 
 
 def _split_by_budget(modules: list[_Hooked], n: int, budget: int) -> list[list[_Hooked]]:

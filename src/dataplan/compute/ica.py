@@ -62,6 +62,7 @@ def ica_scores(
     *,
     reduction: str = "sum",
     batch_size: int = 8,
+    max_memory: int | None = None,
     progress: bool = False,
 ) -> ICAScores:
     """ICA scores of ``examples`` with demonstrations ``holdout[demonstrations[i]]``.
@@ -73,6 +74,8 @@ def ica_scores(
         holdout: labelled demonstrations.
         demonstrations: (N, k) holdout indices per example, in the order shown.
         reduction: ``sum`` (the authors') or ``mean`` over the answer tokens.
+        max_memory: a budget in bytes each pass's batches are sized to (the longer, in-context
+            pass gets fewer examples per batch).
     """
     from dataplan.compute.example_stats import answer_losses
     from dataplan.data.formatting import encode_examples
@@ -88,11 +91,13 @@ def ica_scores(
         ctx.append(Encoded(prompt_ids, enc.answer_ids, enc.end_ids))
     pad = formatter.tokenizer.pad_token_id
     loss = answer_losses(
-        model, base, pad, batch_size=batch_size, progress=progress, desc="ICA base"
-    )
+        model, base, pad, batch_size=batch_size, max_memory=max_memory, progress=progress,
+        desc="ICA base",
+    )  # fmt: skip
     loss_ctx = answer_losses(
-        model, ctx, pad, batch_size=batch_size, progress=progress, desc="ICA in context"
-    )
+        model, ctx, pad, batch_size=batch_size, max_memory=max_memory, progress=progress,
+        desc="ICA in context",
+    )  # fmt: skip
     tokens = np.array([len(e.answer_ids) for e in base], dtype=np.float64)
     if reduction == "sum":
         loss, loss_ctx = loss * tokens, loss_ctx * tokens
@@ -122,6 +127,7 @@ def preference_ica_scores(
     demonstrations: np.ndarray,
     *,
     batch_size: int = 8,
+    max_memory: int | None = None,
     progress: bool = False,
 ) -> PreferenceICAScores:
     """ICA scores of preference pairs (DPO/SimPO data) [docs/methods.md §6]::
@@ -146,6 +152,7 @@ def preference_ica_scores(
             demonstrations,
             reduction="sum",
             batch_size=batch_size,
+            max_memory=max_memory,
             progress=progress,
         )
         for response in ("chosen", "rejected")

@@ -14,7 +14,7 @@ from dataplan.data.loading import Example
 from dataplan.errors import ConfigError
 from dataplan.maths.similarity import cosine_from_gram, gradient_norms_from_gram, median_pairwise
 from dataplan.models.lora import LoraSettings, attach_lora, load_adapter
-from dataplan.options import FieldOptions, ModelOptions, PromptOptions, RunOptions
+from dataplan.options import FieldOptions, MemoryOptions, ModelOptions, PromptOptions, RunOptions
 
 if TYPE_CHECKING:
     import torch
@@ -92,6 +92,7 @@ def coslow(
     adapter: str | None = None,
     formatter: PromptFormatter | None = None,
     batch_size: int = 8,
+    max_memory: int | None = None,
     space: str = "lora",
     progress: bool = True,
     tokenization: str = "split",
@@ -103,7 +104,8 @@ def coslow(
     for the computation and removed afterwards, leaving the model as it was; ``adapter`` uses an
     existing PEFT adapter folder instead. ``tokenization``: ``split`` (dataplan's) or ``joint``
     (the CoS-Low authors', docs/methods.md §2.3); ``exclude``: the model family's label ids the
-    joint one masks (also used to report which examples the two read differently).
+    joint one masks (also used to report which examples the two read differently);
+    ``max_memory``: a budget in bytes the gradient pass's batches are sized to.
     """
     from dataplan.compute.gradients import gradient_gram, lora_pairs, lora_parameter_count
 
@@ -124,6 +126,7 @@ def coslow(
             encoded,
             loaded.tokenizer.pad_token_id,
             batch_size=batch_size,
+            max_memory=max_memory,
             space=space,
             progress=progress,
         )
@@ -150,7 +153,7 @@ def coslow(
 
 
 @dataclass(kw_only=True)
-class CosLowConfig(ModelOptions, FieldOptions, PromptOptions, RunOptions):
+class CosLowConfig(ModelOptions, FieldOptions, PromptOptions, MemoryOptions, RunOptions):
     """Settings of ``dataplan coslow``: CoS-Low of a file of labelled examples.
 
     Attributes:
@@ -177,6 +180,7 @@ class CosLowConfig(ModelOptions, FieldOptions, PromptOptions, RunOptions):
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError("--batch-size must be positive")
+        self.memory_budget  # noqa: B018 - validates --max-memory
         if self.tokenization not in ("split", "joint"):
             raise ConfigError(f"--tokenization must be split or joint, got {self.tokenization!r}")
         self.lora  # noqa: B018 - validates the adapter settings
@@ -203,6 +207,7 @@ def coslow_of_file(cfg: CosLowConfig, loaded: LoadedModel | None = None) -> CosL
         adapter=cfg.adapter,
         formatter=formatter,
         batch_size=cfg.batch_size,
+        max_memory=cfg.memory_budget,
         progress=cfg.progress,
         tokenization=cfg.tokenization,
         exclude=label_exclusions(cfg.model),

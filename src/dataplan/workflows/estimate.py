@@ -299,6 +299,7 @@ def _cached_coslow(
         adapter=cfg.adapter,
         formatter=formatter,
         batch_size=cfg.gradient_batch_size,
+        max_memory=cfg.memory_budget,
         space=cfg.gradient_space,
         progress=cfg.progress,
         tokenization=cfg.tokenization or "split",

@@ -9,12 +9,22 @@ from typing import Any
 
 from dataplan.errors import ConfigError
 from dataplan.models.lora import LoraSettings
-from dataplan.options import DataOptions, ModelOptions, PromptOptions, RunOptions, cli, ints
+from dataplan.options import (
+    DataOptions,
+    MemoryOptions,
+    ModelOptions,
+    PromptOptions,
+    RunOptions,
+    cli,
+    ints,
+)
 from dataplan.workflows.forecasting import ForecastOptions
 
 
 @dataclass(kw_only=True)
-class EstimateConfig(ModelOptions, DataOptions, PromptOptions, ForecastOptions, RunOptions):
+class EstimateConfig(
+    ModelOptions, DataOptions, PromptOptions, ForecastOptions, MemoryOptions, RunOptions
+):
     """Settings of ``dataplan estimate``. Invalid values fail here, before any model loads.
 
     Attributes:
@@ -119,6 +129,7 @@ class EstimateConfig(ModelOptions, DataOptions, PromptOptions, ForecastOptions, 
             )
         if self.gradient_space not in ("lora", "frozen"):
             raise ConfigError("--gradient-space must be lora or frozen")
+        self.memory_budget  # noqa: B018 - validates --max-memory
         self.lora(0)  # validates the adapter settings
 
     def lora(self, seed: int) -> LoraSettings:

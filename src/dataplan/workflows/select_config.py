@@ -8,7 +8,15 @@ from typing import Any
 
 from dataplan.errors import ConfigError
 from dataplan.maths import selection as sel
-from dataplan.options import DataOptions, ModelOptions, PromptOptions, RunOptions, cli, floats
+from dataplan.options import (
+    DataOptions,
+    MemoryOptions,
+    ModelOptions,
+    PromptOptions,
+    RunOptions,
+    cli,
+    floats,
+)
 from dataplan.selection import METHODS as REGISTRY
 from dataplan.selection import SelectionMethod
 from dataplan.training.ensemble import EnsembleSettings
@@ -17,7 +25,7 @@ BALANCE_BY = ("label", "answer-length")
 
 
 @dataclass(kw_only=True)
-class SelectConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
+class SelectConfig(ModelOptions, DataOptions, PromptOptions, MemoryOptions, RunOptions):
     """Settings of ``dataplan select``. Invalid values fail here, before any model loads.
 
     Attributes:
@@ -108,6 +116,7 @@ class SelectConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
         method.validate(self)
         if self.seed < 0:
             raise ConfigError(f"--seed must be a non-negative integer, got {self.seed}")
+        self.memory_budget  # noqa: B018 - validates --max-memory
         if min(self.stats_batch_size, self.loss_batch_size, self.shard_size) < 1:
             raise ConfigError("batch sizes and --shard-size must be positive")
         for path, flag in ((self.out, "--out"), (self.scores_out, "--scores-out")):

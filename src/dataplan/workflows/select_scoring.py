@@ -112,13 +112,19 @@ def _loss_pass(
                 enc,
                 pad,
                 batch_size=cfg.loss_batch_size,
+                max_memory=cfg.memory_budget,
                 progress=progress,
                 desc=f"losses (shard {i + 1}/{len(shards)})",
             )
         if "loss_unconditioned" in method.proxy_losses:
             bare = [Encoded(prefix, e.answer_ids, e.end_ids) for e in enc]
             out["loss_unconditioned"] = answer_losses(
-                model, bare, pad, batch_size=cfg.loss_batch_size, progress=False
+                model,
+                bare,
+                pad,
+                batch_size=cfg.loss_batch_size,
+                max_memory=cfg.memory_budget,
+                progress=False,
             )
         return cache.put(i, out)
 
@@ -230,6 +236,7 @@ def _gradient_pass(
                 references={a: references[a]() for a in need if a in references},
                 sum_groups=need_sums or None,
                 batch_size=cfg.stats_batch_size,
+                max_memory=cfg.memory_budget,
                 progress=progress,
             )
             for a in need:

@@ -77,7 +77,8 @@ class WeighConfig(ModelOptions, DataOptions, PairFieldOptions, PromptOptions, Ru
 
     def compute_settings(self, data_digest: str, holdout_digest: str) -> dict[str, Any]:
         """The run folder's identity (device and dtype resolved): what the scores depend on — not
-        the weight floor or the batch size, so a new floor reuses every cached score."""
+        the weight floor, the batch size or the memory budget, so a new floor reuses every cached
+        score."""
         from dataclasses import replace
 
         from dataplan.models.loading import model_identity
@@ -89,7 +90,7 @@ class WeighConfig(ModelOptions, DataOptions, PairFieldOptions, PromptOptions, Ru
             "data": data_digest,
             "holdout": holdout_digest,
             "prompts": canonical(self.prompts),
-            "ica": canonical(replace(self.ica, min_weight=0.0, batch_size=8)),  # scores only
+            "ica": canonical(replace(self.ica, min_weight=0.0, batch_size=8, max_memory=None)),
             **({"preference": True} if self.preference else {}),
         }
 
@@ -187,6 +188,7 @@ def weigh(cfg: WeighConfig, loaded: LoadedModel | None = None) -> WeighResult:
                 holdout,
                 demos[r.start : r.stop],
                 batch_size=cfg.ica.batch_size,
+                max_memory=cfg.ica.memory_budget,
                 progress=show,
             )
             return {
@@ -202,6 +204,7 @@ def weigh(cfg: WeighConfig, loaded: LoadedModel | None = None) -> WeighResult:
             demos[r.start : r.stop],
             reduction=cfg.ica.score_reduction,
             batch_size=cfg.ica.batch_size,
+            max_memory=cfg.ica.memory_budget,
             progress=show,
         )
         return {

@@ -46,6 +46,8 @@ class ICASettings:
         score_reduction: sum (the authors': the answer's summed negative log-likelihood) or
             mean over its tokens.
         batch_size: Examples per forward pass when scoring.
+        max_memory: Memory budget of the scoring passes, e.g. 4GB: batches (at most
+            --score-batch-size) are sized to fit (the Python runtime comes on top).
         seed: Seed of random demonstrations (and of rho's reference adapter).
     """
 
@@ -56,6 +58,7 @@ class ICASettings:
     min_weight: float = 0.0
     score_reduction: str = "sum"
     batch_size: int = field(default=8, metadata=cli(flag="--score-batch-size"))
+    max_memory: str | None = None
     seed: int = field(default=0, metadata=cli(flag="--demo-seed"))
 
     def __post_init__(self) -> None:
@@ -75,6 +78,14 @@ class ICASettings:
             raise ConfigError("--score-batch-size must be positive")
         if self.seed < 0:
             raise ConfigError(f"--demo-seed must be a non-negative integer, got {self.seed}")
+        self.memory_budget  # noqa: B018 - validates --max-memory
+
+    @property
+    def memory_budget(self) -> int | None:
+        """``max_memory`` in bytes (``None``: fixed batches)."""
+        from dataplan.compute.memory import parse_memory
+
+        return None if self.max_memory is None else parse_memory(self.max_memory)
 
 
 def is_preference(examples: Sequence[Any]) -> bool:
@@ -187,7 +198,13 @@ def ica_weight_function(
             chosen.append(choose_demonstrations(model, formatter, examples, holdout, settings))
         if is_preference(examples):
             score = preference_ica_scores(
-                model, formatter, examples, holdout, chosen[0], batch_size=settings.batch_size
+                model,
+                formatter,
+                examples,
+                holdout,
+                chosen[0],
+                batch_size=settings.batch_size,
+                max_memory=settings.memory_budget,
             ).score
         else:
             score = ica_scores(
@@ -198,6 +215,7 @@ def ica_weight_function(
                 chosen[0],
                 reduction=settings.score_reduction,
                 batch_size=settings.batch_size,
+                max_memory=settings.memory_budget,
             ).score
         if to_weights is not None:
             return to_weights(score)
