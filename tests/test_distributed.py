@@ -326,3 +326,29 @@ def test_train_and_probe_under_torchrun(tiny_model_dir, tmp_path):
     result = json.loads(proc.stdout)
     assert [(r["seed"], r["c"]) for r in result["rows"]] == [(0, 1), (0, 2), (1, 1), (1, 2)]
     assert len(list((tmp_path / "probe" / "probes").glob("*.json"))) == 2
+
+
+def test_coslow_under_torchrun_shares_the_gradient_pass(tiny_model_dir, tmp_path, capsys):
+    _labelled(tmp_path / "l.jsonl", 7)
+    args = [
+        "coslow",
+        "--model",
+        str(tiny_model_dir),
+        "--labeled",
+        "l.jsonl",
+        "--lora-r",
+        "4",
+        "--batch-size",
+        "2",  # 4 batches: 2 per rank
+        "--json",
+    ]
+    proc = _torchrun(args, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = json.loads(proc.stdout)  # exactly one JSON object: rank 0 prints
+    one = json.loads(_in_process(args, tmp_path, capsys))
+    assert two["coslow"] == pytest.approx(one["coslow"], rel=1e-6)
+    np.testing.assert_allclose(two["cosines"], one["cosines"], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(two["grad_norms"], one["grad_norms"], rtol=1e-6)
+    proc = _torchrun([*args, "--max-memory", "1GB"], tmp_path)  # budgeted batches too
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout)["coslow"] == pytest.approx(one["coslow"], rel=1e-6)

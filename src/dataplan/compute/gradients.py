@@ -202,13 +202,21 @@ def graph_from_embeddings(model: PreTrainedModel | PeftModel) -> Iterator[None]:
 class _GramAccumulator(HookSet):
     """Forward/backward hooks that fold per-example gradients of chosen modules into K."""
 
-    def __init__(self, n: int, modules: list[_Hooked], direct: bool) -> None:
+    def __init__(
+        self, n: int, modules: list[_Hooked], direct: bool, all_reduce: bool = False
+    ) -> None:
         super().__init__()
         self.gram = torch.zeros(n, n, dtype=torch.float64)
         self.modules = modules
         self.direct = direct  # the whole set is one batch: reduce in the hook, store nothing
+        self.all_reduce = all_reduce  # rows of several ranks: sum the buffers before reducing
         self.buffers: dict[int, torch.Tensor] = {}
         self.rows: torch.Tensor | None = None
+        if all_reduce:  # every rank holds every buffer, even one that saw no batch
+            for k, m in enumerate(modules):
+                weight = cast(torch.Tensor, m.module.weight)
+                dt = torch.promote_types(weight.dtype, torch.float32)
+                self.buffers[k] = torch.zeros(n, m.n_params, dtype=dt, device=weight.device)
 
     def hooks(self) -> list[tuple[torch.nn.Module, ForwardHook]]:
         return [(entry.module, self._make_forward_hook(k)) for k, entry in enumerate(self.modules)]
@@ -252,8 +260,13 @@ class _GramAccumulator(HookSet):
             buf[self.rows.to(buf.device)] = per_example
 
     def reduce_buffers(self) -> None:
-        for k in list(self.buffers):
-            g = self.buffers.pop(k).double()
+        for k in sorted(self.buffers):  # the same order on every rank
+            buf = self.buffers.pop(k)
+            if self.all_reduce:
+                import torch.distributed as dist
+
+                dist.all_reduce(buf)
+            g = buf.double()
             if self.gram.device != g.device:
                 self.gram = self.gram.to(g.device)
             self.gram += g @ g.T
@@ -287,6 +300,7 @@ def gradient_gram(
     max_memory: int | None = None,
     fresh_adapter_shortcut: bool = True,
     space: str = "lora",
+    ranks: tuple[int, int] = (0, 1),
     progress: bool = True,
 ) -> torch.Tensor:
     """Gram matrix K (N×N, float64) of the per-example LoRA gradients (fast batched path).
@@ -307,6 +321,10 @@ def gradient_gram(
             seed-free limit: gradients of the adapted frozen weights W themselves,
             ∂ℓ_i/∂W = Σ_t δ_it x_itᵀ, of which a fresh adapter's B-gradient is a random
             projection by A [our addition; needs out×in floats per layer and example].
+        ranks: ``(rank, world size)`` of a ``torchrun`` group sharing the pass (every rank
+            calls this): rank r computes the per-example gradients of batches r, r + W, …
+            into rows of zeros, and one ``all_reduce`` per layer assembles them (a sum with
+            zeros: exact) before every rank folds them into K. One process: ``(0, 1)``.
         progress: show a progress bar.
     """
     n = len(encoded)
@@ -328,25 +346,28 @@ def gradient_gram(
     def context() -> contextlib.AbstractContextManager[None]:
         return _frozen_forward(model) if frozen else contextlib.nullcontext()
 
+    rank, world_size = ranks
     max_tokens = None
     if max_memory is None:
-        direct = batch_size >= n
+        direct = batch_size >= n and world_size == 1
         groups = [modules] if direct else _split_by_budget(modules, n, max_buffer_bytes)
     else:
         longest = max(range(n), key=lambda i: lengths[i])
         per_token = _per_token_bytes(model, encoded[longest], pad_id, device, context, modules)
         direct, groups, plan = _plan_gram_pass(
             model, modules, n, lengths[longest], per_token, batch_size, max_memory,
-            max_buffer_bytes,
+            max_buffer_bytes, allow_direct=world_size == 1,
         )  # fmt: skip
         max_tokens = plan.max_tokens
         log.info("gradient pass: %s, %d layer group(s)", plan.describe(), len(groups))
-    batches = list(length_sorted_batches(lengths, batch_size, max_tokens))
+    batches = list(length_sorted_batches(lengths, batch_size, max_tokens))[rank::world_size]
     gram = torch.zeros(n, n, dtype=torch.float64)
-    bar = tqdm(total=n * len(groups), desc="gradients", unit="ex", disable=not progress)
+    mine = sum(len(b) for b in batches)
+    bar = tqdm(total=mine * len(groups), desc="gradients", unit="ex", disable=not progress)
     try:
         for group in groups:
-            with context(), _GramAccumulator(n, group, direct) as acc:
+            acc = _GramAccumulator(n, group, direct, all_reduce=world_size > 1)
+            with context(), acc:
                 for idx in batches:
                     ids, mask, labels, keep = answer_only_batch([encoded[i] for i in idx], pad_id)
                     acc.rows = torch.as_tensor(idx)
@@ -414,6 +435,8 @@ def _plan_gram_pass(
     batch_size: int,
     budget: int,
     max_buffer_bytes: int,
+    *,
+    allow_direct: bool = True,
 ) -> tuple[bool, list[list[_Hooked]], BatchPlan]:
     """``(direct, layer groups, batch plan)`` of a Gram pass under ``budget`` bytes.
 
@@ -425,7 +448,7 @@ def _plan_gram_pass(
 
     weights = weight_bytes(model)
     gram = n * n * 8
-    if batch_size >= n and weights + gram + per_token * longest * n <= budget:
+    if allow_direct and batch_size >= n and weights + gram + per_token * longest * n <= budget:
         plan = plan_batches(
             budget, weights=weights, stored=gram, per_token=per_token, longest=longest
         )

@@ -97,6 +97,7 @@ def coslow(
     progress: bool = True,
     tokenization: str = "split",
     exclude: Sequence[int] = (),
+    distributed: bool = False,
 ) -> CosLowResult:
     """CoS-Low (or CoS over any example set) of labelled ``examples`` on ``loaded``'s model.
 
@@ -105,7 +106,9 @@ def coslow(
     existing PEFT adapter folder instead. ``tokenization``: ``split`` (dataplan's) or ``joint``
     (the CoS-Low authors', docs/methods.md §2.3); ``exclude``: the model family's label ids the
     joint one masks (also used to report which examples the two read differently);
-    ``max_memory``: a budget in bytes the gradient pass's batches are sized to.
+    ``max_memory``: a budget in bytes the gradient pass's batches are sized to;
+    ``distributed``: under ``torchrun``, the ranks share the gradient pass (every rank calls
+    this and gets the same result).
     """
     from dataplan.compute.gradients import gradient_gram, lora_pairs, lora_parameter_count
 
@@ -114,6 +117,9 @@ def coslow(
     lora = lora or LoraSettings()
     formatter = formatter or PromptFormatter(loaded.tokenizer)
     encoded = encode_examples(formatter, examples, tokenization=tokenization, exclude=exclude)
+    from dataplan.compute.distributed import world
+
+    ranks = world() if distributed else (0, 1)
     if adapter is not None:
         peft_model = load_adapter(loaded.model, adapter)
         label = str(adapter)
@@ -128,7 +134,8 @@ def coslow(
             batch_size=batch_size,
             max_memory=max_memory,
             space=space,
-            progress=progress,
+            ranks=ranks,
+            progress=progress and ranks[0] == 0,
         )
         n_params = lora_parameter_count(peft_model)
         if space == "frozen":
@@ -211,4 +218,5 @@ def coslow_of_file(cfg: CosLowConfig, loaded: LoadedModel | None = None) -> CosL
         progress=cfg.progress,
         tokenization=cfg.tokenization,
         exclude=label_exclusions(cfg.model),
+        distributed=True,  # under torchrun the ranks share the pass
     )
