@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from dataplan.compute.distributed import broadcast, is_main, local_device, world
+from dataplan.compute.distributed import is_main, world
 from dataplan.data.formatting import PromptFormatter
 from dataplan.data.loading import Example
 from dataplan.errors import ConfigError
@@ -48,7 +48,7 @@ from dataplan.options import (
 from dataplan.plots import plot_curve
 from dataplan.store import ResultStore
 from dataplan.training import TrainSettings
-from dataplan.workflows.executor import run_jobs, worker_model
+from dataplan.workflows.executor import Point, sweep
 from dataplan.workflows.experiment import point_identity, train_and_evaluate
 
 if TYPE_CHECKING:
@@ -180,8 +180,7 @@ def measure_curve(cfg: CurveConfig, loaded: LoadedModel | None = None) -> dict[s
     out_dir = Path(cfg.out_dir) if cfg.out_dir else Path("runs") / f"curve-{label}"
     settings = point_settings(cfg, pool, test)
     _, world_size = world()
-    points: dict[tuple[int, int], dict[str, Any]] = {}
-    todo = []
+    plan = []
     for n in cfg.budgets:
         for seed in cfg.seeds if n > 0 else cfg.seeds[:1]:
             key = {**settings, "budget": n, "seed": seed}
@@ -189,26 +188,18 @@ def measure_curve(cfg: CurveConfig, loaded: LoadedModel | None = None) -> dict[s
                 key.pop("train")
             elif world_size > 1:  # DDP: an effective batch of batch_size × world_size
                 key["world_size"] = world_size
-            name = f"{label}-n{n}-s{seed}"
-            found = store.get_json(name, key)
-            if found is not None:
-                points[(n, seed)] = found
-            else:
-                todo.append((n, seed, name, key))
-    # Under torchrun every rank runs every point (DDP training, evaluation batches dealt out):
-    # rank 0's list of what is missing is everyone's, whatever rank 0 has written since.
-    todo = broadcast(todo)
-    if todo and cfg.executor == "ray" and world_size > 1:
-        raise ConfigError("--executor ray starts its own workers: do not launch it with torchrun")
-    if todo and cfg.executor == "local":
-        loaded = loaded or cfg.spec.load(device=local_device(cfg.device))
-    point = functools.partial(
-        _curve_point, cfg, pool, test, store, loaded if cfg.executor == "local" else None
+            plan.append(Point(f"{label}-n{n}-s{seed}", key, (n, seed)))
+    # Under torchrun every rank runs every point (DDP training, evaluation batches dealt out).
+    found = sweep(
+        plan,
+        functools.partial(_curve_point, cfg, pool, test),
+        store,
+        cfg,
+        loaded=loaded,
+        desc=f"curve {label}",
+        progress=cfg.progress,
     )
-    jobs = [(n, seed, name, key) for n, seed, name, key in todo]
-    show = cfg.progress and is_main()
-    for (n, seed, _, _), result in run_jobs(jobs, point, cfg, desc=f"curve {label}", progress=show):
-        points[(n, seed)] = result
+    points = {p.job: found[p.name] for p in plan}
     return summarise(cfg, label, pool, test, points, out_dir)
 
 
@@ -216,24 +207,19 @@ def _curve_point(
     cfg: CurveConfig,
     pool: list[Example],
     test: list[Example],
-    store: ResultStore,
-    loaded: LoadedModel | None,
-    job: tuple[int, int, str, dict[str, Any]],
+    loaded: LoadedModel,
+    job: tuple[int, int],
 ) -> dict[str, Any]:
-    """One point of a sweep, cached before it returns (in a Ray worker: that worker's model)."""
-    n, seed, name, key = job
-    loaded = loaded or worker_model(cfg.spec)
+    """One point of a curve: ``budget`` examples, ``seed``."""
+    n, seed = job
     formatter = cfg.prompts.formatter(loaded.tokenizer)
     result = run_point(loaded, formatter, pool, test, cfg, n, seed)
     _, world_size = world()
     if n > 0 and world_size > 1:
         result["world_size"] = world_size
         result["effective_batch"] = cfg.train.batch_size * world_size
-    if is_main():
-        result = store.put_json(name, key, result)
     log.info(
-        "%s n=%d seed=%d: EM %.3f, F1 %.3f, loglik %s",
-        name,
+        "curve point n=%d seed=%d: EM %.3f, F1 %.3f, loglik %s",
         n,
         seed,
         result["exact_match"],

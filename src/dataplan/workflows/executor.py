@@ -20,13 +20,15 @@ import functools
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 from dataplan.errors import ConfigError
 
 if TYPE_CHECKING:
     from dataplan.models.loading import LoadedModel
     from dataplan.options import ExecutorOptions
+    from dataplan.store import ResultStore
     from dataplan.workflows.experiment import ModelSpec
 
 J = TypeVar("J")
@@ -110,4 +112,75 @@ def worker_model(spec: ModelSpec) -> LoadedModel:
     return spec.load()
 
 
-__all__ = ["run_jobs", "worker_model"]
+@dataclass(frozen=True)
+class Point(Generic[J]):
+    """One point of a sweep: its result-store entry (``name``, ``key``) and what computes it."""
+
+    name: str
+    key: dict[str, Any]
+    job: J
+
+
+class SweepConfig(Protocol):
+    """What :func:`sweep` reads of a command's config (ExecutorOptions + ModelOptions)."""
+
+    executor: str
+    device: str
+
+    @property
+    def spec(self) -> ModelSpec: ...
+
+
+def sweep(
+    points: Sequence[Point[J]],
+    compute: Callable[[LoadedModel, J], dict[str, Any]],
+    store: ResultStore,
+    cfg: SweepConfig,
+    *,
+    loaded: LoadedModel | None = None,
+    desc: str,
+    progress: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """Every point's result by name: cached ones read, the others computed and stored.
+
+    Under ``torchrun`` rank 0's view of what is cached is every rank's (each rank takes part in
+    every DDP fine-tune or in none) and rank 0 alone writes. Missing points run here, in order
+    (``--executor local``, on ``loaded`` or the model loaded once for them), or as Ray tasks,
+    each on its worker's model (:func:`worker_model`); ``compute`` must then be picklable (a
+    module-level function or a ``functools.partial`` of one). A point is written before its job
+    returns, so an interrupted sweep resumes where it stopped.
+    """
+    from dataplan.compute.distributed import broadcast, is_main, local_device, world
+
+    found: dict[str, dict[str, Any]] = broadcast(
+        {p.name: r for p in points if (r := store.get_json(p.name, p.key)) is not None}
+    )
+    todo = [p for p in points if p.name not in found]
+    if todo and cfg.executor == "ray" and world()[1] > 1:
+        raise ConfigError("--executor ray starts its own workers: do not launch it with torchrun")
+    if todo and cfg.executor == "local":
+        loaded = loaded or cfg.spec.load(device=local_device(cfg.device))
+    work = functools.partial(
+        _compute_point, compute, store, cfg.spec, loaded if cfg.executor == "local" else None
+    )
+    for point, result in run_jobs(todo, work, cast("ExecutorOptions", cfg), desc=desc,
+                                  progress=progress and is_main()):  # fmt: skip
+        found[point.name] = result
+    return found
+
+
+def _compute_point(
+    compute: Callable[[LoadedModel, J], dict[str, Any]],
+    store: ResultStore,
+    spec: ModelSpec,
+    loaded: LoadedModel | None,
+    point: Point[J],
+) -> dict[str, Any]:
+    """One point, written to the store (by rank 0) before it returns."""
+    from dataplan.compute.distributed import is_main
+
+    result = compute(loaded or worker_model(spec), point.job)
+    return store.put_json(point.name, point.key, result) if is_main() else result
+
+
+__all__ = ["Point", "run_jobs", "sweep", "worker_model"]

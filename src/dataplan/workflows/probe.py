@@ -213,13 +213,13 @@ def load_probe_calibration(name_or_path: str | Path) -> Any:
 
 def run_probe(cfg: ProbeConfig, loaded: Any = None) -> dict[str, Any]:
     """Run ``dataplan probe`` (see the module docstring); returns the summary."""
-    from dataplan.compute.distributed import broadcast, is_main, local_device, world
+    from dataplan.compute.distributed import is_main, world
     from dataplan.digests import examples_digest
     from dataplan.io import write_csv
     from dataplan.models.loading import model_identity
     from dataplan.store import ResultStore, canonical, runtime
     from dataplan.training.probes import FEATURES, ProbeTrajectory
-    from dataplan.workflows.executor import run_jobs
+    from dataplan.workflows.executor import Point, sweep
     from dataplan.workflows.run_folder import RunFolder
 
     if loaded is None:
@@ -245,22 +245,17 @@ def run_probe(cfg: ProbeConfig, loaded: Any = None) -> dict[str, Any]:
         run.check()
     run.open_shared()  # under torchrun: rank 0 creates it, the others check it after
     store = ResultStore(run.file("probes"))
-    # Rank 0's view of what is cached is every rank's (each rank trains a DDP probe or none).
-    found = broadcast(
-        {s: p for s in range(cfg.seeds) if (p := store.get_json(f"seed{s}", {"seed": s}))}
+    # Under torchrun each rank trains every DDP probe.
+    by_name = sweep(
+        [Point(f"seed{s}", {"seed": s}, s) for s in range(cfg.seeds)],
+        functools.partial(_probe_seed, cfg, train_set, validation),
+        store,
+        cfg,
+        loaded=loaded,
+        desc=f"probes of {cfg.label}",
+        progress=cfg.progress and cfg.seeds > 1,
     )
-    todo = [s for s in range(cfg.seeds) if s not in found]
-    if todo and cfg.executor == "ray" and world_size > 1:
-        raise ConfigError("--executor ray starts its own workers: do not launch it with torchrun")
-    if todo and cfg.executor == "local":
-        loaded = loaded or cfg.spec.load(device=local_device(cfg.device))
-    work = functools.partial(
-        _probe_seed, cfg, train_set, validation, store, loaded if cfg.executor == "local" else None
-    )
-    show = cfg.progress and is_main() and len(todo) > 1
-    for seed, point in run_jobs(todo, work, cfg, desc=f"probes of {cfg.label}", progress=show):
-        found[seed] = point
-    trajectories = [ProbeTrajectory.from_dict(found[s]) for s in range(cfg.seeds)]
+    trajectories = [ProbeTrajectory.from_dict(by_name[f"seed{s}"]) for s in range(cfg.seeds)]
     rows: list[dict[str, Any]] = []
     for t in trajectories:
         for depth in cfg.steps:
@@ -305,16 +300,12 @@ def _probe_seed(
     cfg: ProbeConfig,
     train_set: list[Any],
     validation: list[Any],
-    store: Any,
     loaded: Any,
     seed: int,
 ) -> dict[str, Any]:
-    """One probe run, cached before it returns (in a Ray worker: that worker's model)."""
-    from dataplan.compute.distributed import is_main
+    """One probe run, its trajectory and its seconds."""
     from dataplan.training.probes import probe_trajectory
-    from dataplan.workflows.executor import worker_model
 
-    loaded = loaded or worker_model(cfg.spec)
     start = time.perf_counter()
     t = probe_trajectory(
         loaded.model,
@@ -325,8 +316,7 @@ def _probe_seed(
         seed=seed,
         settings=cfg.train,
     )
-    point = {**t.as_dict(), "seconds": time.perf_counter() - start}
-    return store.put_json(f"seed{seed}", {"seed": seed}, point) if is_main() else point
+    return {**t.as_dict(), "seconds": time.perf_counter() - start}
 
 
 def forecast_from_probes(

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from dataplan.compute.distributed import broadcast, is_main, local_device, world
+from dataplan.compute.distributed import is_main, local_device, world
 from dataplan.data.formatting import PromptFormatter
 from dataplan.data.loading import Example
 from dataplan.errors import ConfigError
@@ -47,13 +47,12 @@ from dataplan.options import (
 )
 from dataplan.training.settings import TrainSettings
 from dataplan.workflows.curve import CurveConfig, load_splits, point_settings, point_store
-from dataplan.workflows.executor import run_jobs, worker_model
+from dataplan.workflows.executor import Point, sweep
 from dataplan.workflows.experiment import train_and_evaluate
 
 STRATEGIES = ("random", "shortest", "longest", "stratified")
 if TYPE_CHECKING:
     from dataplan.models.loading import LoadedModel
-    from dataplan.store import ResultStore
 
 log = logging.getLogger(__name__)
 
@@ -157,14 +156,12 @@ def _scaling_run(
     cfg: CurveConfig,
     pool: list[Example],
     test: list[Example],
-    store: ResultStore,
-    loaded: LoadedModel | None,
-    job: tuple[str, dict[str, Any], np.ndarray, int, int],
+    loaded: LoadedModel,
+    job: tuple[np.ndarray, int, int],
 ) -> dict[str, Any]:
-    """One scaling run, cached before it returns (in a Ray worker: that worker's model)."""
-    name, key, idx, seed, steps = job
-    loaded = loaded or worker_model(cfg.spec)
-    result = train_and_evaluate(
+    """One scaling run: train on ``pool[idx]`` for ``steps`` steps, evaluate on ``test``."""
+    idx, seed, steps = job
+    return train_and_evaluate(
         loaded,
         cfg.prompts.formatter(loaded.tokenizer),
         [pool[i] for i in idx],
@@ -175,7 +172,6 @@ def _scaling_run(
         steps=steps,
         spec=cfg.spec,
     )
-    return store.put_json(name, key, result) if is_main() else result
 
 
 def scaling_runs(
@@ -212,7 +208,6 @@ def scaling_runs(
 
     rows = []
     jobs = [(n, s, seed) for n in sizes for s in strategies for seed in cfg.seeds]
-    show = cfg.progress and is_main()
     plans = []
     for n, strategy, seed in jobs:
         idx = subsample(lengths, n, strategy, seed)
@@ -226,22 +221,16 @@ def scaling_runs(
             key["world_size"] = world_size
         name = f"{label}-scaling-n{n}-{strategy}-s{seed}"
         plans.append((name, key, idx, seed, steps, batch, mean_tokens))
-    # Rank 0's view of what is cached is every rank's: each rank runs a DDP run or none.
-    results: dict[str, dict[str, Any]] = broadcast(
-        {name: found for name, key, *_ in plans if (found := store.get_json(name, key))}
+    # Under torchrun each rank takes part in every DDP run.
+    results = sweep(
+        [Point(name, key, (idx, seed, steps)) for name, key, idx, seed, steps, *_ in plans],
+        functools.partial(_scaling_run, cfg, pool, test),
+        store,
+        cfg,
+        loaded=loaded,
+        desc=f"scaling runs {label}",
+        progress=cfg.progress,
     )
-    todo = [
-        (name, key, idx, seed, steps)
-        for name, key, idx, seed, steps, *_ in plans
-        if name not in results
-    ]
-    if todo and cfg.executor == "ray" and world_size > 1:
-        raise ConfigError("--executor ray starts its own workers: do not launch it with torchrun")
-    run = functools.partial(
-        _scaling_run, cfg, pool, test, store, loaded if cfg.executor == "local" else None
-    )
-    for job, result in run_jobs(todo, run, cfg, desc=f"scaling runs {label}", progress=show):
-        results[job[0]] = result
     for (n, strategy, seed), (name, _, _, _, steps, batch, mean_tokens) in zip(
         jobs, plans, strict=True
     ):
