@@ -6,8 +6,8 @@
    ``torchrun --nproc-per-node 1`` and ``2``, one torch thread per rank. Timed from after the
    model is loaded to the gathered result, on rank 0; the two results must agree. Target: 2
    ranks ≥ 1.7× one.
-2. **Ray, curve points**: ``--points`` curve points of arithmetic_2_digit_addition (budgets of
-   8 examples, seeds 0..points−1, the curve's fine-tuning settings with ``--steps`` steps, 20
+2. **Ray, curve points**: ``--points`` curve points of arithmetic_2_digit_addition (a budget of
+   8 examples, seeds 0..points−1, no zero-shot point, the curve's fine-tuning settings with ``--steps`` steps, 20
    test prompts), ``--executor local`` with one thread against ``--executor ray`` with 2 workers
    of one CPU each. Timed end to end (Ray's start and each worker's model loading included: it
    is what a user waits for). The two curves must agree. Target: ≥ 1.6×.
@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine, save
+from common import RESULTS, machine, save
 
 HERE = Path(__file__).resolve()
 
@@ -149,7 +149,7 @@ def ray_part(points: int, steps: int) -> dict:
                 "--task",
                 "arithmetic_2_digit_addition",
                 "--budgets",
-                "0,8",
+                "8",  # every point a fine-tune: `points` equal jobs
                 "--seeds",
                 seeds,
                 "--min-steps",
@@ -174,7 +174,7 @@ def ray_part(points: int, steps: int) -> dict:
             curves[executor] = json.loads(proc.stdout)["curve"]
         print(f"ray part, {executor}: {times[executor]:.1f} s", flush=True)
     result = {
-        "points": points + 1,
+        "points": points,
         "steps": steps,
         "seconds_local_1_thread": round(times["local"], 2),
         "seconds_ray_2_workers": round(times["ray"], 2),
@@ -198,13 +198,19 @@ def main() -> None:
         confidence_worker(args.n, args.shard_size)
         return
     parts = args.parts.split(",")
-    out: dict = {"machine": machine(), "settings": vars(args)}
-    if "1" in parts:
-        out["torchrun_confidence"] = torchrun_part(args.n, args.shard_size)
-    if "2" in parts:
-        out["ray_curve_points"] = ray_part(args.points, args.steps)
-    if "3" in parts:
-        out["confidence_growth"] = growth_part(args.n, args.shard_size)
+    # Parts run separately keep the others' results (each with the settings it ran with).
+    previous = RESULTS / "scaleout.json"
+    out: dict = json.loads(previous.read_text()) if previous.exists() else {}
+    out["machine"] = machine()
+    settings = {k: v for k, v in vars(args).items() if k != "worker"}
+    runs = {
+        "1": ("torchrun_confidence", lambda: torchrun_part(args.n, args.shard_size)),
+        "2": ("ray_curve_points", lambda: ray_part(args.points, args.steps)),
+        "3": ("confidence_growth", lambda: growth_part(args.n, args.shard_size)),
+    }
+    for part in parts:
+        key, run = runs[part]
+        out[key] = {**run(), "settings": settings}
     save("scaleout", out)
 
 
