@@ -131,6 +131,30 @@ def plot_weights(path: Path, weights: np.ndarray, *, title: str) -> None:
     plt.close(fig)
 
 
+def plot_selection_scores(
+    out: Any, scores: np.ndarray, selected: np.ndarray, *, title: str
+) -> None:
+    """Histogram of a pool's selection scores with the selected subset's on top; ``out`` is a
+    path (written atomically) or a binary file object (the report draws into memory)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    finite = np.isfinite(scores)
+    values = scores[finite]
+    bins = np.histogram_bin_edges(values, bins=30) if values.size else 10
+    ax.hist(values, bins=bins, color="0.75", label=f"pool ({values.size})")
+    ax.hist(scores[finite & selected], bins=bins, color="C0", label=f"selected ({selected.sum()})")
+    ax.set_xlabel("score")
+    ax.set_ylabel("examples")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    if isinstance(out, (str, Path)):
+        save_figure(fig, Path(out))
+    else:
+        fig.savefig(out, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
 def plot_fit(law_dict: dict[str, Any], runs_path: str | Path, out: str | Path) -> None:
     """Performance against the form's feature, one colour per strategy, with the fitted law.
 

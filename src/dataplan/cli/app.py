@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from dataplan.cli import curves, estimate, probe, scaling, select, tasks, train, weigh
+from dataplan.cli import curves, estimate, probe, report, scaling, select, tasks, train, weigh
 from dataplan.cli.output import err_console, fail
 from dataplan.errors import DataplanError
 
@@ -25,12 +25,15 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for group in (estimate, curves, select, weigh, train, probe, scaling, tasks):
+for group in (estimate, curves, select, weigh, train, probe, scaling, report, tasks):
     group.register(app)
 
 
 def main() -> None:
     """Entry point: run the app, turning input errors into one line and exit code 2."""
+    from dataplan.workflows import run_folder
+
+    run_folder.INVOCATION = sys.argv[1:]  # recorded in run folders (command.txt)
     try:
         app()
     except DataplanError as err:
@@ -41,3 +44,5 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted; rerun with the same --run-dir to resume")
         sys.exit(130)
+    finally:
+        run_folder.INVOCATION = None

@@ -80,6 +80,8 @@ def _option_type(hint: Any, parse: Callable[[str], Any] | None) -> tuple[Any, bo
         return str, optional
     if hint in _SCALARS:
         return hint, optional
+    if typing.get_origin(hint) is tuple and typing.get_args(hint) == (str, Ellipsis):
+        return list[str], optional  # several positional arguments (cli(argument=True))
     raise TypeError(f"a config field of type {hint!r} needs cli(parse=...)")
 
 
@@ -181,6 +183,8 @@ def build_config(cls: type, values: dict[tuple[str, ...], Any], path: tuple[str,
                 value = meta.parse(value)
             if isinstance(value, Path):
                 value = str(value)
+            if isinstance(value, list):
+                value = tuple(str(v) for v in value)
             kwargs[f.name] = value
     return cls(**kwargs)
 

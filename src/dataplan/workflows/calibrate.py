@@ -41,6 +41,7 @@ from dataplan.plots import plot_calibration
 from dataplan.training.settings import TrainSettings
 from dataplan.workflows.curve import CurveConfig, measure_curve
 from dataplan.workflows.estimate_config import EstimateConfig
+from dataplan.workflows.run_folder import record_command
 
 if TYPE_CHECKING:
     from dataplan.models.loading import LoadedModel
@@ -427,6 +428,7 @@ def summarise(cfg: CalibrateConfig, rows: list[dict[str, Any]], out: Path) -> di
     }
     write_json(out / "calibration.json", calibration.to_dict())
     write_json(out / "study.json", result)
+    record_command(out)
     with atomic_path(out / "table.md") as tmp:
         tmp.write_text(markdown_table(all_rows, evaluation), encoding="utf-8")
     plot_calibration(out / "scatter.png", all_rows, calibration)

@@ -50,6 +50,7 @@ from dataplan.store import ResultStore
 from dataplan.training import TrainSettings
 from dataplan.workflows.executor import Point, sweep
 from dataplan.workflows.experiment import point_identity, train_and_evaluate
+from dataplan.workflows.run_folder import record_command
 
 if TYPE_CHECKING:
     from dataplan.models.loading import LoadedModel
@@ -276,6 +277,7 @@ def summarise(
         return summary  # one writer under torchrun
     write_json(out_dir / "results.json", {str(n): v for n, v in curve.items()})
     write_json(out_dir / "summary.json", summary)
+    record_command(out_dir)
     write_json(out_dir / "points.json", [points[k] for k in sorted(points)])
     plot_curve(out_dir / "curve.png", label, cfg.model, curve, maj_acc)
     return summary

@@ -17,6 +17,25 @@ from typing import Any
 from dataplan.errors import ConfigError
 from dataplan.io import to_json, versions, write_json
 
+INVOCATION: list[str] | None = None
+"""The arguments after ``dataplan`` of the running command (set by the CLI; ``None`` from the
+Python API): what :func:`record_command` writes."""
+
+COMMAND_FILE = "command.txt"
+
+
+def record_command(folder: str | Path) -> None:
+    """Write the command line that is running into ``folder``/command.txt (the report shows
+    it as the command behind a result). Not part of a run's identity: a resume rewrites it."""
+    if INVOCATION is None:
+        return
+    import shlex
+
+    from dataplan.io import atomic_path
+
+    with atomic_path(Path(folder) / COMMAND_FILE) as tmp:
+        tmp.write_text("dataplan " + shlex.join(INVOCATION) + "\n", encoding="utf-8")
+
 
 def _packages(v: dict[str, Any]) -> dict[str, Any]:
     """Python, platform and package versions (not the git commit, which moves every commit)."""
@@ -83,6 +102,7 @@ class RunFolder:
             write_json(first, current)
         elif _packages(json.loads(first.read_text(encoding="utf-8"))) != _packages(current):
             write_json(self.path / "versions-resumed.json", current)
+        record_command(self.path)
         return self
 
     def open_shared(self) -> RunFolder:

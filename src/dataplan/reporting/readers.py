@@ -1,0 +1,525 @@
+"""Reading what each command left on disk into a report :class:`~dataplan.reporting.page.Section`.
+
+A command's output is recognised by the files it writes (no command records its own name): a
+registry maps each kind to a test and a reader, tried in order. Adding a command to the report is
+one reader and one registry line. Every reader takes what it finds and leaves out what is not
+there (an estimate waiting for labels has no forecast, a probe without calibration no
+decomposition), so that a half-finished run still reports what it knows.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dataplan.errors import ConfigError, InputError
+from dataplan.reporting.page import Answer, Figure, Section
+from dataplan.workflows.run_folder import COMMAND_FILE
+
+
+def _json(path: Path) -> Any:
+    from dataplan.parsing import decode_json, read_utf8
+
+    try:
+        return decode_json(read_utf8(path))
+    except ValueError as err:
+        raise InputError(f"not valid JSON ({err})", path=path) from None
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _interval(pair: Any, digits: int = 3, level: Any = None) -> str | None:
+    if not isinstance(pair, (list, tuple)) or len(pair) != 2 or None in pair:
+        return None
+    text = f"[{_num(pair[0], digits)}, {_num(pair[1], digits)}]"
+    if isinstance(level, (int, float)):
+        text += f" ({level:.0%} interval)"
+    return text
+
+
+def _command(folder: Path, fallback: str) -> str:
+    recorded = folder / COMMAND_FILE if folder.is_dir() else None
+    if recorded is not None and recorded.exists():
+        return recorded.read_text(encoding="utf-8").strip()
+    return fallback
+
+
+def _versions(folder: Path) -> dict[str, Any]:
+    path = folder / "versions.json"
+    return _json(path) if path.exists() else {}
+
+
+def _figures(folder: Path, *named: tuple[str, str]) -> list[Figure]:
+    return [Figure(caption, folder / name) for name, caption in named if (folder / name).exists()]
+
+
+# ---------------------------------------------------------------------------------- estimate
+
+
+def read_estimate(folder: Path) -> Section:
+    config = _json(folder / "config.json")
+    result_path = folder / "result.json"
+    command = _command(
+        folder,
+        f"dataplan estimate --model {shlex.quote(str(config.get('model')))} "
+        f"--run-dir {shlex.quote(str(folder))}",
+    )
+    section = Section(
+        kind="estimate",
+        title="How much data: the CoS-Low estimate",
+        source=folder,
+        command=command,
+        settings=config,
+        versions=_versions(folder),
+    )
+    if not result_path.exists():
+        section.cautions.append("the run has not finished: no result.json yet")
+        return section
+    r = _json(result_path)
+    section.facts += [
+        ("model", str(r.get("model"))),
+        ("pool", f"{r.get('n_pool')} examples, {r.get('n_low')} least confident"),
+        ("CoS-Low", _num(r.get("cos_low"))),
+        ("zero-shot accuracy", _num(r.get("zero_shot_accuracy"))),
+    ]
+    if r.get("status") == "needs_labels":
+        section.answers["data"] = Answer(
+            "not yet: label the chosen examples and rerun (the forecast needs their answers)"
+        )
+    forecast = r.get("forecast") or {}
+    probe = r.get("probe") or {}
+    combined = probe.get("combined") or {}
+    if forecast:
+        level = forecast.get("interval_level")
+        auc = combined.get("auc", forecast.get("auc"))
+        auc_interval = combined.get("interval", forecast.get("auc_interval"))
+        section.facts += [
+            ("calibration", str(forecast.get("calibration"))),
+            ("predicted AUC′", _num(auc)),
+            ("AUC′ interval", _interval(auc_interval, 3, level) or "—"),
+        ]
+        n_star = combined.get("n_star", forecast.get("n_star"))
+        n_interval = combined.get("n_star_interval", forecast.get("n_star_interval"))
+        if n_star is not None:
+            text = f"≈ {_num(n_star, 0)} examples to reach {_num(forecast.get('target'))}"
+            section.answers["data"] = Answer(
+                text, _interval(n_interval, 0, level), probe.get("regime")
+            )
+        elif auc is not None:
+            section.answers["data"] = Answer(
+                f"predicted data-efficiency AUC′ {_num(auc)} (give --target for n*)",
+                _interval(auc_interval, 3, level),
+                probe.get("regime"),
+            )
+        trust = f"forecast interval {_interval(auc_interval, 3, level) or 'not available'}"
+        if probe.get("decision"):
+            trust += f"; probing: {probe['decision']}"
+        section.answers["trust"] = Answer(trust, _probe_cost(probe), probe.get("regime"))
+        if forecast.get("warning"):
+            section.cautions.append(str(forecast["warning"]))
+    if probe:
+        section.facts.append(("probe", _probe_summary(probe)))
+        if probe.get("skipped"):
+            section.cautions.append(f"probe skipped: {probe['skipped']}")
+    if r.get("note"):
+        section.cautions.append(str(r["note"]))
+    warning = (r.get("tokenization") or {}).get("warning")
+    if warning:
+        section.cautions.append(str(warning))
+    section.figures = _figures(folder, ("curve.png", "forecast curve with its interval band"))
+    return section
+
+
+def _probe_cost(probe: dict[str, Any]) -> str | None:
+    if "probe_steps_trained" in probe:
+        return f"{probe['probe_steps_trained']} probe steps spent"
+    if probe.get("c_star") is not None:
+        return f"budget-optimal probe compute c* = {_num(probe['c_star'], 1)} steps"
+    return None
+
+
+def _probe_summary(probe: dict[str, Any]) -> str:
+    parts = [f"mode {probe.get('mode')}"]
+    for key in ("decision", "regime"):
+        if probe.get(key):
+            parts.append(f"{key} {probe[key]}")
+    if probe.get("alpha") is not None:
+        parts.append(f"α {_num(probe['alpha'], 2)}")
+    if probe.get("c_star") is not None:
+        parts.append(f"c* {_num(probe['c_star'], 1)}")
+    return ", ".join(parts)
+
+
+# ---------------------------------------------------------------------------------- probe
+
+
+def read_probe(folder: Path) -> Section:
+    config = _json(folder / "config.json")
+    section = Section(
+        kind="probe",
+        title="How sure: short fine-tuning probes",
+        source=folder,
+        command=_command(folder, f"dataplan probe --run-dir {shlex.quote(str(folder))}"),
+        settings=config,
+        versions=_versions(folder),
+    )
+    if not (folder / "result.json").exists():
+        section.cautions.append("the run has not finished: no result.json yet")
+        return section
+    r = _json(folder / "result.json")
+    section.facts += [
+        ("examples", f"{r['examples']['train']} train, {r['examples']['validation']} validation"),
+        ("seeds × steps", f"{r.get('seeds')} × {', '.join(str(s) for s in r.get('steps', []))}"),
+    ]
+    forecast = r.get("forecast") or {}
+    by_depth = forecast.get("by_depth") or []
+    if by_depth:
+        last = by_depth[-1]
+        section.answers["data"] = Answer(
+            f"predicted AUC′ {_num(last.get('auc'))} after {last.get('c')} probe steps",
+            _interval(last.get("interval"), 3, forecast.get("level")),
+        )
+        for row in by_depth:
+            section.facts.append(
+                (
+                    f"c = {row.get('c')}",
+                    f"AUC′ {_num(row.get('auc'))} ± {_num(row.get('seed_sd'))} (seeds), "
+                    f"interval {_interval(row.get('interval')) or '—'}",
+                )
+            )
+    d = forecast.get("decomposition")
+    if d:
+        text = (
+            f"Û(c) = L_int + K·c^(−α): α {_num(d.get('alpha'), 2)}, "
+            f"L_int {_num(d.get('L_int'), 4)}; c* = {_num(d.get('c_star'), 1)} steps"
+        )
+        section.answers["trust"] = Answer(text, _uncertainty(d), d.get("regime"))
+    if forecast.get("decomposition_error"):
+        section.cautions.append(str(forecast["decomposition_error"]))
+    section.figures = _figures(
+        folder,
+        ("probes.png", "probe features by step count, per seed"),
+        ("decay.png", "uncertainty Û(c) against probe compute, with c*"),
+    )
+    return section
+
+
+def _uncertainty(d: dict[str, Any]) -> str | None:
+    intervals = d.get("intervals") or {}
+    alpha = _interval(intervals.get("alpha"), 2)
+    return None if alpha is None else f"α in {alpha}"
+
+
+# ---------------------------------------------------------------------------------- select
+
+
+def read_select(folder: Path) -> list[Section]:
+    config = _json(folder / "config.json")
+    sections = []
+    for path in sorted(folder.glob("result-*.json")):
+        r = _json(path)
+        method = r.get("method", path.stem.removeprefix("result-"))
+        section = Section(
+            kind="select",
+            title=f"Which examples: selection by {method}",
+            source=path,
+            command=_command(
+                folder, f"dataplan select --method {method} --run-dir {shlex.quote(str(folder))}"
+            ),
+            settings={**config, **(r.get("settings") or {})},
+            versions=_versions(folder),
+            cautions=[str(n) for n in r.get("notes") or []],
+        )
+        q = r.get("score_quantiles") or {}
+        section.answers["examples"] = Answer(
+            f"the {r.get('k')} best of {r.get('n_pool')} by {method}",
+        )
+        section.facts += [
+            ("selected", f"{r.get('k')} of {r.get('n_pool')}"),
+            ("score 0/50/100%", " / ".join(_num(q.get(k)) for k in ("0", "50", "100"))),
+            ("first selected", ", ".join(str(i) for i in (r.get("selected_ids") or [])[:8])),
+        ]
+        scores = folder / f"scores-{method}.parquet"
+        if scores.exists():
+            section.figures.append(_score_figure(scores, method))
+        sections.append(section)
+    return sections
+
+
+def _score_figure(scores: Path, method: str) -> Figure:
+    import io
+
+    import numpy as np
+
+    from dataplan.io import read_parquet
+    from dataplan.plots import plot_selection_scores
+
+    table = read_parquet(scores)
+    buffer = io.BytesIO()
+    plot_selection_scores(
+        buffer,
+        np.asarray(table["score"], dtype=float),
+        np.asarray(table["selected"], dtype=bool),
+        title=f"{method} scores",
+    )
+    return Figure("scores of the pool and of the selected subset", scores, buffer.getvalue())
+
+
+# ---------------------------------------------------------------------------------- weigh / train
+
+
+def read_weigh(folder: Path) -> Section:
+    config = _json(folder / "config.json")
+    section = Section(
+        kind="weigh",
+        title="How to weight: ICA weights",
+        source=folder,
+        command=_command(folder, f"dataplan weigh --run-dir {shlex.quote(str(folder))}"),
+        settings=config,
+        versions=_versions(folder),
+    )
+    if (folder / "result.json").exists():
+        r = _json(folder / "result.json")
+        q = r.get("weight_quantiles") or {}
+        section.answers["weights"] = Answer(
+            f"ICA weights for {r.get('n')} examples: mean {_num(r.get('weight_mean'), 2)}, "
+            f"{r.get('weight_zero')} silenced",
+            "weights 10/50/90%: " + " / ".join(_num(q.get(k), 2) for k in ("10", "50", "90")),
+        )
+        section.facts += [
+            ("examples", str(r.get("n"))),
+            ("weight mean", _num(r.get("weight_mean"))),
+            ("weight 0/10/50/90/100%", " / ".join(_num(q.get(k)) for k in sorted(q, key=int))),
+        ]
+    section.figures = _figures(folder, ("weights.png", "histogram of the example weights"))
+    return section
+
+
+def read_train(folder: Path) -> Section:
+    config = _json(folder / "config.json")
+    section = Section(
+        kind="train",
+        title="How to weight: the weighted fine-tune",
+        source=folder,
+        command=_command(folder, f"dataplan train --run-dir {shlex.quote(str(folder))}"),
+        settings=config,
+        versions=_versions(folder),
+    )
+    if (folder / "result.json").exists():
+        r = _json(folder / "result.json")
+        section.answers["weights"] = Answer(
+            f"{r.get('objective')} with {r.get('weighting')} weights over {r.get('examples')} "
+            f"examples, {r.get('steps')} steps: final loss {_num(r.get('final_loss'))}"
+        )
+        section.facts += [
+            ("adapter", str(r.get("adapter"))),
+            ("objective / weighting", f"{r.get('objective')} / {r.get('weighting')}"),
+            ("steps × effective batch", f"{r.get('steps')} × {r.get('effective_batch')}"),
+            ("mean training loss", _num(r.get("train_loss"))),
+        ]
+        for w in r.get("weights") or []:
+            section.facts.append(
+                (
+                    f"weights at step {w.get('step')}",
+                    f"mean {_num(w.get('mean'))}, {w.get('zero')} at 0",
+                )
+            )
+    section.figures = _figures(
+        folder, ("loss.png", "training loss"), ("weights.png", "histogram of the weights")
+    )
+    return section
+
+
+# ---------------------------------------------------------------------------------- curve / calibrate
+
+METRIC_ORDER = ("exact_match", "loglik_accuracy", "token_f1")
+
+
+def read_curve(folder: Path) -> Section:
+    s = _json(folder / "summary.json")
+    aucs = s.get("auc") or {}
+    metric = next((m for m in METRIC_ORDER if m in aucs), None)
+    section = Section(
+        kind="curve",
+        title=f"Measured: the data-efficiency curve of {s.get('task')}",
+        source=folder,
+        command=_command(
+            folder,
+            f"dataplan curve --task {s.get('task')} --budgets "
+            f"{','.join(str(b) for b in s.get('budgets', []))} --seeds "
+            f"{','.join(str(x) for x in s.get('seeds', []))}",
+        ),
+        settings={k: s[k] for k in ("task", "model", "budgets", "seeds", "train") if k in s},
+    )
+    if metric is not None:
+        spread = s.get("spread_over_seeds") or {}
+        top = str(s.get("n_max"))
+        sd = (spread.get(top) or {}).get(metric)
+        section.answers["data"] = Answer(
+            f"measured AUC {_num(aucs[metric])} ({metric}) up to {s.get('n_max')} examples",
+            None if sd is None else f"± {_num(sd)} across seeds at n = {top}",
+        )
+    for n, row in (s.get("curve") or {}).items():
+        section.facts.append((f"n = {n}", ", ".join(f"{k} {_num(v)}" for k, v in row.items())))
+    section.facts.append(
+        ("majority baseline", f"{s.get('majority_label')!r}: {_num(s.get('majority_accuracy'))}")
+    )
+    section.figures = _figures(folder, ("curve.png", "measured learning curve"))
+    return section
+
+
+def read_calibrate(folder: Path) -> Section:
+    study = _json(folder / "study.json")
+    cal = study.get("calibration") or {}
+    loo = (study.get("leave_one_task_out") or {}).get("cos_low") or {}
+    section = Section(
+        kind="calibrate",
+        title=f"How sure: the calibration {study.get('name')}",
+        source=folder,
+        command=_command(folder, f"dataplan calibrate --name {study.get('name')}"),
+        settings={k: study[k] for k in ("name", "n_tasks", "min_gain") if k in study},
+    )
+    section.answers["trust"] = Answer(
+        f"leave-one-task-out MAE of AUC′ {_num(loo.get('mae'))} over {study.get('n_tasks')} "
+        f"tasks (slope {_num(cal.get('coef'))})",
+        f"Spearman {_num(loo.get('spearman'), 2)} left out",
+    )
+    if isinstance(cal.get("coef"), (int, float)) and cal["coef"] <= 0:
+        section.cautions.append(
+            "the calibration's slope is not positive: CoS-Low does not order these tasks"
+        )
+    probe = study.get("probe") or {}
+    for row in probe.get("by_depth") or []:
+        section.facts.append(
+            (
+                f"probe c = {row.get('c')}",
+                f"LOO MAE {_num(row.get('probe_loo_mae'))} (static "
+                f"{_num(probe.get('static_loo_mae'))}), coverage {_num(row.get('probe_coverage'), 2)}",
+            )
+        )
+    if probe.get("error"):
+        section.cautions.append(str(probe["error"]))
+    section.figures = _figures(
+        folder,
+        ("scatter.png", "CoS-Low against the measured AUC′ per task"),
+        ("phase-diagram.png", "the tasks on the phase diagram"),
+    )
+    return section
+
+
+# ---------------------------------------------------------------------------------- scaling
+
+
+def read_scaling_fit(path: Path) -> Section:
+    r = _json(path)
+    heldout = r.get("heldout") or {}
+    section = Section(
+        kind="scaling fit",
+        title=f"What compute buys: the {r.get('form')} scaling law",
+        source=path,
+        command=f"dataplan scaling fit {r.get('runs_file', 'RUNS')} --out {path}",
+        settings=r.get("settings") or {},
+        cautions=[str(n) for n in r.get("notes") or []],
+    )
+    section.answers["compute"] = Answer(
+        f"{r.get('equation')}", f"held-out RMSE {_num(heldout.get('rmse'))}"
+    )
+    for name, value in (r.get("params") or {}).items():
+        section.facts.append((name, _num(value, 4)))
+    return section
+
+
+def read_scaling_plan(path: Path) -> Section:
+    r = _json(path)
+    best = r.get("best") or {}
+    section = Section(
+        kind="scaling plan",
+        title="What compute buys: the budget plan",
+        source=path,
+        command=f"dataplan scaling plan --compute-tokens {r.get('compute_tokens')} --json",
+        cautions=[str(n) for n in r.get("notes") or []],
+    )
+    section.answers["compute"] = Answer(
+        f"{_num(r.get('compute_tokens'), 0)} tokens: {best.get('n_examples')} examples by "
+        f"{best.get('strategy')}, predicted {_num(best.get('predicted_performance'))}",
+        _interval(best.get("interval")),
+    )
+    for name, row in (r.get("per_strategy") or {}).items():
+        if isinstance(row, dict):
+            section.facts.append(
+                (
+                    name,
+                    f"{row.get('n_examples')} examples → {_num(row.get('predicted_performance'))}",
+                )
+            )
+    return section
+
+
+# ---------------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class Reader:
+    """How to recognise one command's output and read it."""
+
+    kind: str
+    matches: Callable[[Path], bool]
+    read: Callable[[Path], Section | list[Section]]
+
+
+def _json_keys(path: Path) -> set[str]:
+    if path.suffix != ".json" or not path.is_file():
+        return set()
+    try:
+        data = _json(path)
+    except InputError:
+        return set()
+    return set(data) if isinstance(data, dict) else set()
+
+
+READERS: tuple[Reader, ...] = (
+    Reader("calibrate", lambda p: (p / "study.json").exists(), read_calibrate),
+    Reader("curve", lambda p: (p / "summary.json").exists() and (p / "points.json").exists(), read_curve),
+    Reader("estimate", lambda p: (p / "confidences.parquet").exists(), read_estimate),
+    Reader("probe", lambda p: (p / "probes.csv").exists(), read_probe),
+    Reader("select", lambda p: any(p.glob("result-*.json")), read_select),
+    Reader("weigh", lambda p: (p / "demonstrations.safetensors").exists(), read_weigh),
+    Reader("train", lambda p: (p / "loss.png").exists() and (p / "config.json").exists(), read_train),
+    Reader("scaling fit", lambda p: {"equation", "params", "form"} <= _json_keys(p), read_scaling_fit),
+    Reader("scaling plan", lambda p: {"compute_tokens", "best", "per_strategy"} <= _json_keys(p), read_scaling_plan),
+)  # fmt: skip
+"""Tried in order; the first that matches reads the folder (or JSON file)."""
+
+
+def read_run(path: str | Path) -> list[Section]:
+    """The report sections of one run folder (or a saved ``scaling fit``/``plan`` JSON)."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{p}: no such run folder or file")
+    for reader in READERS:
+        if reader.matches(p):
+            try:
+                out = reader.read(p)
+            except (KeyError, TypeError, AttributeError, IndexError) as err:
+                raise InputError(
+                    f"a {reader.kind} output this version cannot read ({type(err).__name__}: {err})",
+                    path=p,
+                ) from None
+            return out if isinstance(out, list) else [out]
+    raise ConfigError(
+        f"{p}: not the output of a dataplan command (estimate, probe, select, weigh, train, "
+        "curve or calibrate folder, or a scaling fit/plan JSON)"
+    )
