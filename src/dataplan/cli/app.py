@@ -13,7 +13,18 @@ import sys
 
 import typer
 
-from dataplan.cli import curves, estimate, probe, report, scaling, select, tasks, train, weigh
+from dataplan.cli import (
+    curves,
+    estimate,
+    plan,
+    probe,
+    report,
+    scaling,
+    select,
+    tasks,
+    train,
+    weigh,
+)
 from dataplan.cli.output import err_console, fail
 from dataplan.errors import DataplanError
 
@@ -25,7 +36,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for group in (estimate, curves, select, weigh, train, probe, scaling, report, tasks):
+for group in (estimate, curves, select, weigh, train, probe, scaling, plan, report, tasks):
     group.register(app)
 
 

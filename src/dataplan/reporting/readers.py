@@ -457,14 +457,20 @@ def read_scaling_plan(path: Path) -> Section:
         f"{best.get('strategy')}, predicted {_num(best.get('predicted_performance'))}",
         _interval(best.get("interval")),
     )
-    for name, row in (r.get("per_strategy") or {}).items():
-        if isinstance(row, dict):
-            section.facts.append(
-                (
-                    name,
-                    f"{row.get('n_examples')} examples → {_num(row.get('predicted_performance'))}",
-                )
+    for row in r.get("per_strategy") or []:
+        extrapolated = " (extrapolated)" if row.get("extrapolated") else ""
+        section.facts.append(
+            (
+                str(row.get("strategy")),
+                f"{row.get('n_examples')} examples of {_num(row.get('mean_tokens'), 1)} tokens → "
+                f"{_num(row.get('predicted_performance'))}, interval "
+                f"{_interval(row.get('interval')) or '—'}{extrapolated}",
             )
+        )
+    if best.get("extrapolated"):
+        section.cautions.append(
+            "the best plan lies outside the range the law was fitted on (extrapolated)"
+        )
     return section
 
 

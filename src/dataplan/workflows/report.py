@@ -9,6 +9,7 @@ HTML; ``plan.json`` beside it holds everything it shows.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ class ReportConfig(RunOptions):
 
 
 def build_report(
-    paths: list[str | Path], out: str | Path, *, title: str = "dataplan report"
+    paths: Sequence[str | Path], out: str | Path, *, title: str = "dataplan report"
 ) -> dict[str, Any]:
     """Read ``paths``, write the page ``out`` and ``plan.json`` beside it; returns the plan."""
     from dataplan.io import atomic_path, write_json

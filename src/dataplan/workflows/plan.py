@@ -1,0 +1,263 @@
+"""``dataplan plan``: the five answers for one model and task, in one folder and one page.
+
+Runs, each in its own run folder under ``--out`` (so a rerun reuses every finished step and a
+crashed plan resumes), with the model loaded once:
+
+1. ``estimate`` with ``--probe auto`` (how much data, how sure) → ``estimate/``;
+2. the recommended selection → ``select/``: what the selection evidence on the built-in model
+   supports (docs/select.md): G-SNR's shrinkage form, balanced by label (classification pools)
+   or answer length — a scored top fraction without balancing lost to random on every task;
+3. ICA weights when ``--holdout`` is given → ``weigh/``;
+4. a scaling fit and, with ``--compute-tokens``, a budget plan when ``--scaling-runs FILE``
+   is given (measuring scaling runs is dozens of fine-tunes: ``dataplan scaling runs``) →
+   ``scaling-fit.json``, ``scaling-plan.json``;
+
+then writes ``report.html`` and ``plan.json`` (:mod:`dataplan.workflows.report`). Every step can
+be skipped (``--skip select,weigh``); every setting is checked before the model loads.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dataplan.errors import ConfigError
+from dataplan.options import (
+    DataOptions,
+    MemoryOptions,
+    ModelOptions,
+    PromptOptions,
+    RunOptions,
+    cli,
+    group_values,
+    names,
+)
+from dataplan.workflows.forecasting import ForecastOptions
+
+log = logging.getLogger(__name__)
+
+STEPS = ("estimate", "select", "weigh", "scaling")
+
+
+@dataclass(kw_only=True)
+class PlanConfig(
+    ModelOptions, DataOptions, PromptOptions, ForecastOptions, MemoryOptions, RunOptions
+):
+    """Settings of ``dataplan plan``.
+
+    Attributes:
+        out: The plan's folder: a run folder per step, report.html and plan.json.
+        holdout: A small trusted labelled holdout: ICA weights of the data (weigh).
+        scaling_runs: A runs file of `dataplan scaling runs` (CSV/Parquet) to fit and plan from.
+        compute_tokens: A training budget in tokens for the scaling plan.
+        skip: Steps to leave out: estimate, select, weigh, scaling (comma-separated).
+        max_pool: Use at most this many examples of the data (estimate and select).
+        n_labeled: Low-confidence examples the estimate labels and uses.
+        low_fraction: The estimate's least-confident share of the pool to label from.
+        probe: The estimate's probing: auto (when the probe calibration says it pays), off, or
+            probe steps such as 16,32.
+        select_method: Selection method (default: what the evidence supports, see
+            docs/select.md).
+        snr_form: G-SNR form of the selection.
+        fraction: Share of the pool the selection keeps.
+        balance_by: Balance the subset by label or answer-length; auto: label when the answers
+            are labels, else answer-length; off: no balancing.
+        k: Demonstrations per example of the ICA weights.
+        seed: Seed of every random choice of the plan.
+    """
+
+    out: str
+    holdout: str | None = None
+    scaling_runs: str | None = None
+    compute_tokens: float | None = None
+    skip: tuple[str, ...] = field(default=(), metadata=cli(parse=names("--skip")))
+    max_pool: int | None = None
+    n_labeled: int = 32
+    low_fraction: float = 0.1
+    probe: str = "auto"
+    select_method: str = "gsnr"
+    snr_form: str = "shrinkage"
+    fraction: float = 0.1
+    balance_by: str = "auto"
+    k: int = field(default=3, metadata=cli(flag="--k"))
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.skip if s not in STEPS]
+        if unknown:
+            raise ConfigError(
+                f"--skip: unknown step {unknown[0]!r}; choose from {', '.join(STEPS)}"
+            )
+        if self.balance_by not in ("auto", "off", "label", "answer-length"):
+            raise ConfigError(
+                f"--balance-by must be auto, off, label or answer-length, got {self.balance_by!r}"
+            )
+        if self.compute_tokens is not None and not self.compute_tokens > 0:
+            raise ConfigError("--compute-tokens must be positive")
+        if self.compute_tokens is not None and self.scaling_runs is None:
+            raise ConfigError(
+                "--compute-tokens plans from a scaling law: give --scaling-runs FILE (measured "
+                "with `dataplan scaling runs`)"
+            )
+        self.memory_budget  # noqa: B018 - validates --max-memory
+        # Every step's settings, checked now: a bad option fails before the model loads.
+        self.estimate_config()
+        self.select_config(None)
+        self.weigh_config()
+
+    def runs(self, step: str) -> bool:
+        """Whether ``step`` is part of this plan."""
+        if step in self.skip:
+            return False
+        if step == "weigh":
+            return self.holdout is not None
+        if step == "scaling":
+            return self.scaling_runs is not None
+        return True
+
+    def _shared(self) -> dict[str, Any]:
+        return group_values(
+            self, ModelOptions, DataOptions, PromptOptions, MemoryOptions, RunOptions
+        )
+
+    def estimate_config(self) -> Any:
+        from dataplan.workflows.estimate_config import EstimateConfig
+
+        return EstimateConfig(
+            **self._shared(),
+            **group_values(self, ForecastOptions),
+            max_pool=self.max_pool,
+            n_labeled=self.n_labeled,
+            low_fraction=self.low_fraction,
+            probe=self.probe,
+            seed=self.seed,
+            run_dir=str(Path(self.out) / "estimate"),
+        )
+
+    def select_config(self, balance_by: str | None, pool: Path | None = None) -> Any:
+        """The selection's settings; ``pool``: the file of the examples the estimate used."""
+        from dataplan.workflows.select_config import SelectConfig
+
+        shared = self._shared()
+        if pool is not None:
+            shared.update(data=str(pool), task=None, split=None)
+        return SelectConfig(
+            **shared,
+            method=self.select_method,
+            snr_form=self.snr_form,
+            fraction=self.fraction,
+            balance_by=balance_by,
+            seed=self.seed,
+            out=str(Path(self.out) / "subset.jsonl"),
+            run_dir=str(Path(self.out) / "select"),
+        )
+
+    def weigh_config(self) -> Any:
+        if self.holdout is None:
+            return None
+        from dataplan.training.weighting.ica import ICASettings
+        from dataplan.workflows.weigh import WeighConfig
+
+        shared = self._shared()
+        shared.pop("max_memory")  # weigh's budget is part of its ICA settings
+        return WeighConfig(
+            **shared,
+            holdout=self.holdout,
+            out=str(Path(self.out) / "weights.parquet"),
+            ica=ICASettings(k=self.k, seed=self.seed, max_memory=self.max_memory),
+            run_dir=str(Path(self.out) / "weigh"),
+        )
+
+
+def _balance(cfg: PlanConfig, pool: list[Any]) -> str | None:
+    """The selection's balancing: ``auto`` reads the pool's answers."""
+    if cfg.balance_by == "off":
+        return None
+    if cfg.balance_by != "auto":
+        return cfg.balance_by
+    from dataplan.workflows.select import answers_are_labels
+
+    return "label" if answers_are_labels([e.answer for e in pool]) else "answer-length"
+
+
+def _write_pool(cfg: PlanConfig, out: Path) -> tuple[Path, list[Any]]:
+    """The pool the estimate reads (``--max-pool`` applied), as a file the selection reads: both
+    steps see the same examples."""
+    from dataplan.workflows.estimate import load_pool
+    from dataplan.workflows.select import write_subset
+
+    pool, _, _ = load_pool(cfg.estimate_config())
+    path = out / "pool.jsonl"
+    write_subset(path, pool, cfg.fields)
+    return path, pool
+
+
+def run_plan(cfg: PlanConfig) -> dict[str, Any]:
+    """Run the plan's steps (resuming finished ones) and write the report; returns plan.json."""
+    from dataplan.io import write_json
+    from dataplan.workflows.report import build_report
+
+    cfg.check_model()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    loaded = cfg.spec.load()
+    folders: list[Path] = []
+    steps: list[dict[str, Any]] = []
+
+    def step(name: str, reason: str | None = None) -> bool:
+        if cfg.runs(name):
+            return True
+        steps.append({"step": name, "skipped": reason or "skipped (--skip)"})
+        return False
+
+    if step("estimate"):
+        from dataplan.workflows.estimate import estimate
+
+        start = time.perf_counter()
+        estimate(cfg.estimate_config(), loaded)
+        folders.append(out / "estimate")
+        steps.append({"step": "estimate", "seconds": round(time.perf_counter() - start, 1)})
+    if step("select"):
+        from dataplan.workflows.select import select
+
+        start = time.perf_counter()
+        pool_file, pool = _write_pool(cfg, out)
+        balance = _balance(cfg, pool)
+        select(cfg.select_config(balance, pool_file), loaded)
+        folders.append(out / "select")
+        steps.append(
+            {
+                "step": "select",
+                "balance_by": balance,
+                "seconds": round(time.perf_counter() - start, 1),
+            }
+        )
+    if step("weigh", "no --holdout given"):
+        from dataplan.workflows.weigh import weigh
+
+        start = time.perf_counter()
+        weigh(cfg.weigh_config(), loaded)
+        folders.append(out / "weigh")
+        steps.append({"step": "weigh", "seconds": round(time.perf_counter() - start, 1)})
+    if step("scaling", "no --scaling-runs given (measure them with `dataplan scaling runs`)"):
+        from dataplan.workflows.scaling import fit_runs
+        from dataplan.workflows.scaling import plan as scaling_plan
+
+        assert cfg.scaling_runs is not None
+        law = fit_runs(cfg.scaling_runs)
+        law["runs_file"] = str(cfg.scaling_runs)
+        write_json(out / "scaling-fit.json", law)
+        folders.append(out / "scaling-fit.json")
+        if cfg.compute_tokens is not None:
+            write_json(out / "scaling-plan.json", scaling_plan(law, cfg.compute_tokens))
+            folders.append(out / "scaling-plan.json")
+        steps.append({"step": "scaling"})
+    if not folders:
+        raise ConfigError("every step is skipped: nothing to report")
+    result = build_report(folders, out / "report.html", title=f"dataplan plan: {cfg.source.label}")
+    result["steps"] = steps
+    write_json(out / "plan.json", result)
+    return result

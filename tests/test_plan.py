@@ -1,0 +1,116 @@
+"""`dataplan plan` on a tiny model: every step in its run folder, the report and plan.json, a
+rerun that reuses everything, and skipped steps that say why."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from test_cli import run_main
+from test_estimate import _pool
+from test_weigh import _files
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = ROOT / "studies/scaling-smollm2/runs-arithmetic_2_digit_addition.csv"
+
+
+def _args(tiny_model_dir, tmp_path, *extra):
+    data = _pool(tmp_path / "pool.jsonl")
+    _, holdout = _files(tmp_path)
+    return [
+        "plan",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(data),
+        "--holdout",
+        str(holdout),
+        "--n-labeled",
+        "4",
+        "--low-fraction",
+        "0.25",
+        "--coef",
+        "0.5",
+        "--intercept",
+        "0.3",
+        "--n-max",
+        "1000",
+        "--target",
+        "0.8",
+        "--probe",
+        "off",
+        "--select-method",
+        "loss",
+        "--fraction",
+        "0.25",
+        "--k",
+        "2",
+        "--out",
+        str(tmp_path / "plan"),
+        "--json",
+        *extra,
+    ]
+
+
+def test_plan_runs_every_step_and_reports_them(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    args = _args(tiny_model_dir, tmp_path, "--scaling-runs", str(RUNS), "--compute-tokens", "24000")
+    code, out, err = run_main(args, capsys)
+    assert code == 0, err
+    plan = json.loads(out)
+    folder = tmp_path / "plan"
+    for name in ("estimate", "select", "weigh"):
+        assert (folder / name / "config.json").exists()
+        # the command that made the step's folder: the plan
+        assert (folder / name / "command.txt").read_text().startswith("dataplan plan --model")
+    assert (folder / "report.html").exists() and (folder / "scaling-plan.json").exists()
+    assert json.loads((folder / "plan.json").read_text())["steps"] == plan["steps"]
+    answers = {a["key"]: a for a in plan["answers"]}
+    assert all(a["answer"] is not None for a in answers.values()), answers
+    assert answers["data"]["answer"]["text"].startswith("≈ ")  # n* for the target
+    assert "by loss" in answers["examples"]["answer"]["text"]
+    select = next(s for s in plan["steps"] if s["step"] == "select")
+    assert select["balance_by"] in ("label", "answer-length")
+    # a rerun reuses every step: no model computation at all
+    for target in (
+        "dataplan.compute.generation.greedy_answers",
+        "dataplan.compute.gradients.gradient_gram",
+        "dataplan.compute.ica.ica_scores",
+        "dataplan.compute.example_stats.answer_losses",
+    ):
+        monkeypatch.setattr(target, lambda *a, t=target, **k: pytest.fail(f"recomputed {t}"))
+    code, out2, err = run_main(args, capsys)
+    assert code == 0, err
+    assert json.loads(out2)["answers"] == plan["answers"]
+
+
+def test_plan_skips_say_why(tiny_model_dir, tmp_path, capsys):
+    args = _args(tiny_model_dir, tmp_path, "--skip", "estimate,select")
+    code, out, err = run_main(args, capsys)
+    assert code == 0, err
+    plan = json.loads(out)
+    skipped = {s["step"]: s["skipped"] for s in plan["steps"] if "skipped" in s}
+    assert skipped["estimate"] == skipped["select"] == "skipped (--skip)"
+    assert "scaling runs" in skipped["scaling"]
+    assert [a["key"] for a in plan["answers"] if a["answer"] is None] == [
+        "data",
+        "examples",
+        "compute",
+        "trust",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (["--skip", "everything"], "unknown step 'everything'"),
+        (["--compute-tokens", "1000"], "--scaling-runs"),
+        (["--balance-by", "colour"], "--balance-by"),
+        (["--fraction", "2"], "--fraction"),
+    ],
+)
+def test_plan_bad_options_exit_2_before_any_work(tiny_model_dir, tmp_path, capsys, extra, fragment):
+    code, _, err = run_main(_args(tiny_model_dir, tmp_path, *extra), capsys)
+    assert code == 2 and fragment in err
+    assert not (tmp_path / "plan").exists()
