@@ -22,8 +22,13 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# The plan of the built-in model and task: estimate, a balanced selection, ICA weights against 32
+# trusted examples of the task's test split, and the report page (about 5 minutes on 2 cores).
 demo: $(STAMP)
-	$(BIN)/dataplan estimate --model smollm2-135m-instruct --task demo --max-pool 400 --run-dir runs/demo
+	$(BIN)/dataplan tasks export demo --split test --out runs/demo-test.jsonl --json > /dev/null
+	head -n 32 runs/demo-test.jsonl > runs/demo-holdout.jsonl
+	$(BIN)/dataplan plan --model smollm2-135m-instruct --task demo --max-pool 320 \
+	  --holdout runs/demo-holdout.jsonl --out runs/demo
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks studies

@@ -114,3 +114,20 @@ def test_plan_bad_options_exit_2_before_any_work(tiny_model_dir, tmp_path, capsy
     code, _, err = run_main(_args(tiny_model_dir, tmp_path, *extra), capsys)
     assert code == 2 and fragment in err
     assert not (tmp_path / "plan").exists()
+
+
+def test_plan_selects_by_the_evidence(tiny_model_dir, tmp_path, capsys):
+    """Default: a balanced random draw; --label-noise: G-SNR's shrinkage form (docs/select.md)."""
+    args = [a for a in _args(tiny_model_dir, tmp_path, "--skip", "estimate,weigh")]
+    i = args.index("--select-method")
+    del args[i : i + 2]
+    code, out, err = run_main(args, capsys)
+    assert code == 0, err
+    plan = json.loads(out)
+    assert (tmp_path / "plan" / "select" / "result-random.json").exists()
+    examples = next(a for a in plan["answers"] if a["key"] == "examples")
+    assert examples["answer"]["text"].startswith("a random 6 of 24, balanced by")
+    from dataplan.workflows.plan import PlanConfig
+
+    noisy = PlanConfig(data="x.jsonl", out="o", label_noise=True, progress=False)
+    assert noisy.selection_method == "gsnr" and noisy.select_config(None).snr_form == "shrinkage"

@@ -127,7 +127,10 @@ def read_estimate(folder: Path) -> Section:
         trust = f"forecast interval {_interval(auc_interval, 3, level) or 'not available'}"
         if probe.get("decision"):
             trust += f"; probing: {probe['decision']}"
-        section.answers["trust"] = Answer(trust, _probe_cost(probe), probe.get("regime"))
+        how_sure = _probe_cost(probe) or (
+            "not probed: " + str(probe["skipped"]) if probe.get("skipped") else None
+        )
+        section.answers["trust"] = Answer(trust, how_sure, probe.get("regime"))
         if forecast.get("warning"):
             section.cautions.append(str(forecast["warning"]))
     if probe:
@@ -244,9 +247,13 @@ def read_select(folder: Path) -> list[Section]:
             cautions=[str(n) for n in r.get("notes") or []],
         )
         q = r.get("score_quantiles") or {}
-        section.answers["examples"] = Answer(
-            f"the {r.get('k')} best of {r.get('n_pool')} by {method}",
+        balance = (r.get("settings") or {}).get("balance_by")
+        text = (
+            f"a random {r.get('k')} of {r.get('n_pool')}"
+            if method == "random"
+            else f"the {r.get('k')} best of {r.get('n_pool')} by {method}"
         )
+        section.answers["examples"] = Answer(text + (f", balanced by {balance}" if balance else ""))
         section.facts += [
             ("selected", f"{r.get('k')} of {r.get('n_pool')}"),
             ("score 0/50/100%", " / ".join(_num(q.get(k)) for k in ("0", "50", "100"))),

@@ -5,9 +5,12 @@ crashed plan resumes), with the model loaded once:
 
 1. ``estimate`` with ``--probe auto`` (how much data, how sure) → ``estimate/``;
 2. the recommended selection → ``select/``: what the selection evidence on the built-in model
-   supports (docs/select.md): G-SNR's shrinkage form, balanced by label (classification pools)
-   or answer length — a scored top fraction without balancing lost to random on every task;
-3. ICA weights when ``--holdout`` is given → ``weigh/``;
+   supports (docs/select.md) — a scored top fraction without balancing lost to random on every
+   task; balanced, G-SNR tied random on clean tasks, and its shrinkage form won only where
+   labels were wrong. So: a balanced random draw (free), or with ``--label-noise`` G-SNR's
+   shrinkage form, balanced (an ensemble of fine-tunes and a gradient pass per member and
+   checkpoint: minutes to hours) — balanced by label (classification pools) or answer length;
+3. ICA weights of the same pool when ``--holdout`` is given → ``weigh/``;
 4. a scaling fit and, with ``--compute-tokens``, a budget plan when ``--scaling-runs FILE``
    is given (measuring scaling runs is dozens of fine-tunes: ``dataplan scaling runs``) →
    ``scaling-fit.json``, ``scaling-plan.json``;
@@ -59,9 +62,12 @@ class PlanConfig(
         low_fraction: The estimate's least-confident share of the pool to label from.
         probe: The estimate's probing: auto (when the probe calibration says it pays), off, or
             probe steps such as 16,32.
-        select_method: Selection method (default: what the evidence supports, see
-            docs/select.md).
-        snr_form: G-SNR form of the selection.
+        label_noise: Some labels may be wrong: select with G-SNR's shrinkage form (it kept
+            3% corrupted examples where random kept 33%, docs/select.md) instead of a random
+            draw.
+        select_method: Selection method; auto: random, or gsnr with --label-noise (what the
+            evidence supports, docs/select.md).
+        snr_form: G-SNR form of the selection (gsnr).
         fraction: Share of the pool the selection keeps.
         balance_by: Balance the subset by label or answer-length; auto: label when the answers
             are labels, else answer-length; off: no balancing.
@@ -78,7 +84,8 @@ class PlanConfig(
     n_labeled: int = 32
     low_fraction: float = 0.1
     probe: str = "auto"
-    select_method: str = "gsnr"
+    label_noise: bool = False
+    select_method: str = "auto"
     snr_form: str = "shrinkage"
     fraction: float = 0.1
     balance_by: str = "auto"
@@ -107,6 +114,13 @@ class PlanConfig(
         self.estimate_config()
         self.select_config(None)
         self.weigh_config()
+
+    @property
+    def selection_method(self) -> str:
+        """The selection method ``auto`` stands for."""
+        if self.select_method != "auto":
+            return self.select_method
+        return "gsnr" if self.label_noise else "random"
 
     def runs(self, step: str) -> bool:
         """Whether ``step`` is part of this plan."""
@@ -146,7 +160,7 @@ class PlanConfig(
             shared.update(data=str(pool), task=None, split=None)
         return SelectConfig(
             **shared,
-            method=self.select_method,
+            method=self.selection_method,
             snr_form=self.snr_form,
             fraction=self.fraction,
             balance_by=balance_by,
@@ -155,7 +169,8 @@ class PlanConfig(
             run_dir=str(Path(self.out) / "select"),
         )
 
-    def weigh_config(self) -> Any:
+    def weigh_config(self, pool: Path | None = None) -> Any:
+        """The ICA weights' settings; ``pool``: the file of the examples the plan uses."""
         if self.holdout is None:
             return None
         from dataplan.training.weighting.ica import ICASettings
@@ -163,6 +178,8 @@ class PlanConfig(
 
         shared = self._shared()
         shared.pop("max_memory")  # weigh's budget is part of its ICA settings
+        if pool is not None:
+            shared.update(data=str(pool), task=None, split=None)
         return WeighConfig(
             **shared,
             holdout=self.holdout,
@@ -220,11 +237,14 @@ def run_plan(cfg: PlanConfig) -> dict[str, Any]:
         estimate(cfg.estimate_config(), loaded)
         folders.append(out / "estimate")
         steps.append({"step": "estimate", "seconds": round(time.perf_counter() - start, 1)})
+    pool_file: Path | None = None
+    pool: list[Any] = []
+    if cfg.runs("select") or cfg.runs("weigh"):  # the same examples as the estimate's
+        pool_file, pool = _write_pool(cfg, out)
     if step("select"):
         from dataplan.workflows.select import select
 
         start = time.perf_counter()
-        pool_file, pool = _write_pool(cfg, out)
         balance = _balance(cfg, pool)
         select(cfg.select_config(balance, pool_file), loaded)
         folders.append(out / "select")
@@ -239,7 +259,7 @@ def run_plan(cfg: PlanConfig) -> dict[str, Any]:
         from dataplan.workflows.weigh import weigh
 
         start = time.perf_counter()
-        weigh(cfg.weigh_config(), loaded)
+        weigh(cfg.weigh_config(pool_file), loaded)
         folders.append(out / "weigh")
         steps.append({"step": "weigh", "seconds": round(time.perf_counter() - start, 1)})
     if step("scaling", "no --scaling-runs given (measure them with `dataplan scaling runs`)"):

@@ -110,9 +110,7 @@ def select(cfg: SelectConfig, loaded: LoadedModel | None = None) -> SelectResult
         _check_labels(pool, cfg)
     run = None
     _check_writable(cfg.out, cfg.scores_out)
-    if method.needs_model:
-        from dataplan.compute.distributed import world
-
+    if method.needs_model or cfg.run_dir is not None:  # random: a folder only when asked
         if cfg.run_dir is None:
             cfg.run_dir = str(Path("runs") / f"select-{cfg.source.label}")
         run = RunFolder(cfg.run_dir, cfg.compute_settings(examples_digest(pool)))

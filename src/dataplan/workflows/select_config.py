@@ -45,7 +45,8 @@ class SelectConfig(ModelOptions, DataOptions, PromptOptions, MemoryOptions, RunO
             each: 'label' (the answer; classification pools, at least 5 examples per label on
             average) or 'answer-length' (the answer's length in characters, up to 5 strata). The
             rank column becomes the balanced rank.
-        run_dir: Run folder, shared by all methods (default runs/select-<data>).
+        run_dir: Run folder, shared by all methods (default runs/select-<data>; random, which
+            needs no model, writes one only when given).
         members: Ensemble size M (default 3 for gsnr, else 1).
         lora_r: LoRA rank of the ensemble's adapters.
         lora_alpha: LoRA alpha of the ensemble's adapters.
