@@ -30,11 +30,14 @@ class Answer:
         text: the one-line answer.
         uncertainty: how sure (an interval, a spread, an error), when the run measures it.
         regime: the probe regime (Static-Sufficient, Dynamic-Critical, Noise-Dominant), if any.
+        caution: what weakens the answer, shown beside it (e.g. a calibration whose slope is
+            not positive).
     """
 
     text: str
     uncertainty: str | None = None
     regime: str | None = None
+    caution: str | None = None
 
 
 @dataclass

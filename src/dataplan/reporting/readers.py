@@ -89,8 +89,14 @@ def read_estimate(folder: Path) -> Section:
         section.cautions.append("the run has not finished: no result.json yet")
         return section
     r = _json(result_path)
+    model = r.get("model")
+    if isinstance(model, dict):
+        model = (
+            f"{model.get('name')} ({model.get('class')}, {model.get('parameters'):,} parameters, "
+            f"{model.get('device')}, {model.get('dtype')})"
+        )
     section.facts += [
-        ("model", str(r.get("model"))),
+        ("model", str(model)),
         ("pool", f"{r.get('n_pool')} examples, {r.get('n_low')} least confident"),
         ("CoS-Low", _num(r.get("cos_low"))),
         ("zero-shot accuracy", _num(r.get("zero_shot_accuracy"))),
@@ -133,6 +139,9 @@ def read_estimate(folder: Path) -> Section:
         section.answers["trust"] = Answer(trust, how_sure, probe.get("regime"))
         if forecast.get("warning"):
             section.cautions.append(str(forecast["warning"]))
+            for key in ("data", "trust"):
+                if key in section.answers:
+                    section.answers[key].caution = _slope(str(forecast["warning"]))
     if probe:
         section.facts.append(("probe", _probe_summary(probe)))
         if probe.get("skipped"):
@@ -144,6 +153,13 @@ def read_estimate(folder: Path) -> Section:
         section.cautions.append(str(warning))
     section.figures = _figures(folder, ("curve.png", "forecast curve with its interval band"))
     return section
+
+
+def _slope(warning: str) -> str:
+    """The headline caution of a forecast warning about its calibration."""
+    if "non-positive slope" in warning:
+        return "the calibration's slope is not positive on this model: treat this as a guess"
+    return "the calibration ranks tasks poorly: treat this as a guess"
 
 
 def _probe_cost(probe: dict[str, Any]) -> str | None:
