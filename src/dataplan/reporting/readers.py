@@ -62,6 +62,19 @@ def _versions(folder: Path) -> dict[str, Any]:
     return _json(path) if path.exists() else {}
 
 
+def _run_folder_section(folder: Path, kind: str, title: str, command: str) -> Section:
+    """The section of a run folder: its settings (config.json), versions and command line
+    (``command`` when the folder does not record one)."""
+    return Section(
+        kind=kind,
+        title=title,
+        source=folder,
+        command=_command(folder, command),
+        settings=_json(folder / "config.json"),
+        versions=_versions(folder),
+    )
+
+
 def _figures(folder: Path, *named: tuple[str, str]) -> list[Figure]:
     return [Figure(caption, folder / name) for name, caption in named if (folder / name).exists()]
 
@@ -186,14 +199,11 @@ def _probe_summary(probe: dict[str, Any]) -> str:
 
 
 def read_probe(folder: Path) -> Section:
-    config = _json(folder / "config.json")
-    section = Section(
-        kind="probe",
-        title="How sure: short fine-tuning probes",
-        source=folder,
-        command=_command(folder, f"dataplan probe --run-dir {shlex.quote(str(folder))}"),
-        settings=config,
-        versions=_versions(folder),
+    section = _run_folder_section(
+        folder,
+        "probe",
+        "How sure: short fine-tuning probes",
+        f"dataplan probe --run-dir {shlex.quote(str(folder))}",
     )
     if not (folder / "result.json").exists():
         section.cautions.append("the run has not finished: no result.json yet")
@@ -305,14 +315,11 @@ def _score_figure(scores: Path, method: str) -> Figure:
 
 
 def read_weigh(folder: Path) -> Section:
-    config = _json(folder / "config.json")
-    section = Section(
-        kind="weigh",
-        title="How to weight: ICA weights",
-        source=folder,
-        command=_command(folder, f"dataplan weigh --run-dir {shlex.quote(str(folder))}"),
-        settings=config,
-        versions=_versions(folder),
+    section = _run_folder_section(
+        folder,
+        "weigh",
+        "How to weight: ICA weights",
+        f"dataplan weigh --run-dir {shlex.quote(str(folder))}",
     )
     if (folder / "result.json").exists():
         r = _json(folder / "result.json")
@@ -332,14 +339,11 @@ def read_weigh(folder: Path) -> Section:
 
 
 def read_train(folder: Path) -> Section:
-    config = _json(folder / "config.json")
-    section = Section(
-        kind="train",
-        title="How to weight: the weighted fine-tune",
-        source=folder,
-        command=_command(folder, f"dataplan train --run-dir {shlex.quote(str(folder))}"),
-        settings=config,
-        versions=_versions(folder),
+    section = _run_folder_section(
+        folder,
+        "train",
+        "How to weight: the weighted fine-tune",
+        f"dataplan train --run-dir {shlex.quote(str(folder))}",
     )
     if (folder / "result.json").exists():
         r = _json(folder / "result.json")
