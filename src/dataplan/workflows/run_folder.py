@@ -33,8 +33,12 @@ def record_command(folder: str | Path) -> None:
 
     from dataplan.io import atomic_path
 
-    with atomic_path(Path(folder) / COMMAND_FILE) as tmp:
-        tmp.write_text("dataplan " + shlex.join(INVOCATION) + "\n", encoding="utf-8")
+    path = Path(folder) / COMMAND_FILE
+    text = "dataplan " + shlex.join(INVOCATION) + "\n"
+    if path.exists() and path.read_text(encoding="utf-8") == text:
+        return  # a resume with the same command leaves the folder's files untouched
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def _packages(v: dict[str, Any]) -> dict[str, Any]:
