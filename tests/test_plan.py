@@ -65,6 +65,8 @@ def test_plan_runs_every_step_and_reports_them(tiny_model_dir, tmp_path, capsys,
         # the command that made the step's folder: the plan
         assert (folder / name / "command.txt").read_text().startswith("dataplan plan --model")
     assert (folder / "report.html").exists() and (folder / "scaling-plan.json").exists()
+    compute = [s for s in plan["sections"] if s["kind"].startswith("scaling")]
+    assert [len(s["figures"]) for s in compute] == [1, 1]  # the fit and the plan, drawn
     assert json.loads((folder / "plan.json").read_text())["steps"] == plan["steps"]
     answers = {a["key"]: a for a in plan["answers"]}
     assert all(a["answer"] is not None for a in answers.values()), answers

@@ -57,6 +57,7 @@ def run_folders(tiny_model_dir, tmp_path_factory):
     shutil.copytree(STUDY / "seeds" / "arithmetic_2_digit_addition", tmp / "curve")
     fit = ROOT / "studies/scaling-smollm2/fit-arithmetic_2_digit_addition.json"
     shutil.copy(fit, tmp / "fit.json")
+    shutil.copy(fit.with_suffix(".png"), tmp / "fit.png")  # the plot beside it
     return {
         "weigh": tmp / "weigh",
         "train": tmp / "adapter-run",
@@ -92,6 +93,9 @@ def test_report_answers_each_question_from_the_right_run(run_folders, tmp_path, 
         and "--weighting ica" in train["command"]
     )
     assert json.loads((out.parent / "plan.json").read_text())["answers"] == plan["answers"]
+    select = next(s for s in plan["sections"] if s["kind"] == "select")
+    captions = [f["caption"] for f in select["figures"]]
+    assert captions[0].startswith("share of each label") and captions[1].startswith("scores")
 
 
 def test_report_page_is_self_contained(run_folders, tmp_path, capsys):

@@ -155,6 +155,32 @@ def plot_selection_scores(
     plt.close(fig)
 
 
+def plot_selection_mix(out: Any, groups: list[str], selected: np.ndarray, *, title: str) -> None:
+    """Share of each group (label or answer-length stratum) in the pool and in the subset, as
+    paired bars (the ten largest groups of the pool); ``out`` a path or a binary file object."""
+    plt = pyplot()
+    names, counts = np.unique(np.asarray(groups, dtype=object).astype(str), return_counts=True)
+    order = np.argsort(-counts)[:10]
+    names = names[order]
+    pool_share = counts[order] / len(groups)
+    chosen = np.asarray(groups, dtype=object).astype(str)[selected]
+    subset_share = np.array([(chosen == n).mean() if chosen.size else 0.0 for n in names])
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.bar(x - 0.2, pool_share, width=0.4, color="0.7", label=f"pool ({len(groups)})")
+    ax.bar(x + 0.2, subset_share, width=0.4, color="C0", label=f"subset ({int(selected.sum())})")
+    ax.set_xticks(x, [n if len(n) <= 14 else n[:13] + "…" for n in names], rotation=30, ha="right")
+    ax.set_ylabel("share")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    if isinstance(out, (str, Path)):
+        save_figure(fig, Path(out))
+    else:
+        fig.savefig(out, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
 def plot_fit(law_dict: dict[str, Any], runs_path: str | Path, out: str | Path) -> None:
     """Performance against the form's feature, one colour per strategy, with the fitted law.
 

@@ -75,6 +75,12 @@ def _run_folder_section(folder: Path, kind: str, title: str, command: str) -> Se
     )
 
 
+def _sibling_png(path: Path, caption: str) -> list[Figure]:
+    """The plot saved beside a JSON result under the same name (``fit.json`` → ``fit.png``)."""
+    png = path.with_suffix(".png")
+    return [Figure(caption, png)] if png.exists() else []
+
+
 def _figures(folder: Path, *named: tuple[str, str]) -> list[Figure]:
     return [Figure(caption, folder / name) for name, caption in named if (folder / name).exists()]
 
@@ -287,28 +293,35 @@ def read_select(folder: Path) -> list[Section]:
         ]
         scores = folder / f"scores-{method}.parquet"
         if scores.exists():
-            section.figures.append(_score_figure(scores, method))
+            section.figures += _selection_figures(scores, method)
         sections.append(section)
     return sections
 
 
-def _score_figure(scores: Path, method: str) -> Figure:
+def _selection_figures(scores: Path, method: str) -> list[Figure]:
+    """The subset's mix of labels (or answer lengths) against the pool's, and — for a scored
+    method — the pool's scores with the subset's, drawn from the scores table."""
     import io
 
     import numpy as np
 
     from dataplan.io import read_parquet
-    from dataplan.plots import plot_selection_scores
+    from dataplan.plots import plot_selection_mix, plot_selection_scores
 
     table = read_parquet(scores)
-    buffer = io.BytesIO()
-    plot_selection_scores(
-        buffer,
-        np.asarray(table["score"], dtype=float),
-        np.asarray(table["selected"], dtype=bool),
-        title=f"{method} scores",
-    )
-    return Figure("scores of the pool and of the selected subset", scores, buffer.getvalue())
+    selected = np.asarray(table["selected"], dtype=bool)
+    figures = []
+    if "group" in table:
+        buffer = io.BytesIO()
+        plot_selection_mix(buffer, list(table["group"]), selected, title=f"{method} subset")
+        caption = "share of each label (or answer length) in the pool and in the subset"
+        figures.append(Figure(caption, scores, buffer.getvalue()))
+    if method != "random":  # random's scores are the draw itself
+        buffer = io.BytesIO()
+        scored = np.asarray(table["score"], dtype=float)
+        plot_selection_scores(buffer, scored, selected, title=f"{method} scores")
+        figures.append(Figure("scores of the pool and of the subset", scores, buffer.getvalue()))
+    return figures
 
 
 # ---------------------------------------------------------------------------------- weigh / train
@@ -464,6 +477,7 @@ def read_scaling_fit(path: Path) -> Section:
     section.answers["compute"] = Answer(
         f"{r.get('equation')}", f"held-out RMSE {_num(heldout.get('rmse'))}"
     )
+    section.figures = _sibling_png(path, "the law against the measured runs")
     for name, value in (r.get("params") or {}).items():
         section.facts.append((name, _num(value, 4)))
     return section
@@ -498,6 +512,7 @@ def read_scaling_plan(path: Path) -> Section:
         section.cautions.append(
             "the best plan lies outside the range the law was fitted on (extrapolated)"
         )
+    section.figures = _sibling_png(path, "best predicted performance against compute")
     return section
 
 

@@ -263,6 +263,7 @@ def run_plan(cfg: PlanConfig) -> dict[str, Any]:
         folders.append(out / "weigh")
         steps.append({"step": "weigh", "seconds": round(time.perf_counter() - start, 1)})
     if step("scaling", "no --scaling-runs given (measure them with `dataplan scaling runs`)"):
+        from dataplan.plots import plot_fit, plot_plan
         from dataplan.workflows.scaling import fit_runs
         from dataplan.workflows.scaling import plan as scaling_plan
 
@@ -270,9 +271,11 @@ def run_plan(cfg: PlanConfig) -> dict[str, Any]:
         law = fit_runs(cfg.scaling_runs)
         law["runs_file"] = str(cfg.scaling_runs)
         write_json(out / "scaling-fit.json", law)
+        plot_fit(law, cfg.scaling_runs, out / "scaling-fit.png")
         folders.append(out / "scaling-fit.json")
         if cfg.compute_tokens is not None:
             write_json(out / "scaling-plan.json", scaling_plan(law, cfg.compute_tokens))
+            plot_plan(law, out / "scaling-plan.png")
             folders.append(out / "scaling-plan.json")
         steps.append({"step": "scaling"})
     if not folders:

@@ -147,6 +147,7 @@ def select(cfg: SelectConfig, loaded: LoadedModel | None = None) -> SelectResult
         "score": scores.tolist(),
         "rank": rank.tolist(),
         "selected": (rank < k).tolist(),
+        "group": mix_groups(pool, cfg.balance_by),
         **{name: np.asarray(col).tolist() for name, col in columns.items()},
     }
     result = SelectResult(
@@ -200,6 +201,16 @@ def balance_groups(pool: list[Example], balance_by: str) -> tuple[np.ndarray, di
         low, high = lengths[groups == g].min(), lengths[groups == g].max()
         names[g] = f"{low} chars" if low == high else f"{low}–{high} chars"
     return groups, names
+
+
+def mix_groups(pool: list[Example], balance_by: str | None) -> list[str]:
+    """Each example's group name, to compare the subset's mix with the pool's (the report):
+    those of ``balance_by``, else labels where the answers are labels, else answer lengths."""
+    by = balance_by or (
+        "label" if answers_are_labels([e.answer for e in pool]) else "answer-length"
+    )
+    groups, names = balance_groups(pool, by)
+    return [names[g] for g in groups.tolist()]
 
 
 def _check_labels(pool: list[Example], cfg: SelectConfig) -> None:
