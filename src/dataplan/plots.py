@@ -131,6 +131,15 @@ def plot_weights(path: Path, weights: np.ndarray, *, title: str) -> None:
     plt.close(fig)
 
 
+def _save_to(fig: Any, out: Any) -> None:
+    """A figure to a path (atomically) or into a binary file object (the report draws into
+    memory)."""
+    if isinstance(out, (str, Path)):
+        save_figure(fig, Path(out))
+    else:
+        fig.savefig(out, format="png", dpi=110, bbox_inches="tight")
+
+
 def plot_selection_scores(
     out: Any, scores: np.ndarray, selected: np.ndarray, *, title: str
 ) -> None:
@@ -148,10 +157,7 @@ def plot_selection_scores(
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    if isinstance(out, (str, Path)):
-        save_figure(fig, Path(out))
-    else:
-        fig.savefig(out, format="png", dpi=110, bbox_inches="tight")
+    _save_to(fig, out)
     plt.close(fig)
 
 
@@ -174,10 +180,7 @@ def plot_selection_mix(out: Any, groups: list[str], selected: np.ndarray, *, tit
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
-    if isinstance(out, (str, Path)):
-        save_figure(fig, Path(out))
-    else:
-        fig.savefig(out, format="png", dpi=110, bbox_inches="tight")
+    _save_to(fig, out)
     plt.close(fig)
 
 
