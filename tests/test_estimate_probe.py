@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from dataplan.errors import ConfigError, InputError
 from dataplan.io import write_json
 from dataplan.maths.forecast import budget_for_target
 from dataplan.maths.probe_calibration import ProbeCalibration, fit_probe_calibration
-from dataplan.workflows.estimate_probe import choose_depth, parse_probe
+from dataplan.workflows.estimate_probe import choose_depth, parse_probe, phase_point
 
 
 def _calibration(depths=(1, 2), K=0.3, noise=0.02, seed=0) -> ProbeCalibration:
@@ -71,11 +72,45 @@ def _pool(path, n=40):
     return path
 
 
+def test_phase_point_prefers_the_tasks_own_probes():
+    cal = _calibration(depths=(8, 16, 32, 64))
+    assert cal.decay is not None
+    own = {"alpha": 0.7, "K": 0.1, "L_int": 0.004, "c_star": 12.0, "regime": "Dynamic-Critical"}
+    point = phase_point({"decomposition": own, "regime": "Static-Sufficient"}, cal)
+    assert point == {
+        "intrinsic": 0.004,
+        "alpha": 0.7,
+        "regime": "Dynamic-Critical",
+        "source": "its own probes",
+    }
+    # not probed (or one depth: no decay of its own): the calibration's point and auto's regime
+    point = phase_point({"regime": "Static-Sufficient"}, cal)
+    assert point is not None and point["source"].startswith("the calibration")
+    assert point["alpha"] == cal.decay.alpha and point["intrinsic"] == cal.intrinsic
+    assert point["regime"] == "Static-Sufficient"
+    assert phase_point({}, replace(cal, decay=None)) is None
+
+
+def test_probe_calibration_carries_its_tasks():
+    tasks = ({"task": "a", "intrinsic": 0.01, "alpha": 0.5, "regime": "Dynamic-Critical"},)
+    cal = replace(_calibration(), tasks=tasks)
+    back = ProbeCalibration.from_dict(json.loads(json.dumps(cal.as_dict())))
+    assert back.tasks == tasks
+    old = cal.as_dict()
+    del old["tasks"]  # a file written before tasks were recorded
+    assert ProbeCalibration.from_dict(old).tasks == ()
+
+
 def test_estimate_probe_combines_static_and_probe(tiny_model_dir, tmp_path, capsys):
     from dataplan.maths.forecast import Calibration
+    from dataplan.reporting.readers import read_run
     from test_cli import run_main
 
-    cal = _calibration()
+    tasks = (
+        {"task": "t1", "intrinsic": 0.002, "alpha": 0.4, "regime": "Dynamic-Critical"},
+        {"task": "t2", "intrinsic": 0.02, "alpha": 1.5, "regime": "Noise-Dominant"},
+    )
+    cal = replace(_calibration(), tasks=tasks)
     write_json(tmp_path / "probe-cal.json", cal.as_dict())
     static = Calibration(name="tiny", coef=0.5, intercept=0.3, n_max=1000, residual_std=0.1)
     write_json(tmp_path / "cal.json", static.to_dict())
@@ -133,6 +168,13 @@ def test_estimate_probe_combines_static_and_probe(tiny_model_dir, tmp_path, caps
     # The table form names what was spent and what it bought.
     code, out, err = run_main(args[:-1], capsys)
     assert code == 0 and "probe spent" in out and "AUC' combined" in out, err
+    # The task among the calibration tasks on the phase diagram, and in the report.
+    point = probe["phase_point"]
+    assert point == phase_point(probe, cal)
+    assert (tmp_path / "run" / "phase-diagram.png").stat().st_size > 0
+    (section,) = read_run(tmp_path / "run")
+    assert [f.caption for f in section.figures][-1].startswith("the task on the phase diagram")
+    assert any(k == "phase diagram" and point["source"] in v for k, v in section.facts)
 
 
 def test_estimate_probe_auto_without_a_calibration_says_so(tiny_model_dir, tmp_path):

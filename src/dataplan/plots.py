@@ -378,9 +378,15 @@ def plot_probe_features(path: Path, rows: list[dict[str, Any]], *, title: str) -
 
 
 def plot_phase_diagram(
-    path: Path, tasks: list[dict[str, Any]], thresholds: Any, *, title: str
+    path: Path,
+    tasks: list[dict[str, Any]],
+    thresholds: Any,
+    *,
+    title: str,
+    highlight: dict[str, Any] | None = None,
 ) -> None:
-    """Tasks on the (√L_int, α) plane with the regime boundaries (docs/methods.md §8)."""
+    """Tasks on the (√L_int, α) plane with the regime boundaries (docs/methods.md §8);
+    ``highlight`` (task, intrinsic, alpha, label) is drawn as a star among them."""
     plt = pyplot()
     colours = {"Static-Sufficient": "C2", "Dynamic-Critical": "C1", "Noise-Dominant": "C3"}
     fig, ax = plt.subplots(figsize=(6.2, 4.4))
@@ -402,6 +408,18 @@ def plot_phase_diagram(
             alpha=0.8,
             xytext=(3, 2),
             textcoords="offset points",
+        )
+    if highlight is not None:
+        ax.scatter(
+            [math.sqrt(max(float(highlight["intrinsic"]), 0.0))],
+            [float(highlight["alpha"])],
+            marker="*",
+            s=260,
+            color="gold",
+            edgecolors="black",
+            linewidths=1.2,
+            label=str(highlight.get("label") or highlight.get("task")),
+            zorder=4,
         )
     ax.axvline(thresholds.noise_sd, color="0.3", ls="--", lw=1)
     ax.axhline(thresholds.fast_alpha, color="0.3", ls=":", lw=1)

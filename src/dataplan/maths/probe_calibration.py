@@ -73,6 +73,7 @@ class ProbeCalibration:
     depths: tuple[DepthFit, ...]
     intrinsic: float
     decay: DecayFit | None
+    tasks: tuple[dict[str, Any], ...] = ()  # the calibration tasks' phase-diagram points
 
     def at(self, depth: float) -> DepthFit:
         for d in self.depths:
@@ -119,6 +120,7 @@ class ProbeCalibration:
                 }
                 for d in self.depths
             ],
+            "tasks": [dict(t) for t in self.tasks],
         }
 
     @classmethod
@@ -151,6 +153,7 @@ class ProbeCalibration:
             depths=depths,
             intrinsic=float(d["intrinsic"]),
             decay=decay,
+            tasks=tuple(dict(t) for t in d.get("tasks") or ()),  # older files carry none
         )
 
 

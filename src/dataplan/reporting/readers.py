@@ -170,7 +170,20 @@ def read_estimate(folder: Path) -> Section:
     warning = (r.get("tokenization") or {}).get("warning")
     if warning:
         section.cautions.append(str(warning))
-    section.figures = _figures(folder, ("curve.png", "forecast curve with its interval band"))
+    point = probe.get("phase_point")
+    if point:
+        section.facts.append(
+            (
+                "phase diagram",
+                f"√L_int {_num(point['intrinsic'] ** 0.5)}, α {_num(point['alpha'], 2)} "
+                f"({point.get('source')}): {point.get('regime') or 'regime not determined'}",
+            )
+        )
+    section.figures = _figures(
+        folder,
+        ("curve.png", "forecast curve with its interval band"),
+        ("phase-diagram.png", "the task on the phase diagram, among the calibration tasks"),
+    )
     return section
 
 

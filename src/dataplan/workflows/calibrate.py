@@ -324,6 +324,12 @@ def probe_summary(
     except ProbeCalibrationError as err:
         return {"error": str(err)}
     static_mae = leave_one_out_scores(list(cos_low), auc)["mae"]
+    tasks = [
+        {"task": r["task"], "auc": r["auc"], **point}
+        for r, point in zip(rows, task_decompositions(alone, features), strict=True)
+    ]
+    # The tasks travel with the calibration: an estimate draws itself among them.
+    alone = replace(alone, tasks=tuple(tasks))
     write_json(out / "probe-calibration.json", alone.as_dict())
     write_json(out / "probe-cos-low-calibration.json", joint.as_dict())
     return {
@@ -346,10 +352,7 @@ def probe_summary(
         "decay": None if alone.decay is None else {"K": alone.decay.K, "alpha": alone.decay.alpha},
         "level": alone.level,
         "depths": depths,
-        "tasks": [
-            {"task": r["task"], "auc": r["auc"], **point}
-            for r, point in zip(rows, task_decompositions(alone, features), strict=True)
-        ],
+        "tasks": tasks,
     }
 
 

@@ -151,10 +151,16 @@ def _probe(
     run: Any,
     loaded: Any,
     labelled_file: str | None,
+    label: str,
 ) -> dict[str, Any]:
     """``--probe``: the report of :func:`dataplan.workflows.estimate_probe.probe_and_combine`,
     or why nothing ran."""
-    from dataplan.workflows.estimate_probe import probe_and_combine
+    from dataplan.workflows.estimate_probe import (
+        PHASE_PNG,
+        draw_phase,
+        phase_point,
+        probe_and_combine,
+    )
     from dataplan.workflows.probe import load_probe_calibration
 
     if cfg.probe_calibration is None:
@@ -165,7 +171,7 @@ def _probe(
         }
     probe_cal = load_probe_calibration(cfg.probe_calibration)
     std = None if calibration is None else calibration.residual_std
-    return probe_and_combine(
+    report = probe_and_combine(
         cfg,
         probe_cal,
         None if fc is None else fc.auc,
@@ -176,6 +182,12 @@ def _probe(
         labelled_file,
         loaded,
     )
+    point = phase_point(report, probe_cal)
+    if point is not None:
+        report["phase_point"] = point
+        if is_main():
+            draw_phase(run.file(PHASE_PNG), probe_cal, point, label)
+    return report
 
 
 def load_pool(cfg: EstimateConfig) -> tuple[list[Example], str, str]:
@@ -499,7 +511,7 @@ def estimate(cfg: EstimateConfig, loaded: LoadedModel | None = None) -> Estimate
     tokenization = _tokenization_report(cfg, calibration, formatter, labelled)
     probe = None
     if cfg.probe != "off":  # under torchrun every rank takes part (DDP probes)
-        probe = _probe(cfg, calibration, fc, run, loaded, labelled_file=cfg.labeled)
+        probe = _probe(cfg, calibration, fc, run, loaded, labelled_file=cfg.labeled, label=label)
     result = EstimateResult(
         tokenization=tokenization,
         probe=probe,

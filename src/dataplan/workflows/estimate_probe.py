@@ -16,6 +16,9 @@ With a probe calibration (``--probe-calibration FILE``, written by ``calibrate -
   variance) by inverse variance (:func:`dataplan.maths.probe.combine`; the two errors are treated
   as independent, which they need not be). n* and its interval follow from the combined AUC'
   (a normal interval at ``--interval``).
+
+The run folder's ``phase-diagram.png`` places the task among the calibration tasks on the
+(√L_int, α) plane (:func:`phase_point`).
 """
 
 from __future__ import annotations
@@ -134,6 +137,9 @@ def probe_and_combine(
     )
     start = time.perf_counter()
     summary = run_probe(probe_cfg, loaded=loaded)
+    own = summary["forecast"].get("decomposition")
+    if own is not None:  # this task's own decay (≥ 2 depths and a seed variance that falls)
+        report["decomposition"] = {k: own[k] for k in ("alpha", "K", "L_int", "c_star", "regime")}
     at = next(d for d in summary["forecast"]["by_depth"] if d["c"] == depth)
     probe_variance = calibration.at(depth).residual_variance
     report.update(
@@ -167,3 +173,44 @@ def probe_and_combine(
         ]
     report["combined"] = combined
     return report
+
+
+PHASE_PNG = "phase-diagram.png"
+
+
+def phase_point(report: dict[str, Any], calibration: Any) -> dict[str, Any] | None:
+    """The task's point on the phase diagram [our choice]: α from the decay of its own probes'
+    seed variance when they ran at two or more depths (L_int is the calibration's: one task has
+    no ground truth to measure its own), else the calibration's model-wide (L_int, α) that
+    ``auto`` decided from; None when the calibration has no decay either."""
+    own = report.get("decomposition")
+    if own is not None and own.get("alpha") is not None:
+        return {
+            "intrinsic": own["L_int"],
+            "alpha": own["alpha"],
+            "regime": own.get("regime"),
+            "source": "its own probes",
+        }
+    decay = calibration.decay
+    if decay is None:
+        return None
+    return {
+        "intrinsic": calibration.intrinsic,
+        "alpha": decay.alpha,
+        "regime": report.get("regime"),
+        "source": "the calibration's model-wide α and L_int",
+    }
+
+
+def draw_phase(path: Path, calibration: Any, point: dict[str, Any], label: str) -> None:
+    """The calibration tasks and this task (a star) on the phase diagram."""
+    from dataplan.maths.probe import RegimeThresholds
+    from dataplan.plots import plot_phase_diagram
+
+    plot_phase_diagram(
+        path,
+        [dict(t) for t in calibration.tasks],
+        RegimeThresholds(),
+        title=f"{label} among the calibration tasks",
+        highlight={**point, "label": f"{label} ({point['source']})"},
+    )
