@@ -85,6 +85,11 @@ def test_plan_runs_every_step_and_reports_them(tiny_model_dir, tmp_path, capsys,
     code, out2, err = run_main(args, capsys)
     assert code == 0, err
     assert json.loads(out2)["answers"] == plan["answers"]
+    # `dataplan report` on the plan's folder: the same page
+    page = tmp_path / "again" / "report.html"
+    code, out3, err = run_main(["report", str(folder), "--out", str(page), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out3)["answers"] == plan["answers"]
 
 
 def test_plan_skips_say_why(tiny_model_dir, tmp_path, capsys):

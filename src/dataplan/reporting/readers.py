@@ -551,7 +551,17 @@ def _json_keys(path: Path) -> set[str]:
     return set(data) if isinstance(data, dict) else set()
 
 
+PLAN_ENTRIES = ("estimate", "select", "weigh", "scaling-fit.json", "scaling-plan.json")
+"""What ``dataplan plan --out DIR`` writes into DIR, in the order of its report."""
+
+
+def read_plan(folder: Path) -> list[Section]:
+    """A plan's folder: the sections of the steps it ran, in the plan's order."""
+    return [s for name in PLAN_ENTRIES if (folder / name).exists() for s in read_run(folder / name)]
+
+
 READERS: tuple[Reader, ...] = (
+    Reader("plan", lambda p: "steps" in _json_keys(p / "plan.json"), read_plan),
     Reader("calibrate", lambda p: (p / "study.json").exists(), read_calibrate),
     Reader("curve", lambda p: (p / "summary.json").exists() and (p / "points.json").exists(), read_curve),
     Reader("estimate", lambda p: (p / "confidences.parquet").exists(), read_estimate),
@@ -581,6 +591,6 @@ def read_run(path: str | Path) -> list[Section]:
                 ) from None
             return out if isinstance(out, list) else [out]
     raise ConfigError(
-        f"{p}: not the output of a dataplan command (estimate, probe, select, weigh, train, "
-        "curve or calibrate folder, or a scaling fit/plan JSON)"
+        f"{p}: not the output of a dataplan command (plan, estimate, probe, select, weigh, "
+        "train, curve or calibrate folder, or a scaling fit/plan JSON)"
     )
