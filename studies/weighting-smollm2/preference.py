@@ -26,6 +26,11 @@ Every fine-tune and every weighting is cached in points/, so an interrupted stud
 Outputs: preference.json and the preference section of docs/weighting.md (with report.py).
 
     .venv/bin/python studies/weighting-smollm2/preference.py [--objectives dpo,simpo] [--seeds 0,1,2]
+
+The reported study: ``--learning-rate dpo=auto,simpo=5e-5,simpo=5e-6``. SimPO collapsed at both
+rates of the validation probe (5e-4 and 5e-5: the option accuracy falls to about 0), so its
+``auto`` rate (5e-5) ran one seed, and SimPO was rerun at 5e-6, a decade below the probed grid,
+for three seeds — a deviation from the pre-registered grid, reported as such.
 """
 
 from __future__ import annotations
@@ -43,7 +48,6 @@ METHODS = ("uniform", "ica", "rho")
 OBJECTIVES = ("dpo", "simpo")
 POOL, HOLDOUT, TEST, NOISE, STEPS = 300, 32, 150, 0.3, 48
 VALIDATION = 100
-LEARNING_RATE: float | str | None = None  # None: dataplan train's default; "auto": validation
 
 
 def pairs_of(examples, seed: int):
@@ -179,22 +183,35 @@ def reward_accuracy(objective: str, policy: dict, reference: dict) -> float:
     return float(np.mean(margin > 0))
 
 
-def learning_rate(objective: str, report_only: bool = False) -> float | None:
-    """The study's learning rate for ``objective``: --learning-rate, or with ``auto`` the rate
-    with the best validation accuracy of the probe (preference-learning-rate.json)."""
-    if LEARNING_RATE != "auto":
-        return None if LEARNING_RATE is None else float(LEARNING_RATE)
-    import json
+def learning_rates(spec: str | None, objectives: list[str]) -> list[tuple[str, float | None]]:
+    """The (objective, learning rate) fine-tunes of ``--learning-rate``: one value (a rate,
+    ``auto`` or nothing: ``dataplan train``'s default) for every objective, or
+    ``objective=value`` items, an objective named twice trained at both rates. ``auto`` is the
+    objective's rate with the best validation accuracy in preference-learning-rate.json."""
 
-    path = HERE / "preference-learning-rate.json"
-    if not path.exists():
-        raise SystemExit(f"--learning-rate auto needs {path} (run --learning-rates first)")
-    runs = json.loads(path.read_text())["runs"][objective]
-    best = max(runs.items(), key=lambda kv: (kv[1], -float(kv[0])))  # ties: the smaller rate
-    return float(best[0])
+    def resolve(objective: str, value: str | None) -> float | None:
+        if value is None:
+            return None
+        if value != "auto":
+            return float(value)
+        import json
+
+        path = HERE / "preference-learning-rate.json"
+        if not path.exists():
+            raise SystemExit(f"--learning-rate auto needs {path} (run --learning-rates first)")
+        runs = json.loads(path.read_text())["runs"][objective]
+        best = max(runs.items(), key=lambda kv: (kv[1], -float(kv[0])))  # ties: the smaller
+        return float(best[0])
+
+    if spec is None or "=" not in spec:
+        return [(o, resolve(o, spec)) for o in objectives]
+    pairs = [item.split("=", 1) for item in spec.split(",")]
+    return [(o.strip(), resolve(o.strip(), v.strip())) for o, v in pairs if o.strip() in objectives]
 
 
-def study(objectives, seeds, methods, loaded, store, report_only: bool) -> dict:
+def study(runs, seeds, methods, loaded, store, report_only: bool) -> dict:
+    """``runs``: (objective, learning rate) pairs (:func:`learning_rates`); the rows are keyed
+    by objective, with the rate when an objective runs at several."""
     from report import auroc
 
     from dataplan.data.formatting import PromptSettings
@@ -248,10 +265,11 @@ def study(objectives, seeds, methods, loaded, store, report_only: bool) -> dict:
         return value
 
     rows: dict = {}
+    several = {o for o, _ in runs if sum(1 for p, _ in runs if p == o) > 1}
     for seed in seeds:
-        for objective in objectives:
+        for objective, rate in runs:
             settings = get_objective(objective).settings()
-            rate = learning_rate(objective, report_only)
+            label = f"{objective} (lr {rate:g})" if objective in several else objective
             hyper = TrainSettings(
                 min_steps=STEPS,
                 max_steps=STEPS,
@@ -290,7 +308,7 @@ def study(objectives, seeds, methods, loaded, store, report_only: bool) -> dict:
                     }
 
                 point = store.cached_json(name, identity, run)
-                entry = rows.setdefault(objective, {}).setdefault(
+                entry = rows.setdefault(label, {}).setdefault(
                     method, {"seeds": [], "loglik_accuracy": [], "reward_accuracy": []}
                 )
                 entry["seeds"].append(seed)
@@ -316,7 +334,7 @@ def study(objectives, seeds, methods, loaded, store, report_only: bool) -> dict:
 
 
 def main() -> None:
-    global STEPS, POOL, TEST, LEARNING_RATE
+    global STEPS, POOL, TEST
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objectives", default=",".join(OBJECTIVES))
     parser.add_argument("--seeds", default="0,1,2")
@@ -334,13 +352,12 @@ def main() -> None:
     parser.add_argument(
         "--learning-rate",
         default=None,
-        help="of every fine-tune; auto: per objective, the best of the validation probe",
+        help="of every fine-tune (a rate; auto: per objective, the best of the validation "
+        "probe), or per objective: dpo=auto,simpo=5e-6,simpo=5e-5 (an objective named twice "
+        "runs at both rates)",
     )
     args = parser.parse_args()
     STEPS, POOL, TEST = args.steps, args.pool, args.test
-    LEARNING_RATE = (
-        args.learning_rate if args.learning_rate in (None, "auto") else float(args.learning_rate)
-    )
     from dataplan.io import write_json
     from dataplan.store import ResultStore
     from dataplan.workflows.experiment import ModelSpec
@@ -353,7 +370,7 @@ def main() -> None:
         write_json(args.out_dir / "preference-learning-rate.json", probe)
         return
     results = study(
-        args.objectives.split(","),
+        learning_rates(args.learning_rate, args.objectives.split(",")),
         [int(s) for s in args.seeds.split(",")],
         args.methods.split(","),
         loaded,
