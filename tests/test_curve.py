@@ -449,6 +449,22 @@ def test_calibrate_with_probes_fits_the_probe_calibration(tiny_model_dir, tmp_pa
     assert (tmp_path / "study" / "phase-diagram.png").stat().st_size > 1000
     code, out, err = run_main(["probe", "diagram", "--study", str(tmp_path)], capsys)
     assert code == 2 and "not a calibration study folder" in err
+    assert saved["tasks"] == probe["tasks"]  # the calibration carries its tasks' points
     # A bad feature name is refused before anything runs.
     code, _, err = run_main([*args[:-1], "--probe-feature", "nope", "--json"], capsys)
     assert code == 2 and "--probe-feature must be one of" in err
+    # Tasks the fit leaves out are not probed: a --min-gain above the lowest gain.
+    gains = {r["task"]: r["learning_gain"] for r in d["tasks"]}
+    low, high = sorted(set(gains.values()))[:2]
+    threshold = max((low + high) / 2, 0.0)  # a negative --min-gain turns the filter off
+    kept = sorted(t for t, g in gains.items() if g >= threshold)
+    again = [*args]
+    again[args.index("--min-gain") + 1] = str(threshold)
+    again[args.index("--out-dir") + 1] = str(tmp_path / "study2")
+    code, out, err = run_main(again, capsys)
+    if len(kept) < 3:  # too few left to fit: refused, after probing only the kept ones
+        assert code == 2 and f"only {len(kept)} of 5 tasks gain" in err
+    else:
+        assert code == 0 and sorted(json.loads(out)["probe"]["tasks"]) == kept, err
+    probed = sorted(p.name for p in (tmp_path / "study2" / "probes").iterdir())
+    assert probed == kept and 0 < len(kept) < 5

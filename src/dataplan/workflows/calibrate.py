@@ -124,8 +124,9 @@ class CalibrateOptions(ModelOptions, FieldOptions, PromptOptions, ExecutorOption
             nor the majority label by this much (negative: keep all).
         out_dir: Study folder: curves, estimates, table, plot, calibration.json.
         cache: Curve result cache (resumes from it).
-        probe_steps: Also probe every task (short LoRA fine-tunes on its estimate's labelled
-            examples) at these depths, and fit the probe calibration (probe-calibration.json).
+        probe_steps: Also probe every task the fit keeps (short LoRA fine-tunes on its
+            estimate's labelled examples) at these depths, and fit the probe calibration
+            (probe-calibration.json).
         probe_seeds: Probe runs per task.
         probe_validation: Labelled examples each probe holds out to measure itself.
         probe_feature: The probe feature the probe calibration maps to AUC': train_loss_drop,
@@ -247,21 +248,19 @@ def calibrate(cfg: CalibrateConfig, loaded: LoadedModel | None = None) -> dict[s
         from dataplan.workflows.estimate import estimate
 
         est = estimate(est_cfg, loaded=loaded)
-        probe = None
-        if cfg.probe is not None:
-            probe = _probe_task(cfg, est_cfg, out / "probes" / label, loaded)
-        rows.append(
-            {
-                "task": label,
-                "auc": auc,
-                "auc_metric": metric,
-                "cos_low": est.cos_low,
-                **{k: est.baselines.get(k) for k in PREDICTORS if k != "cos_low"},
-                "majority_accuracy": summary["majority_accuracy"],
-                "curve": summary["curve"],
-                **({} if probe is None else {"probe": probe}),
-            }
-        )
+        row = {
+            "task": label,
+            "auc": auc,
+            "auc_metric": metric,
+            "cos_low": est.cos_low,
+            **{k: est.baselines.get(k) for k in PREDICTORS if k != "cos_low"},
+            "majority_accuracy": summary["majority_accuracy"],
+            "curve": summary["curve"],
+        }
+        # a task the fit leaves out (summarise) is not worth its probes
+        if cfg.probe is not None and (cfg.min_gain is None or learning_gain(row) >= cfg.min_gain):
+            row["probe"] = _probe_task(cfg, est_cfg, out / "probes" / label, loaded)
+        rows.append(row)
         log.info("%s: AUC %.3f (%s), CoS-Low %.4f", label, auc, metric, est.cos_low)
     return summarise(cfg, rows, out)
 
