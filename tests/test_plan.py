@@ -4,6 +4,7 @@ rerun that reuses everything, and skipped steps that say why."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,15 @@ def test_plan_skips_say_why(tiny_model_dir, tmp_path, capsys):
         "compute",
         "trust",
     ]
+    # `dataplan report` on the folder reads the steps plan.json says ran, not stray folders
+    stray = tmp_path / "plan" / "select"
+    shutil.copytree(tmp_path / "plan" / "weigh", stray)
+    page = tmp_path / "again" / "report.html"
+    code, out, err = run_main(
+        ["report", str(tmp_path / "plan"), "--out", str(page), "--json"], capsys
+    )
+    assert code == 0, err
+    assert [s["kind"] for s in json.loads(out)["sections"]] == ["weigh"]
 
 
 @pytest.mark.parametrize(

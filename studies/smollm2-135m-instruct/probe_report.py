@@ -21,21 +21,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import norm
+
+from dataplan.maths.probe_calibration import interval_coverage, others_variance
 
 HERE = Path(__file__).parent
 STUDY = HERE / "study"
 DOC = HERE.parent.parent / "docs" / "probe.md"
 PRICES = (1e-3, 1e-4, 1e-5)  # AUC'² of forecast variance a probe step must remove to pay
-
-
-def loo_variance(residuals: np.ndarray) -> np.ndarray:
-    """σ²_{−t}: each task's forecast variance from the other tasks' squared residuals."""
-    sq = residuals**2
-    return (sq.sum() - sq) / (len(sq) - 1)
 
 
 def combined_errors(static: np.ndarray, probe: np.ndarray, level: float) -> dict:
@@ -44,25 +40,18 @@ def combined_errors(static: np.ndarray, probe: np.ndarray, level: float) -> dict
     ``estimate --probe`` combines them (:func:`dataplan.maths.probe.combine`)."""
     from dataplan.maths.probe import combine
 
-    z = float(norm.ppf(0.5 + level / 2))
     pairs = [  # with y = 0 a forecast is −residual
         combine(-rs, vs, -rp, vp)
         for rs, vs, rp, vp in zip(
-            static, loo_variance(static), probe, loo_variance(probe), strict=True
+            static, others_variance(static), probe, others_variance(probe), strict=True
         )
     ]
     residual = np.array([-mean for mean, _ in pairs])
-    sd = np.sqrt([var for _, var in pairs])
     return {
         "mae": float(np.mean(np.abs(residual))),
-        "coverage": float(np.mean(np.abs(residual) <= z * sd)),
+        "coverage": interval_coverage(residual, [var for _, var in pairs], level),
         "residuals": residual,
     }
-
-
-def static_coverage(static: np.ndarray, level: float) -> float:
-    z = float(norm.ppf(0.5 + level / 2))
-    return float(np.mean(np.abs(static) <= z * np.sqrt(loo_variance(static))))
 
 
 def probe_seconds(task: str) -> list[float]:
@@ -83,7 +72,7 @@ def main() -> None:
     parser.add_argument("--study", type=Path, default=STUDY, help="another study (a smoke run)")
     parser.add_argument("--doc", type=Path, default=DOC, help="where to write the page")
     args = parser.parse_args()
-    STUDY = args.study
+    STUDY = args.study.resolve()
     study = json.loads((STUDY / "study.json").read_text())
     probe = study.get("probe")
     if not probe or "by_depth" not in probe:
@@ -93,7 +82,18 @@ def main() -> None:
     rows = [r for r in study["tasks"] if r.get("in_fit", True)]
     names = [r["task"] for r in rows]
     level = float(alone["level"])
+    missing = [r["task"] for r in rows if r.get("error") is None]
+    if missing:
+        raise SystemExit(f"no CoS-Low leave-one-task-out error for {', '.join(missing)}")
     static = -np.array([r["error"] for r in rows])  # error = forecast − y → residual y − forecast
+    first = json.loads((STUDY / "probes" / names[0] / "result.json").read_text())
+    n_train, n_val = first["examples"]["train"], first["examples"]["validation"]
+    features = {
+        "val_loss_drop": "the drop of the validation examples' answer loss since step 0",
+        "train_loss_drop": "the drop of the training examples' answer loss since step 0",
+        "val_loss": "the validation examples' answer loss",
+        "val_accuracy": "the validation examples' option accuracy",
+    }
     diagram = phase_diagram(ProbeDiagramConfig(study=str(STUDY)))
     regimes = {t["task"]: t for t in diagram["tasks"]}
 
@@ -106,12 +106,13 @@ def main() -> None:
         f"Tasks: the {len(rows)} suite tasks of the CoS-Low calibration (docs/ground-truth.md; "
         "tasks whose fine-tuned curve never beats zero-shot and the majority label are left out "
         "of both fits, and are not probed). A *probe* is a short LoRA fine-tune (the curve "
-        "settings) on the 32 examples the task's `estimate` labelled — 24 to train, 8 held out "
-        f"— one run per seed ({alone['n_seeds']} seeds), measured at c = "
+        f"settings) on the {n_train + n_val} examples the task's `estimate` labelled — "
+        f"{n_train} to train, {n_val} held out — one run per seed ({alone['n_seeds']} seeds), "
+        "measured at c = "
         + ", ".join(str(int(d["depth"])) for d in alone["depths"])
-        + f" optimiser steps. Feature: `{alone['feature']}` (the drop of the validation "
-        "examples' answer loss since step 0, averaged over seeds), mapped to the task's measured "
-        "AUC' by least squares across tasks at each c.",
+        + f" optimiser steps. Feature: `{alone['feature']}` "
+        f"({features.get(alone['feature'], 'see docs/methods.md §8')}, averaged over seeds), "
+        "mapped to the task's measured AUC' by least squares across tasks at each c.",
         "",
         "## Forecast error against probe compute",
         "",
@@ -125,7 +126,7 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     static_mae = float(np.mean(np.abs(static)))
-    cov_static = static_coverage(static, level)
+    cov_static = interval_coverage(static, others_variance(static), level)
     per_depth = []
     for a, j in zip(alone["depths"], joint["depths"], strict=True):
         p = np.array(a["loo_residuals"])
@@ -179,8 +180,9 @@ def main() -> None:
         "",
         "Regimes: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".",
         "",
-        "![the suite tasks on the phase diagram](../studies/smollm2-135m-instruct/study/"
-        "phase-diagram.png)",
+        "![the suite tasks on the phase diagram]("
+        + os.path.relpath(diagram["plot"], args.doc.resolve().parent)
+        + ")",
         "",
         "## Did the regime say where probing helped?",
         "",

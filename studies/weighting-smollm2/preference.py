@@ -205,8 +205,18 @@ def learning_rates(spec: str | None, objectives: list[str]) -> list[tuple[str, f
 
     if spec is None or "=" not in spec:
         return [(o, resolve(o, spec)) for o in objectives]
-    pairs = [item.split("=", 1) for item in spec.split(",")]
-    return [(o.strip(), resolve(o.strip(), v.strip())) for o, v in pairs if o.strip() in objectives]
+    runs: list[tuple[str, float | None]] = []
+    for item in spec.split(","):
+        objective, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or objective not in OBJECTIVES:
+            raise SystemExit(f"--learning-rate: {item!r} is not OBJECTIVE=RATE ({OBJECTIVES})")
+        run = (objective, resolve(objective, value))
+        if objective in objectives and run not in runs:
+            runs.append(run)
+    unset = [o for o in objectives if all(o != r[0] for r in runs)]
+    if unset:
+        raise SystemExit(f"--learning-rate names no rate for {', '.join(unset)}")
+    return runs
 
 
 def study(runs, seeds, methods, loaded, store, report_only: bool) -> dict:

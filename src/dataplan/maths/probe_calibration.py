@@ -21,7 +21,6 @@ c_d) and optionally a static predictor z_t (CoS-Low), at each depth d [our choic
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -157,6 +156,21 @@ class ProbeCalibration:
         )
 
 
+def others_variance(residuals: ArrayLike) -> np.ndarray:
+    """σ²_{−t} = mean_{u≠t} r_u²: each task's forecast variance from the other tasks' residuals
+    (shape (T,) → (T,); T ≥ 2)."""
+    sq = np.asarray(residuals, dtype=np.float64) ** 2
+    return (sq.sum() - sq) / (len(sq) - 1)
+
+
+def interval_coverage(residuals: ArrayLike, variances: ArrayLike, level: float) -> float:
+    """Share of tasks whose residual lies inside their normal interval at ``level``:
+    |r_t| ≤ z_{(1+level)/2} · σ_t."""
+    quantile = float(norm.ppf(0.5 + level / 2))
+    r = np.abs(np.asarray(residuals, dtype=np.float64))
+    return float(np.mean(r <= quantile * np.sqrt(np.asarray(variances, dtype=np.float64))))
+
+
 def _lstsq(a: np.ndarray, y: np.ndarray) -> np.ndarray:
     coef, *_ = np.linalg.lstsq(a, y, rcond=None)
     return coef
@@ -208,7 +222,6 @@ def fit_probe_calibration(
         )
     if s_count < 2:
         raise ProbeCalibrationError("at least 2 probe seeds per task are needed")
-    quantile = float(norm.ppf(0.5 + level / 2))
     fits = []
     for j, depth in enumerate(c):
         mean = x[:, :, j].mean(axis=1)
@@ -218,11 +231,6 @@ def fit_probe_calibration(
         for t in range(t_count):
             keep = np.arange(t_count) != t
             resid[t] = y[t] - design[t] @ _lstsq(design[keep], y[keep])
-        covered = []
-        for t in range(t_count):
-            others = np.delete(resid, t)
-            sigma = math.sqrt(float(np.mean(others**2)))
-            covered.append(abs(resid[t]) <= quantile * sigma)
         per_seed = coef[0] + coef[1] * x[:, :, j]
         if z is not None:
             per_seed = per_seed + coef[2] * z[:, None]
@@ -233,7 +241,7 @@ def fit_probe_calibration(
                 loo_residuals=tuple(float(v) for v in resid),
                 loo_mae=float(np.mean(np.abs(resid))),
                 residual_variance=float(np.mean(resid**2)),
-                coverage=float(np.mean(covered)),
+                coverage=interval_coverage(resid, others_variance(resid), level),
                 seed_variance=float(np.mean(np.var(per_seed, axis=1, ddof=1))),
             )
         )

@@ -176,13 +176,18 @@ def read_estimate(folder: Path) -> Section:
             (
                 "phase diagram",
                 f"√L_int {_num(point['intrinsic'] ** 0.5)}, α {_num(point['alpha'], 2)} "
-                f"({point.get('source')}): {point.get('regime') or 'regime not determined'}",
+                f"from {point.get('source')}: "
+                + (f"regime {point['regime']}" if point.get("regime") else "no regime"),
             )
         )
     section.figures = _figures(
         folder,
         ("curve.png", "forecast curve with its interval band"),
-        ("phase-diagram.png", "the task on the phase diagram, among the calibration tasks"),
+        (
+            "phase-diagram.png",
+            "the task on the phase diagram among the calibration tasks"
+            + (f" (placed by {point['source']})" if point else ""),
+        ),
     )
     return section
 
@@ -551,13 +556,22 @@ def _json_keys(path: Path) -> set[str]:
     return set(data) if isinstance(data, dict) else set()
 
 
-PLAN_ENTRIES = ("estimate", "select", "weigh", "scaling-fit.json", "scaling-plan.json")
-"""What ``dataplan plan --out DIR`` writes into DIR, in the order of its report."""
+PLAN_STEPS: dict[str, tuple[str, ...]] = {
+    "estimate": ("estimate",),
+    "select": ("select",),
+    "weigh": ("weigh",),
+    "scaling": ("scaling-fit.json", "scaling-plan.json"),
+}
+"""What each step of ``dataplan plan --out DIR`` writes into DIR, in the order of its report."""
 
 
 def read_plan(folder: Path) -> list[Section]:
-    """A plan's folder: the sections of the steps it ran, in the plan's order."""
-    return [s for name in PLAN_ENTRIES if (folder / name).exists() for s in read_run(folder / name)]
+    """A plan's folder: the sections of the steps its plan.json says ran (a folder left from an
+    earlier plan with other steps is not read), in the plan's order."""
+    steps = _json(folder / "plan.json")["steps"]
+    ran = [s["step"] for s in steps if "skipped" not in s]
+    paths = [folder / name for step in ran for name in PLAN_STEPS.get(step, ())]
+    return [s for p in paths if p.exists() for s in read_run(p)]
 
 
 READERS: tuple[Reader, ...] = (

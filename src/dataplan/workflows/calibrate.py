@@ -257,8 +257,7 @@ def calibrate(cfg: CalibrateConfig, loaded: LoadedModel | None = None) -> dict[s
             "majority_accuracy": summary["majority_accuracy"],
             "curve": summary["curve"],
         }
-        # a task the fit leaves out (summarise) is not worth its probes
-        if cfg.probe is not None and (cfg.min_gain is None or learning_gain(row) >= cfg.min_gain):
+        if cfg.probe is not None and in_fit(cfg, row):  # a task left out is not worth probes
             row["probe"] = _probe_task(cfg, est_cfg, out / "probes" / label, loaded)
         rows.append(row)
         log.info("%s: AUC %.3f (%s), CoS-Low %.4f", label, auc, metric, est.cos_low)
@@ -369,6 +368,12 @@ def learning_gain(row: dict[str, Any]) -> float:
     return max(trained) - base if trained else float("nan")
 
 
+def in_fit(cfg: CalibrateConfig, row: dict[str, Any]) -> bool:
+    """Whether the fit keeps a task: no ``--min-gain``, or its :func:`learning_gain` reaches it
+    (a NaN gain — no fine-tuned point — does not)."""
+    return cfg.min_gain is None or bool(learning_gain(row) >= cfg.min_gain)
+
+
 def summarise(cfg: CalibrateConfig, rows: list[dict[str, Any]], out: Path) -> dict[str, Any]:
     """Fit, leave-one-task-out evaluation of every predictor, files.
 
@@ -377,7 +382,7 @@ def summarise(cfg: CalibrateConfig, rows: list[dict[str, Any]], out: Path) -> di
     """
     for r in rows:
         r["learning_gain"] = learning_gain(r)
-        r["in_fit"] = cfg.min_gain is None or bool(r["learning_gain"] >= cfg.min_gain)
+        r["in_fit"] = in_fit(cfg, r)
     all_rows, rows = rows, [r for r in rows if r["in_fit"]]
     if len(rows) < 3:
         raise ConfigError(

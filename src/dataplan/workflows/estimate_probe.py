@@ -47,17 +47,28 @@ def parse_probe(value: str) -> str | tuple[int, ...]:
     return steps
 
 
+def calibration_regime(calibration: Any) -> str | None:
+    """The regime of the calibration's model-wide L_int and decay (V_opt at its shallowest
+    depth from the fit); None when its seed variance does not decay (α ≤ 0, K = 0, no fit)."""
+    from dataplan.maths.probe import regime
+
+    decay = calibration.decay
+    if decay is None or not (decay.alpha > 0 and decay.K > 0):
+        return None
+    shallow = float(decay.optimisation_variance(calibration.depths[0].depth))
+    return regime(calibration.intrinsic, decay.alpha, shallow)
+
+
 def choose_depth(calibration: Any, price: float | None) -> tuple[int | None, str, dict[str, Any]]:
     """``auto``'s decision: (depth or None, the reason, the numbers behind it)."""
-    from dataplan.maths.probe import optimal_depth, regime
+    from dataplan.maths.probe import optimal_depth
 
     depths = [int(d.depth) for d in calibration.depths]
     decay = calibration.decay
-    if decay is None or not (decay.alpha > 0 and decay.K > 0):
+    label = calibration_regime(calibration)
+    if decay is None or label is None:
         return None, "the calibration's seed variance does not decay with depth", {}
     intrinsic = calibration.intrinsic
-    shallow = float(decay.optimisation_variance(depths[0]))
-    label = regime(intrinsic, decay.alpha, shallow)
     facts: dict[str, Any] = {
         "regime": label,
         "alpha": decay.alpha,
@@ -197,7 +208,7 @@ def phase_point(report: dict[str, Any], calibration: Any) -> dict[str, Any] | No
     return {
         "intrinsic": calibration.intrinsic,
         "alpha": decay.alpha,
-        "regime": report.get("regime"),
+        "regime": report.get("regime") or calibration_regime(calibration),
         "source": "the calibration's model-wide α and L_int",
     }
 
@@ -207,10 +218,15 @@ def draw_phase(path: Path, calibration: Any, point: dict[str, Any], label: str) 
     from dataplan.maths.probe import RegimeThresholds
     from dataplan.plots import plot_phase_diagram
 
+    among = (
+        "among the calibration tasks"
+        if calibration.tasks
+        else "(this probe calibration file carries no tasks)"
+    )
     plot_phase_diagram(
         path,
         [dict(t) for t in calibration.tasks],
         RegimeThresholds(),
-        title=f"{label} among the calibration tasks",
+        title=f"{label} {among}",
         highlight={**point, "label": f"{label} ({point['source']})"},
     )

@@ -215,7 +215,7 @@ def _write_pool(cfg: PlanConfig, out: Path) -> tuple[Path, list[Any]]:
 def run_plan(cfg: PlanConfig) -> dict[str, Any]:
     """Run the plan's steps (resuming finished ones) and write the report; returns plan.json."""
     from dataplan.io import write_json
-    from dataplan.reporting.readers import PLAN_ENTRIES
+    from dataplan.reporting.readers import PLAN_STEPS
     from dataplan.workflows.report import build_report
 
     cfg.check_model()
@@ -282,7 +282,7 @@ def run_plan(cfg: PlanConfig) -> dict[str, Any]:
     if not folders:
         raise ConfigError("every step is skipped: nothing to report")
     # `dataplan report DIR` finds the same runs by these names
-    assert all(f.name in PLAN_ENTRIES for f in folders)
+    assert all(f.name in {n for names in PLAN_STEPS.values() for n in names} for f in folders)
     result = build_report(folders, out / "report.html", title=f"dataplan plan: {cfg.source.label}")
     result["steps"] = steps
     write_json(out / "plan.json", result)
