@@ -114,6 +114,12 @@ def main() -> None:
         f"({features.get(alone['feature'], 'see docs/methods.md §8')}, averaged over seeds), "
         "mapped to the task's measured AUC' by least squares across tasks at each c.",
         "",
+        "The calibration ships as `smollm2-135m-instruct` (`src/dataplan/calibrations/probes/`): "
+        "`estimate --probe auto` finds it by the CoS-Low calibration's name, and "
+        "`dataplan probe --estimate-dir RUN --calibration smollm2-135m-instruct` probes an "
+        "estimate's labelled examples (`--run-dir` names the probe's own run folder, as in "
+        "every command).",
+        "",
         "## Forecast error against probe compute",
         "",
         f"Leave-one-task-out: each task forecast by a fit on the other {len(rows) - 1}. "
