@@ -29,10 +29,8 @@ for task in arithmetic_2_digit_addition intent_recognition; do
 done
 echo "== select"
 .venv/bin/python studies/no_compute.py studies/select-smollm2/run.py > /dev/null
-echo "== weighting"
+echo "== weighting"  # preference.json first: run.py writes docs/weighting.md with it
+.venv/bin/python studies/no_compute.py studies/weighting-smollm2/preference.py --report-only \
+  --learning-rate dpo=auto,simpo=5e-5,simpo=5e-6 > /dev/null
 .venv/bin/python studies/no_compute.py studies/weighting-smollm2/run.py --report-only > /dev/null
-if [ -f studies/weighting-smollm2/preference.json ]; then
-  .venv/bin/python studies/no_compute.py studies/weighting-smollm2/preference.py --report-only \
-    --learning-rate auto > /dev/null
-fi
 echo "regenerated without computing anything"
