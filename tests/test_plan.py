@@ -125,6 +125,8 @@ def test_plan_skips_say_why(tiny_model_dir, tmp_path, capsys):
         (["--compute-tokens", "1000"], "--scaling-runs"),
         (["--balance-by", "colour"], "--balance-by"),
         (["--fraction", "2"], "--fraction"),
+        (["--probe-seeds", "1"], "--probe-seeds must be at least 2"),
+        (["--probe-price", "-1"], "--probe-price must be a positive number"),
     ],
 )
 def test_plan_bad_options_exit_2_before_any_work(tiny_model_dir, tmp_path, capsys, extra, fragment):

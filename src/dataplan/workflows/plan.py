@@ -62,6 +62,10 @@ class PlanConfig(
         low_fraction: The estimate's least-confident share of the pool to label from.
         probe: The estimate's probing: auto (when the probe calibration says it pays), off, or
             probe steps such as 16,32.
+        probe_seeds: Probe runs of the estimate.
+        probe_price: The price of a probe step in forecast variance: auto probes to c*
+            (fewer steps for a higher price); default: where the optimisation variance falls to
+            the intrinsic limit.
         label_noise: Some labels may be wrong: select with G-SNR's shrinkage form (it kept
             3% corrupted examples where random kept 33%, docs/select.md) instead of a random
             draw.
@@ -84,6 +88,8 @@ class PlanConfig(
     n_labeled: int = 32
     low_fraction: float = 0.1
     probe: str = "auto"
+    probe_seeds: int = 3
+    probe_price: float | None = None
     label_noise: bool = False
     select_method: str = "auto"
     snr_form: str = "shrinkage"
@@ -147,6 +153,8 @@ class PlanConfig(
             n_labeled=self.n_labeled,
             low_fraction=self.low_fraction,
             probe=self.probe,
+            probe_seeds=self.probe_seeds,
+            probe_price=self.probe_price,
             seed=self.seed,
             run_dir=str(Path(self.out) / "estimate"),
         )
