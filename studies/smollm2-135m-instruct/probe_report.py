@@ -193,7 +193,11 @@ def main() -> None:
         "## Did the regime say where probing helped?",
         "",
         "Per task, |static LOO error| and |probe LOO error| at the deepest c (and the combined "
-        "one); *helped* = the probe (combined) forecast is closer than the static one.",
+        "one); *helped* = the probe (combined) forecast is closer than the static one. A "
+        "caution on reading it: a task's L_int,t is its own probe residual at the deepest c "
+        "(net of seed noise), the same residual the probe error column shows, so a "
+        "Noise-Dominant task is one the probe forecast missed by construction; only α_t (the "
+        "decay of its seed variance) uses no ground truth.",
         "",
         "| task | AUC' | regime | √L_int,t | α_t | static error | probe error | combined error "
         "| probe s/seed |",
