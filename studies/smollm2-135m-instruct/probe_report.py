@@ -65,6 +65,8 @@ def probe_seconds(task: str) -> list[float]:
 
 def main() -> None:
     from dataplan.maths.probe import optimal_depth
+    from dataplan.maths.probe_calibration import ProbeCalibration
+    from dataplan.workflows.estimate_probe import choose_depth
     from dataplan.workflows.probe_diagram import ProbeDiagramConfig, phase_diagram
 
     global STUDY
@@ -145,6 +147,21 @@ def main() -> None:
         )
     lines.append("")
 
+    depth, reason, _ = choose_depth(ProbeCalibration.from_dict(alone), None)
+    if depth is None:
+        lines += [
+            f"The stopping rule (`estimate --probe auto`, no price) does not probe: {reason}.",
+            "",
+        ]
+    else:
+        at = next(d for d in per_depth if int(d["c"]) == depth)
+        lines += [
+            f"**At the depth the stopping rule picks** (`estimate --probe auto`, no price: "
+            f"{reason}): static MAE {static_mae:.3f} against combined "
+            f"{at['combined']['mae']:.3f}; {level:.0%}-interval coverage "
+            f"{cov_static:.0%} static, {at['combined']['coverage']:.0%} combined.",
+            "",
+        ]
     decay = alone.get("decay")
     L = float(alone["intrinsic"])
     lines += ["## Risk decomposition", ""]
