@@ -14,7 +14,8 @@ from dataplan.errors import ConfigError, InputError
 from dataplan.io import write_json
 from dataplan.maths.forecast import budget_for_target
 from dataplan.maths.probe_calibration import ProbeCalibration, fit_probe_calibration
-from dataplan.workflows.estimate_probe import choose_depth, parse_probe, phase_point
+from dataplan.workflows.estimate_probe import choose_depth, parse_probe
+from dataplan.workflows.probe import phase_point
 
 
 def _calibration(depths=(1, 2), K=0.3, noise=0.02, seed=0) -> ProbeCalibration:
@@ -90,7 +91,7 @@ def test_phase_point_prefers_the_tasks_own_probes():
     assert point["regime"] == "Static-Sufficient"
     assert phase_point({}, replace(cal, decay=None)) is None
     # --probe STEPS records no decision: the regime is the calibration's own
-    from dataplan.workflows.estimate_probe import calibration_regime
+    from dataplan.workflows.probe import calibration_regime
 
     assert phase_point({}, cal)["regime"] == calibration_regime(cal) is not None
 

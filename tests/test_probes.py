@@ -237,6 +237,15 @@ def test_probe_with_a_calibration_forecasts_and_decomposes(tiny_model_dir, tmp_p
     assert dec["L_int"] == pytest.approx(cal.intrinsic) and dec["L_int_given"]
     assert dec["regime"] in ("Static-Sufficient", "Dynamic-Critical", "Noise-Dominant")
     assert (run_dir / "decay.png").exists()
+    # The task on the phase diagram: its own probes' α at the calibration's L_int.
+    point = forecast["phase_point"]
+    assert point["source"] == "its own probes" and point["alpha"] == dec["alpha"]
+    assert point["intrinsic"] == pytest.approx(cal.intrinsic)
+    assert (run_dir / "phase-diagram.png").stat().st_size > 1000
+    from dataplan.reporting.readers import read_run
+
+    (section,) = read_run(run_dir)
+    assert section.figures[-1].caption.endswith("(placed by its own probes)")
     # The table form runs too; a depth the calibration lacks, or a broken file, exits 2.
     code, out, err = run_main([*args, "--calibration", str(tmp_path / "cal.json")], capsys)
     assert code == 0 and "forecast of AUC'" in out, err

@@ -171,25 +171,31 @@ def read_estimate(folder: Path) -> Section:
     if warning:
         section.cautions.append(str(warning))
     point = probe.get("phase_point")
-    if point:
-        section.facts.append(
-            (
-                "phase diagram",
-                f"√L_int {_num(point['intrinsic'] ** 0.5)}, α {_num(point['alpha'], 2)} "
-                f"from {point.get('source')}: "
-                + (f"regime {point['regime']}" if point.get("regime") else "no regime"),
-            )
-        )
+    section.facts += _phase_facts(point)
     section.figures = _figures(
-        folder,
-        ("curve.png", "forecast curve with its interval band"),
-        (
-            "phase-diagram.png",
-            "the task on the phase diagram among the calibration tasks"
-            + (f" (placed by {point['source']})" if point else ""),
-        ),
+        folder, ("curve.png", "forecast curve with its interval band"), _phase_figure(point)
     )
     return section
+
+
+def _phase_facts(point: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The task's point on the phase diagram (``phase_point`` of an estimate or probe run)."""
+    if not point:
+        return []
+    regime = f"regime {point['regime']}" if point.get("regime") else "no regime"
+    text = (
+        f"√L_int {_num(max(point['intrinsic'], 0.0) ** 0.5)}, α {_num(point['alpha'], 2)} "
+        f"from {point.get('source')}: {regime}"
+    )
+    return [("phase diagram", text)]
+
+
+def _phase_figure(point: dict[str, Any] | None) -> tuple[str, str]:
+    placed = f" (placed by {point['source']})" if point else ""
+    return (
+        "phase-diagram.png",
+        f"the task on the phase diagram among the calibration tasks{placed}",
+    )
 
 
 def _slope(warning: str) -> str:
@@ -262,10 +268,12 @@ def read_probe(folder: Path) -> Section:
         section.answers["trust"] = Answer(text, _uncertainty(d), d.get("regime"))
     if forecast.get("decomposition_error"):
         section.cautions.append(str(forecast["decomposition_error"]))
+    section.facts += _phase_facts(forecast.get("phase_point"))
     section.figures = _figures(
         folder,
         ("probes.png", "probe features by step count, per seed"),
         ("decay.png", "uncertainty Û(c) against probe compute, with c*"),
+        _phase_figure(forecast.get("phase_point")),
     )
     return section
 

@@ -155,13 +155,13 @@ def _probe(
 ) -> dict[str, Any]:
     """``--probe``: the report of :func:`dataplan.workflows.estimate_probe.probe_and_combine`,
     or why nothing ran."""
-    from dataplan.workflows.estimate_probe import (
+    from dataplan.workflows.estimate_probe import probe_and_combine
+    from dataplan.workflows.probe import (
         PHASE_PNG,
         draw_phase,
+        load_probe_calibration,
         phase_point,
-        probe_and_combine,
     )
-    from dataplan.workflows.probe import load_probe_calibration
 
     if cfg.probe_calibration is None:
         return {

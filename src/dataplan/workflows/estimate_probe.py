@@ -18,7 +18,7 @@ With a probe calibration (``--probe-calibration FILE``, written by ``calibrate -
   (a normal interval at ``--interval``).
 
 The run folder's ``phase-diagram.png`` places the task among the calibration tasks on the
-(√L_int, α) plane (:func:`phase_point`).
+(√L_int, α) plane (:func:`dataplan.workflows.probe.phase_point`).
 """
 
 from __future__ import annotations
@@ -47,21 +47,10 @@ def parse_probe(value: str) -> str | tuple[int, ...]:
     return steps
 
 
-def calibration_regime(calibration: Any) -> str | None:
-    """The regime of the calibration's model-wide L_int and decay (V_opt at its shallowest
-    depth from the fit); None when its seed variance does not decay (α ≤ 0, K = 0, no fit)."""
-    from dataplan.maths.probe import regime
-
-    decay = calibration.decay
-    if decay is None or not (decay.alpha > 0 and decay.K > 0):
-        return None
-    shallow = float(decay.optimisation_variance(calibration.depths[0].depth))
-    return regime(calibration.intrinsic, decay.alpha, shallow)
-
-
 def choose_depth(calibration: Any, price: float | None) -> tuple[int | None, str, dict[str, Any]]:
     """``auto``'s decision: (depth or None, the reason, the numbers behind it)."""
     from dataplan.maths.probe import optimal_depth
+    from dataplan.workflows.probe import calibration_regime
 
     depths = [int(d.depth) for d in calibration.depths]
     decay = calibration.decay
@@ -184,49 +173,3 @@ def probe_and_combine(
         ]
     report["combined"] = combined
     return report
-
-
-PHASE_PNG = "phase-diagram.png"
-
-
-def phase_point(report: dict[str, Any], calibration: Any) -> dict[str, Any] | None:
-    """The task's point on the phase diagram [our choice]: α from the decay of its own probes'
-    seed variance when they ran at two or more depths (L_int is the calibration's: one task has
-    no ground truth to measure its own), else the calibration's model-wide (L_int, α) that
-    ``auto`` decided from; None when the calibration has no decay either."""
-    own = report.get("decomposition")
-    if own is not None and own.get("alpha") is not None:
-        return {
-            "intrinsic": own["L_int"],
-            "alpha": own["alpha"],
-            "regime": own.get("regime"),
-            "source": "its own probes",
-        }
-    decay = calibration.decay
-    if decay is None:
-        return None
-    return {
-        "intrinsic": calibration.intrinsic,
-        "alpha": decay.alpha,
-        "regime": report.get("regime") or calibration_regime(calibration),
-        "source": "the calibration's model-wide α and L_int",
-    }
-
-
-def draw_phase(path: Path, calibration: Any, point: dict[str, Any], label: str) -> None:
-    """The calibration tasks and this task (a star) on the phase diagram."""
-    from dataplan.maths.probe import RegimeThresholds
-    from dataplan.plots import plot_phase_diagram
-
-    among = (
-        "among the calibration tasks"
-        if calibration.tasks
-        else "(this probe calibration file carries no tasks)"
-    )
-    plot_phase_diagram(
-        path,
-        [dict(t) for t in calibration.tasks],
-        RegimeThresholds(),
-        title=f"{label} {among}",
-        highlight={**point, "label": f"{label} ({point['source']})"},
-    )

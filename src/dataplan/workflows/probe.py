@@ -16,7 +16,8 @@ measured at several depths, one run per seed (docs/methods.md §8).
    each seed's forecast of AUC' at each depth, their mean and spread, an interval per depth from
    the calibration's leave-one-task-out error, and the decomposition of
    :func:`dataplan.maths.probe.analyse` (L_int from the calibration, K and α from the seeds'
-   spread, c* for ``--price``, the regime) with ``decay.png``.
+   spread, c* for ``--price``, the regime) with ``decay.png``, and ``phase-diagram.png``: the
+   task among the calibration tasks (:func:`phase_point`).
 """
 
 from __future__ import annotations
@@ -291,7 +292,12 @@ def run_probe(cfg: ProbeConfig, loaded: Any = None) -> dict[str, Any]:
     plot_probe_features(run.file("probes.png"), rows, title=f"probes of {cfg.label}")
     summary["plot"] = str(run.file("probes.png"))
     if calibration is not None:
-        summary["forecast"] = forecast_from_probes(cfg, calibration, rows, run.file("decay.png"))
+        forecast = forecast_from_probes(cfg, calibration, rows, run.file("decay.png"))
+        point = phase_point(forecast, calibration)
+        if point is not None:
+            forecast["phase_point"] = point
+            draw_phase(run.file(PHASE_PNG), calibration, point, cfg.label)
+        summary["forecast"] = forecast
     run.write_json("result.json", summary)
     return summary
 
@@ -371,3 +377,61 @@ def forecast_from_probes(
         plot_probe_decay(analysis, plot)
         out["decay_plot"] = str(plot)
     return out
+
+
+def calibration_regime(calibration: Any) -> str | None:
+    """The regime of the calibration's model-wide L_int and decay (V_opt at its shallowest
+    depth from the fit); None when its seed variance does not decay (α ≤ 0, K = 0, no fit)."""
+    from dataplan.maths.probe import regime
+
+    decay = calibration.decay
+    if decay is None or not (decay.alpha > 0 and decay.K > 0):
+        return None
+    shallow = float(decay.optimisation_variance(calibration.depths[0].depth))
+    return regime(calibration.intrinsic, decay.alpha, shallow)
+
+
+PHASE_PNG = "phase-diagram.png"
+
+
+def phase_point(report: dict[str, Any], calibration: Any) -> dict[str, Any] | None:
+    """The task's point on the phase diagram [our choice]: α from the decay of its own probes'
+    seed variance when they ran at two or more depths (L_int is the calibration's: one task has
+    no ground truth to measure its own), else the calibration's model-wide (L_int, α) that
+    ``auto`` decided from; None when the calibration has no decay either."""
+    own = report.get("decomposition")
+    if own is not None and own.get("alpha") is not None:
+        return {
+            "intrinsic": own["L_int"],
+            "alpha": own["alpha"],
+            "regime": own.get("regime"),
+            "source": "its own probes",
+        }
+    decay = calibration.decay
+    if decay is None:
+        return None
+    return {
+        "intrinsic": calibration.intrinsic,
+        "alpha": decay.alpha,
+        "regime": report.get("regime") or calibration_regime(calibration),
+        "source": "the calibration's model-wide α and L_int",
+    }
+
+
+def draw_phase(path: Path, calibration: Any, point: dict[str, Any], label: str) -> None:
+    """The calibration tasks and this task (a star) on the phase diagram."""
+    from dataplan.maths.probe import RegimeThresholds
+    from dataplan.plots import plot_phase_diagram
+
+    among = (
+        "among the calibration tasks"
+        if calibration.tasks
+        else "(this probe calibration file carries no tasks)"
+    )
+    plot_phase_diagram(
+        path,
+        [dict(t) for t in calibration.tasks],
+        RegimeThresholds(),
+        title=f"{label} {among}",
+        highlight={**point, "label": f"{label} ({point['source']})"},
+    )
