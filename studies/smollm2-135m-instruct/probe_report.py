@@ -13,7 +13,10 @@ docs/probe.md:
   and c* at several prices;
 - the phase diagram and each task's regime, and whether the regime says where probing helped.
 
-    .venv/bin/python studies/smollm2-135m-instruct/probe_report.py
+    .venv/bin/python studies/smollm2-135m-instruct/probe_report.py [--ship]
+
+``--ship`` also copies the study's probe-calibration.json into the package
+(``src/dataplan/calibrations/probes/<name>.json``), where ``estimate --probe`` finds it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from dataplan.maths.probe_calibration import interval_coverage, others_variance
 HERE = Path(__file__).parent
 STUDY = HERE / "study"
 DOC = HERE.parent.parent / "docs" / "probe.md"
+PACKAGE = HERE.parent.parent / "src" / "dataplan" / "calibrations" / "probes"
 PRICES = (1e-3, 1e-4, 1e-5)  # AUC'² of forecast variance a probe step must remove to pay
 
 
@@ -73,6 +77,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", type=Path, default=STUDY, help="another study (a smoke run)")
     parser.add_argument("--doc", type=Path, default=DOC, help="where to write the page")
+    parser.add_argument(
+        "--ship",
+        action="store_true",
+        help="also copy probe-calibration.json into the package under the study's name",
+    )
     args = parser.parse_args()
     STUDY = args.study.resolve()
     study = json.loads((STUDY / "study.json").read_text())
@@ -254,6 +263,14 @@ def main() -> None:
         )
     lines.append("")
     args.doc.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if args.ship:  # what `estimate --probe auto` finds by the CoS-Low calibration's name
+        from dataplan.io import atomic_path
+
+        shipped = PACKAGE / f"{study['name']}.json"
+        PACKAGE.mkdir(parents=True, exist_ok=True)
+        with atomic_path(shipped) as tmp:
+            tmp.write_text((STUDY / "probe-calibration.json").read_text(), encoding="utf-8")
+        print(f"shipped {shipped}")
     print("\n".join(lines))
 
 
