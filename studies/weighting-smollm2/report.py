@@ -59,6 +59,17 @@ def summarise(results: dict) -> dict:
     return out
 
 
+def auroc_cell(r: dict) -> str:
+    """The weights' AUROC; for refreshed weights also the range over seeds at the end."""
+    if "weight_auroc" not in r:
+        return "—"
+    text = f"{r['weight_auroc']:.3f}"
+    final = r.get("final_weight_auroc")
+    if final:
+        text += f" before training; {min(final):.2f}–{max(final):.2f} after the last refresh"
+    return text
+
+
 def table(summary: dict) -> str:
     lines = []
     for task, entry in summary.items():
@@ -77,7 +88,7 @@ def table(summary: dict) -> str:
                 ", ".join(f"{v:.3f}" for v in r["per_seed"]),
                 spread(r["delta_vs_uniform"], signed=True) if "delta_vs_uniform" in r else "—",
                 spread(r["recovered"], signed=True) if "recovered" in r else "—",
-                f"{r['weight_auroc']:.3f}" if "weight_auroc" in r else "—",
+                auroc_cell(r),
                 (
                     f"{r['weight_mean_clean']:.2f} / {r['weight_mean_corrupted']:.2f}"
                     if "weight_mean_clean" in r
@@ -152,7 +163,7 @@ def cost_section(b: dict) -> list[str]:
         "3-epoch LoRA fine-tune costs about 3 × (forward + backward) ≈ 9 forward passes at the "
         "example's length. The ratio falls in proportion to the epochs and to how much of a "
         "sequence the response is (the paper's setting: many epochs of long chat responses on "
-        "GPUs). RHO-LOSS costs about as much as the fine-tune itself here, because its reference "
+        "GPUs). RHO-LOSS costs three quarters of the fine-tune or more here, because its reference "
         "adapter is a fine-tune (of the 32-example holdout, at the curve settings' minimum of 20 "
         "steps).",
         "",
@@ -189,6 +200,16 @@ def cost_section(b: dict) -> list[str]:
     return lines
 
 
+def rate_spec(results: dict) -> str:
+    """The ``--learning-rate`` spec of the rows in ``results`` (objective=rate, in order)."""
+    items = []
+    for label, methods in results["objectives"].items():
+        if methods:
+            rate = float(next(iter(methods.values()))["learning_rate"])
+            items.append(f"{label.split(' ')[0]}={rate:g}")
+    return ",".join(items)
+
+
 def learning_rate_lines(path: Path, results: dict) -> list[str]:
     """How the preference study's learning rates were chosen (the validation probe's numbers),
     and the SimPO rows at rates off the probed grid, as far as ``results`` has them."""
@@ -198,7 +219,7 @@ def learning_rate_lines(path: Path, results: dict) -> list[str]:
         return []
     probe = json.loads(path.read_text(encoding="utf-8"))
     cells = [
-        f"{objective.upper()} {float(rate):g}: {acc:.3f}"
+        f"{objective} {float(rate):g}: {acc:.3f}"
         for objective, runs in probe["runs"].items()
         for rate, acc in runs.items()
     ]
@@ -209,23 +230,31 @@ def learning_rate_lines(path: Path, results: dict) -> list[str]:
         "rate)."
     )
     grid = {float(r) for r in probe["runs"].get("simpo", {})}
-    off_grid = {
-        label: max(len(m["seeds"]) for m in methods.values())
-        for label, methods in results["objectives"].items()
-        if label.startswith("simpo")
-        and methods
-        and float(next(iter(methods.values()))["learning_rate"]) not in grid
-    }
-    if off_grid and all(acc < 0.1 for acc in probe["runs"].get("simpo", {}).values()):
-        text += (
-            " SimPO collapsed at every probed rate (validation option accuracy below 0.1 while, "
-            "on the test pairs below, the reward accuracy stays well above chance: the pairs' "
-            "margins are learnt, the options' likelihoods are not kept — we did not study why). "
-            "So SimPO also ran below the grid — a deviation from the pre-registered choice, "
-            "shown as its own rows: "
-            + ", ".join(f"{label} with {n} seed(s)" for label, n in off_grid.items())
-            + ". The grid rate's rows show the collapse."
+    collapsed = bool(grid) and all(acc < 0.1 for acc in probe["runs"]["simpo"].values())
+    seeds = {
+        label: (
+            float(next(iter(methods.values()))["learning_rate"]),
+            max(len(m["seeds"]) for m in methods.values()),
         )
+        for label, methods in results["objectives"].items()
+        if label.startswith("simpo") and methods
+    }
+    if collapsed:
+        text += (
+            " SimPO collapsed at every probed rate (validation option accuracy below 0.1; on "
+            "the test pairs below its reward accuracy stays well above chance while the "
+            "option accuracy falls: the pairs' margins are learnt, the options' likelihoods "
+            "are not kept — we did not study why). Its rows at a probed rate are the collapse, "
+            "one seed, not evidence of a weighting's effect."
+        )
+        below = {k: n for k, (rate, n) in seeds.items() if rate not in grid}
+        if below:
+            text += (
+                " So SimPO also ran below the grid — a deviation from the pre-registered choice, "
+                "shown as its own rows: "
+                + ", ".join(f"{label} with {n} seed(s)" for label, n in below.items())
+                + "."
+            )
     return [text, ""]
 
 
@@ -325,7 +354,7 @@ def write_doc(summary: dict, table_text: str, seeds: list[int]) -> None:
     counts = [len(r["per_seed"]) for e in summary.values() for r in e["methods"].values()]
     complete = bool(counts) and min(counts) >= len(seeds)
     status = (
-        f"Complete: every method has {len(seeds)} seeds."
+        f"SFT: complete for the tasks below, every method with {len(seeds)} seeds."
         if complete
         else (
             "**Partial** — the study is still running (it resumes from its cache: "
@@ -368,10 +397,11 @@ def write_doc(summary: dict, table_text: str, seeds: list[int]) -> None:
             "## DPO and SimPO with preference noise",
             "",
             "Generated by `studies/weighting-smollm2/preference.py --learning-rate "
-            "dpo=auto,simpo=5e-5,simpo=5e-6` (settings in its docstring). Pairs: chosen = the "
+            + rate_spec(results)
+            + "` (settings in its docstring). Pairs: chosen = the "
             "gold answer, rejected = a random wrong option; 30% of the training pairs swapped; "
             "a clean 32-pair holdout. *loglik_accuracy*: test accuracy by option "
-            "log-likelihood; *reward_accuracy*: the share of clean held-out pairs whose "
+            "log-likelihood; *reward_accuracy*: the share of the 150 clean test pairs whose "
             "implicit reward (DPO: β·log π/π_ref margin; SimPO: length-normalised "
             "log-probability margin) prefers the chosen answer. Values in brackets: per seed.",
             "",
