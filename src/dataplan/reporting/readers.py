@@ -4,7 +4,9 @@ A command's output is recognised by the files it writes (no command records its 
 registry maps each kind to a test and a reader, tried in order. Adding a command to the report is
 one reader and one registry line. Every reader takes what it finds and leaves out what is not
 there (an estimate waiting for labels has no forecast, a probe without calibration no
-decomposition), so that a half-finished run still reports what it knows.
+decomposition), so that a half-finished run still reports what it knows. What every reader
+reads alike (JSON, numbers, the command, versions, figures) is in
+:mod:`dataplan.reporting.folder_facts`.
 """
 
 from __future__ import annotations
@@ -16,74 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from dataplan.errors import ConfigError, InputError
+from dataplan.reporting.folder_facts import (
+    _command,
+    _figures,
+    _interval,
+    _json,
+    _num,
+    _run_folder_section,
+    _sibling_png,
+    _versions,
+)
 from dataplan.reporting.page import Answer, Figure, Section
-from dataplan.workflows.run_folder import COMMAND_FILE
-
-
-def _json(path: Path) -> Any:
-    from dataplan.parsing import decode_json, read_utf8
-
-    try:
-        return decode_json(read_utf8(path))
-    except ValueError as err:
-        raise InputError(f"not valid JSON ({err})", path=path) from None
-
-
-def _num(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _interval(pair: Any, digits: int = 3, level: Any = None) -> str | None:
-    if not isinstance(pair, (list, tuple)) or len(pair) != 2 or None in pair:
-        return None
-    text = f"[{_num(pair[0], digits)}, {_num(pair[1], digits)}]"
-    if isinstance(level, (int, float)):
-        text += f" ({level:.0%} interval)"
-    return text
-
-
-def _command(folder: Path, fallback: str) -> str:
-    recorded = folder / COMMAND_FILE if folder.is_dir() else None
-    if recorded is not None and recorded.exists():
-        return recorded.read_text(encoding="utf-8").strip()
-    return fallback
-
-
-def _versions(folder: Path) -> dict[str, Any]:
-    path = folder / "versions.json"
-    return _json(path) if path.exists() else {}
-
-
-def _run_folder_section(folder: Path, kind: str, title: str, command: str) -> Section:
-    """The section of a run folder: its settings (config.json), versions and command line
-    (``command`` when the folder does not record one)."""
-    return Section(
-        kind=kind,
-        title=title,
-        source=folder,
-        command=_command(folder, command),
-        settings=_json(folder / "config.json"),
-        versions=_versions(folder),
-    )
-
-
-def _sibling_png(path: Path, caption: str) -> list[Figure]:
-    """The plot saved beside a JSON result under the same name (``fit.json`` → ``fit.png``)."""
-    png = path.with_suffix(".png")
-    return [Figure(caption, png)] if png.exists() else []
-
-
-def _figures(folder: Path, *named: tuple[str, str]) -> list[Figure]:
-    return [Figure(caption, folder / name) for name, caption in named if (folder / name).exists()]
-
 
 # ---------------------------------------------------------------------------------- estimate
 
