@@ -150,3 +150,26 @@ def test_plan_selects_by_the_evidence(tiny_model_dir, tmp_path, capsys):
 
     noisy = PlanConfig(data="x.jsonl", out="o", label_noise=True, progress=False)
     assert noisy.selection_method == "gsnr" and noisy.select_config(None).snr_form == "shrinkage"
+
+
+@pytest.mark.parametrize(
+    ("holdout", "fragment"),
+    [
+        ("", "no examples found"),
+        ('{"prompt": "q", "answer": "a"}\n', "--k 2 is larger than the holdout of 1"),
+        (
+            '{"prompt": "q", "answer": "a"}\n{"question": "q", "answer": "b"}\n',
+            'bad-holdout.jsonl:2: field "prompt"',
+        ),
+    ],
+)
+def test_plan_bad_holdout_exit_2_before_any_work(
+    tiny_model_dir, tmp_path, capsys, holdout, fragment
+):
+    args = _args(tiny_model_dir, tmp_path)
+    bad = tmp_path / "bad-holdout.jsonl"
+    bad.write_text(holdout)
+    args[args.index("--holdout") + 1] = str(bad)
+    code, _, err = run_main(args, capsys)
+    assert code == 2 and fragment in err and str(bad) in err, err
+    assert not (tmp_path / "plan").exists()  # refused before the estimate ran

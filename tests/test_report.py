@@ -4,6 +4,7 @@ checked as text and, where Chromium is installed (.ci/run installs it), in a rea
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
@@ -136,12 +137,49 @@ def test_bad_run_folder_exit_2(tmp_path, capsys, make, fragment):
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (.ci/run installs it)")
-def test_report_in_a_real_browser(run_folders, tmp_path, capsys):
-    pytest.importorskip("playwright")
+@pytest.fixture(scope="module")
+def plan_page(tiny_model_dir, tmp_path_factory):
+    """The demo-sized page `dataplan plan` writes: a tiny-model plan with every step — the
+    estimate probing to depth 2 under a probe calibration, the selection, ICA weights and a
+    scaling plan from the committed scaling runs."""
+    from dataplan.io import write_json
+    from test_estimate_probe import _calibration
+    from test_plan import RUNS, _args
+
+    tmp = tmp_path_factory.mktemp("plan")
+    write_json(tmp / "probe-cal.json", _calibration().as_dict())
+    args = _args(tiny_model_dir, tmp, "--scaling-runs", str(RUNS), "--compute-tokens", "24000")
+    args[args.index("--probe") + 1] = "1,2"
+    args[args.index("--n-labeled") + 1] = "12"  # 8 validate the probes, 4 train them
+    args[args.index("--low-fraction") + 1] = "0.5"
+    args += ["--probe-calibration", str(tmp / "probe-cal.json"), "--probe-seeds", "2"]
+    code, _, _ = run_main([*args, "--quiet"], _NoCapsys())
+    assert code == 0  # a failure shows in pytest's captured stderr
+    return tmp / "plan" / "report.html"
+
+
+def _require_chromium() -> None:
+    """Skip where Chromium is missing — except under .ci/run, which installs it and sets
+    DATAPLAN_REQUIRE_BROWSER=1: there a missing browser fails the test."""
+    import os
+
+    if CHROMIUM is None or importlib.util.find_spec("playwright") is None:
+        if os.environ.get("DATAPLAN_REQUIRE_BROWSER") == "1":
+            pytest.fail("Chromium and playwright are required (DATAPLAN_REQUIRE_BROWSER=1)")
+        pytest.skip("Chromium or playwright is not installed (.ci/run installs them)")
+
+
+@pytest.mark.parametrize("page_of", ["run folders", "plan"])
+def test_report_in_a_real_browser(page_of, request, tmp_path, capsys):
+    _require_chromium()
     from playwright.sync_api import sync_playwright
 
-    out, _ = _build(run_folders, tmp_path, capsys, *run_folders)
+    if page_of == "plan":
+        out = request.getfixturevalue("plan_page")
+    else:
+        run_folders = request.getfixturevalue("run_folders")
+        capsys.readouterr()  # what making the folders printed, here: not the report's JSON
+        out, _ = _build(run_folders, tmp_path, capsys, *run_folders)
     args = [
         "--no-sandbox",
         "--disable-gpu",
@@ -165,13 +203,24 @@ def test_report_in_a_real_browser(run_folders, tmp_path, capsys):
             "img", "imgs => imgs.map(i => [i.complete, i.naturalWidth, i.naturalHeight])"
         )
         text = page.inner_text("body")
+        answers = page.eval_on_selector_all(
+            "table.answers tbody tr",
+            "rows => rows.map(r => [r.cells[0].innerText, r.querySelector('td.none') === null,"
+            " r.cells[1].innerText.trim()])",
+        )
+        page_alts = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.alt)")
         shot = page.screenshot(full_page=False)
         browser.close()
     assert errors == [] and failed == []
     assert images and all(done and w > 0 and h > 0 for done, w, h in images)
-    for question in QUESTIONS:
-        assert question in text
-    assert "not answered" not in text.split("How sure")[0]  # every question answered here
+    assert [q for q, _, _ in answers] == list(QUESTIONS)  # the five questions, in order
+    assert all(answered and answer for _, answered, answer in answers), answers  # all answered
+    assert "not answered" not in text
+    if page_of == "plan":  # the estimate's curve with its band and the phase diagram are drawn
+        alts = page_alts
+        assert any("phase diagram" in a for a in alts) and any(
+            "forecast curve" in a for a in alts
+        ), alts
     _assert_not_blank(shot)
 
 

@@ -66,6 +66,11 @@ class PlanConfig(
         probe_price: The price of a probe step in forecast variance: auto probes to c*
             (fewer steps for a higher price); default: where the optimisation variance falls to
             the intrinsic limit.
+        probe_calibration: The estimate's probe calibration, by name or file
+            (probe-calibration.json of `dataplan calibrate --probe-steps`); default: the one
+            shipped for the CoS-Low calibration.
+        tokenization: How the estimate's CoS-Low tokenises prompt and answer: split or joint;
+            default: the calibration's convention.
         label_noise: Some labels may be wrong: select with G-SNR's shrinkage form (it kept
             3% corrupted examples where random kept 33%, docs/select.md) instead of a random
             draw.
@@ -90,6 +95,8 @@ class PlanConfig(
     probe: str = "auto"
     probe_seeds: int = 3
     probe_price: float | None = None
+    probe_calibration: str | None = None
+    tokenization: str | None = None
     label_noise: bool = False
     select_method: str = "auto"
     snr_form: str = "shrinkage"
@@ -155,6 +162,8 @@ class PlanConfig(
             probe=self.probe,
             probe_seeds=self.probe_seeds,
             probe_price=self.probe_price,
+            probe_calibration=self.probe_calibration,
+            tokenization=self.tokenization,
             seed=self.seed,
             run_dir=str(Path(self.out) / "estimate"),
         )
@@ -227,6 +236,13 @@ def run_plan(cfg: PlanConfig) -> dict[str, Any]:
     from dataplan.workflows.report import build_report
 
     cfg.check_model()
+    if cfg.runs("weigh"):  # a bad holdout fails now, not after the estimate and the selection
+        from dataplan.data.loading import load_examples
+        from dataplan.training.weighting.ica import check_holdout
+
+        assert cfg.holdout is not None
+        holdout = load_examples(cfg.holdout, fields=cfg.fields, require_answer=True)
+        check_holdout(holdout, cfg.k, cfg.holdout)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     loaded = cfg.spec.load()
