@@ -7,6 +7,7 @@ the gradient is Σ wᵢ ∇ℓᵢ / Σ wᵢ, where ℓᵢ is TRL's loss of a bat
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -192,22 +193,37 @@ def _train_args(tiny_model_dir, tmp_path, data, *extra):
     ]
 
 
-@pytest.mark.parametrize(
-    ("objective", "weighting"), [("dpo", "ica"), ("simpo", "rho"), ("dpo", "filter")]
-)
+@pytest.mark.parametrize("weighting", ["uniform", "ica", "rho", "one-shot", "filter"])
+@pytest.mark.parametrize("objective", ["dpo", "simpo"])
 def test_train_preference_objectives(tiny_model_dir, tmp_path, capsys, objective, weighting):
+    """Every weighting trains with both preference objectives into a loadable adapter."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    from dataplan.io import read_parquet
+
     data, holdout = _pair_files(tmp_path)
     args = _train_args(tiny_model_dir, tmp_path, data, "--objective", objective)
-    args += ["--weighting", weighting, "--holdout", str(holdout), "--k", "2"]
+    if weighting != "uniform":
+        args += ["--weighting", weighting, "--holdout", str(holdout), "--k", "2"]
     code, out, err = run_main(args, capsys)
     assert code == 0, err
     summary = json.loads(out)
     assert summary["objective"] == objective and summary["steps"] == 2
-    (first,) = summary["weights"]
-    assert first["step"] == 0 and 0 < first["mean"] <= 1
+    assert summary["weighting"] == weighting
+    if weighting == "uniform":
+        assert summary["weights"] == []  # the unweighted loss
+    else:
+        (first,) = summary["weights"]
+        assert first["step"] == 0 and 0 < first["mean"] <= 1
+        weights = np.asarray(
+            read_parquet(tmp_path / "adapter-run" / "weights.parquet")["weight_step0"]
+        )
+        if weighting == "filter":  # the top 75% kept at weight 1, the rest dropped
+            assert set(weights.tolist()) == {0.0, 1.0}
+            assert weights.sum() == math.ceil(0.75 * len(weights))
+        else:  # scores min-max normalised over the pool
+            assert weights.min() == 0.0 and weights.max() == 1.0
     config = json.loads((tmp_path / "adapter-run" / "config.json").read_text())
     assert config["objective_settings"]["beta"] == (0.1 if objective == "dpo" else 2.0)
     PeftModel.from_pretrained(

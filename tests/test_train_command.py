@@ -67,6 +67,29 @@ def test_train_ica_records_every_refresh(tiny_model_dir, tmp_path, capsys):
     assert not (tmp_path / "adapter-run" / "state").exists()  # checkpoints removed when done
 
 
+@pytest.mark.parametrize("weighting", ["rho", "one-shot", "filter"])
+def test_train_sft_baselines(tiny_model_dir, tmp_path, capsys, weighting):
+    """The baselines train SFT into a loadable adapter with their weights recorded."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    data, holdout = _files(tmp_path)
+    args = _args(
+        tiny_model_dir, tmp_path, data, "--weighting", weighting, "--holdout", str(holdout)
+    )
+    code, out, err = run_main([*args, "--k", "2", "--keep", "0.5"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["weighting"] == weighting
+    weights = np.asarray(read_parquet(tmp_path / "adapter-run" / "weights.parquet")["weight_step0"])
+    if weighting == "filter":  # the top half kept at weight 1
+        assert set(weights.tolist()) == {0.0, 1.0} and weights.sum() == len(weights) // 2
+    else:
+        assert weights.min() == 0.0 and weights.max() == 1.0
+    PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(tmp_path / "adapter")
+    )
+
+
 def test_train_normalise_batch(tiny_model_dir, tmp_path, capsys):
     data, holdout = _files(tmp_path)
     args = _args(tiny_model_dir, tmp_path, data, "--weighting", "ica", "--holdout", str(holdout))

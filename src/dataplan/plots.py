@@ -8,6 +8,7 @@ readers and planner the scaling figures use, so importing this module stays chea
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -118,11 +119,27 @@ def plot_calibration(path: Path, rows: list[dict[str, Any]], calibration: Calibr
     plt.close(fig)
 
 
-def plot_weights(path: Path, weights: np.ndarray, *, title: str) -> None:
-    """Histogram of per-example training weights in [0, 1]."""
+def plot_weights(
+    path: Path, weights: np.ndarray | Mapping[str, np.ndarray], *, title: str
+) -> None:
+    """Histogram of per-example training weights in [0, 1]; a mapping (label → weights, e.g.
+    one entry per refresh during training) draws one outlined histogram per entry."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    ax.hist(np.asarray(weights, dtype=float), bins=20, range=(0.0, 1.0), color="C0")
+    if isinstance(weights, Mapping):
+        for i, (label, w) in enumerate(weights.items()):
+            ax.hist(
+                np.asarray(w, dtype=float),
+                bins=20,
+                range=(0.0, 1.0),
+                histtype="step",
+                linewidth=1.6,
+                color=f"C{i % 10}",
+                label=label,
+            )
+        ax.legend(fontsize=8)
+    else:
+        ax.hist(np.asarray(weights, dtype=float), bins=20, range=(0.0, 1.0), color="C0")
     ax.set_xlabel("weight")
     ax.set_ylabel("examples")
     ax.set_title(title, fontsize=9)

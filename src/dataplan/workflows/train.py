@@ -284,10 +284,13 @@ def run_train(cfg: TrainConfig, loaded: LoadedModel | None = None) -> dict[str, 
         columns[f"weight_step{step}"] = np.asarray(w).tolist()
     if result.weights:
         write_parquet(run.file("weights.parquet"), columns)
-        plot_weights(
+        plot_weights(  # one histogram per refresh
             run.file("weights.png"),
-            result.weights[0][1],
-            title=f"{cfg.weighting} weights of {cfg.source.label} (before training)",
+            {
+                ("before training" if step == 0 else f"at step {step}"): w
+                for step, w in result.weights
+            },
+            title=f"{cfg.weighting} weights of {cfg.source.label}",
         )
     plot_loss(run.file("loss.png"), result.loss_curve, title=f"training loss ({cfg.weighting})")
     write_json(run.file("result.json"), {**summary, "config": run.config})
