@@ -29,6 +29,43 @@ def test_minmax_weights_floor_ties_and_nan():
     np.testing.assert_array_equal(top_fraction_weights([1, 1, 1], 0.34), [1, 1, 0])  # ties: index
 
 
+def test_knn_demonstrations_are_the_nearest_by_the_models_own_mean_pooled_states(char_tokenizer):
+    """The default retrieval (--demos knn --embedder model) against a float64 loop: each prompt
+    alone through the model, the last hidden layer averaged over its tokens, holdout prompts
+    ranked by cosine; a holdout example with the example's own prompt is never chosen."""
+    from dataplan.training.weighting.ica import ICASettings, choose_demonstrations
+
+    torch.manual_seed(0)
+    model = make_tiny_llama(len(char_tokenizer))
+    fmt = PromptFormatter(char_tokenizer)
+    words = ["red sky", "blue sea", "green", "a cat sat", "7+1", "dog", "sun and moon"]
+    examples = [Example(id=f"e{i}", prompt=w, answer="x") for i, w in enumerate(words[:4])]
+    holdout = [Example(id=f"h{i}", prompt=w, answer="y") for i, w in enumerate(words[2:])]
+    got = choose_demonstrations(
+        model, fmt, examples, holdout, ICASettings(k=2, batch_size=3), progress=False
+    )
+    reference = make_tiny_llama(len(char_tokenizer))
+    reference.load_state_dict(model.state_dict())
+    reference.double().eval()
+
+    def embed(text: str) -> np.ndarray:
+        ids = torch.tensor([char_tokenizer(text, add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            hidden = reference(input_ids=ids, output_hidden_states=True).hidden_states[-1]
+        return hidden[0].mean(dim=0).numpy()
+
+    keys = [embed(h.prompt) for h in holdout]
+    for i, e in enumerate(examples):
+        q = embed(e.prompt)
+        cos = {
+            j: q @ x / np.linalg.norm(q) / np.linalg.norm(x)
+            for j, x in enumerate(keys)
+            if holdout[j].prompt != e.prompt
+        }
+        assert list(got[i]) == sorted(cos, key=lambda j: -cos[j])[:2], e.prompt
+    assert 0 not in got[2] and 1 not in got[3]  # "green", "a cat sat": their own prompts
+
+
 def test_nearest_by_cosine_matches_a_loop():
     rng = np.random.default_rng(0)
     q, x = rng.normal(size=(5, 4)), rng.normal(size=(7, 4))

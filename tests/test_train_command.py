@@ -104,6 +104,25 @@ def test_train_normalise_batch(tiny_model_dir, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
+    ("holdout_rows", "fragment"),
+    [
+        ([], "no examples found"),
+        ([{"prompt": "p", "answer": "a"}], "--k 2 is larger than the holdout of 1"),
+        ([{"question": "p", "answer": "a"}], 'h.jsonl:1: field "prompt"'),
+    ],
+)
+def test_train_bad_holdout_exit_2(tiny_model_dir, tmp_path, capsys, holdout_rows, fragment):
+    from test_weigh import _write
+
+    data, _ = _files(tmp_path)
+    holdout = _write(tmp_path / "h.jsonl", holdout_rows)
+    args = _args(tiny_model_dir, tmp_path, data, "--weighting", "ica", "--holdout", str(holdout))
+    code, out, err = run_main([*args, "--k", "2"], capsys)
+    assert code == 2 and out == "" and fragment in err and str(holdout) in err, err
+    assert not (tmp_path / "adapter").exists() and not (tmp_path / "adapter-run").exists()
+
+
+@pytest.mark.parametrize(
     ("extra", "fragment"),
     [
         (["--weighting", "ica"], "--weighting ica needs --holdout FILE"),

@@ -92,7 +92,7 @@ def test_weigh_writes_weights_and_resumes(tiny_model_dir, tmp_path, capsys, monk
     [
         ([], [], "no examples found"),
         ([{"prompt": "p", "answer": "a"}], ["--k", "3"], "--k 3 is larger than the holdout of 1"),
-        ([{"question": "p", "answer": "a"}], [], 'field "prompt"'),
+        ([{"question": "p", "answer": "a"}], [], 'h.jsonl:1: field "prompt"'),
         (  # the only two holdout examples, one of them the training example itself
             [{"prompt": "Colour 0?", "answer": "red"}, {"prompt": "q", "answer": "a"}],
             ["--k", "2"],
@@ -121,7 +121,34 @@ def test_weigh_bad_holdout_exit_2(tiny_model_dir, tmp_path, capsys, holdout_rows
         capsys,
     )
     assert code == 2 and out == "" and fragment in err and "Traceback" not in err
-    assert not (tmp_path / "w.parquet").exists()
+    assert str(holdout) in err  # the file named
+    assert not (tmp_path / "w.parquet").exists() and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("rows", "fragment"),
+    [
+        ([{"prompt": "p", "chosen": "a"}], 'pairs.jsonl:1: field "rejected": missing field'),
+        (
+            [
+                {"prompt": "p", "chosen": "a", "rejected": "b"},
+                {"prompt": "q", "chosen": "c", "rejected": "c"},
+            ],
+            'pairs.jsonl:2: field "rejected": the chosen and rejected responses are the same',
+        ),
+    ],
+)
+def test_weigh_bad_pairs_exit_2(tiny_model_dir, tmp_path, capsys, rows, fragment):
+    pairs = _write(tmp_path / "pairs.jsonl", rows)
+    holdout = _write(
+        tmp_path / "hold.jsonl",
+        [{"prompt": f"s{i}", "chosen": "a", "rejected": "b"} for i in range(3)],
+    )
+    args = ["weigh", "--model", str(tiny_model_dir), "--data", str(pairs), "--holdout"]
+    args += [str(holdout), "--preference", "--k", "2", "--out", str(tmp_path / "w.parquet")]
+    code, out, err = run_main([*args, "--run-dir", str(tmp_path / "run")], capsys)
+    assert code == 2 and out == "" and fragment in err and "Traceback" not in err, err
+    assert not (tmp_path / "w.parquet").exists() and not (tmp_path / "run").exists()
 
 
 def test_weigh_preference_pairs(tiny_model_dir, tmp_path, capsys):
