@@ -139,3 +139,49 @@ def test_train_bad_options_exit_2(tiny_model_dir, tmp_path, capsys, extra, fragm
     code, out, err = run_main(_args(tiny_model_dir, tmp_path, data, *extra), capsys)
     assert code == 2 and out == "" and fragment in err, err
     assert not (tmp_path / "adapter").exists()
+
+
+def test_evaluate_scores_a_trained_adapter_as_the_evaluation_core_does(
+    tiny_model_dir, tmp_path, capsys
+):
+    """`dataplan evaluate --adapter` reports what the evaluation core gives for the adapter
+    loaded by PEFT itself; with options the headline is their log-likelihood accuracy."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from dataplan.data.formatting import PromptFormatter
+    from dataplan.data.loading import load_examples
+    from dataplan.evaluation import EvalSettings, evaluate
+    from test_weigh import _write
+
+    data, _ = _files(tmp_path)
+    code, _, err = run_main(
+        _args(tiny_model_dir, tmp_path, data, "--learning-rate", "0.05"), capsys
+    )
+    assert code == 0, err
+    test = _write(
+        tmp_path / "test.jsonl",
+        [
+            {"id": f"x{i}", "prompt": f"Colour {i}?", "answer": c, "choices": ["red", "blue"]}
+            for i, c in enumerate(["red", "blue", "red", "red", "blue"])
+        ],
+    )
+    base = ["evaluate", "--model", str(tiny_model_dir), "--data", str(test), "--max-new-tokens"]
+    base += ["3", "--json"]
+    code, out, err = run_main([*base, "--adapter", str(tmp_path / "adapter")], capsys)
+    assert code == 0, err
+    got = json.loads(out)
+    assert got["n"] == 5 and got["headline"] == "loglik_accuracy"
+    assert got["score"] == got["loglik_accuracy"]
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(tmp_path / "adapter")
+    )
+    fmt = PromptFormatter(AutoTokenizer.from_pretrained(tiny_model_dir))
+    expected = evaluate(model.eval(), fmt, load_examples(test), EvalSettings(max_new_tokens=3))
+    for name in ("exact_match", "token_f1", "loglik_accuracy", "prediction_majority_share"):
+        assert got[name] == pytest.approx(expected[name]), name
+    assert got["examples"] == expected["examples"]
+    code, out, err = run_main([*base, "--max-test", "2"], capsys)  # the model alone
+    assert code == 0 and json.loads(out)["adapter"] is None and json.loads(out)["n"] == 2, err
+    code, out, err = run_main([*base, "--adapter", str(tmp_path)], capsys)
+    assert code == 2 and "not a PEFT adapter folder" in err

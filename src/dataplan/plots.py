@@ -119,9 +119,7 @@ def plot_calibration(path: Path, rows: list[dict[str, Any]], calibration: Calibr
     plt.close(fig)
 
 
-def plot_weights(
-    path: Path, weights: np.ndarray | Mapping[str, np.ndarray], *, title: str
-) -> None:
+def plot_weights(path: Path, weights: np.ndarray | Mapping[str, np.ndarray], *, title: str) -> None:
     """Histogram of per-example training weights in [0, 1]; a mapping (label → weights, e.g.
     one entry per refresh during training) draws one outlined histogram per entry."""
     plt = pyplot()

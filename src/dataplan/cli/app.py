@@ -16,6 +16,7 @@ import typer
 from dataplan.cli import (
     curves,
     estimate,
+    evaluate,
     plan,
     probe,
     report,
@@ -36,7 +37,19 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for group in (estimate, curves, select, weigh, train, probe, scaling, plan, report, tasks):
+for group in (
+    estimate,
+    curves,
+    select,
+    weigh,
+    train,
+    evaluate,
+    probe,
+    scaling,
+    plan,
+    report,
+    tasks,
+):
     group.register(app)
 
 
