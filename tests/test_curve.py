@@ -438,6 +438,17 @@ def test_calibrate_with_probes_fits_the_probe_calibration(tiny_model_dir, tmp_pa
     direct = fit_probe_calibration(features, [r["auc"] for r in rows], [1, 2])
     assert probe["by_depth"][1]["probe_loo_mae"] == pytest.approx(direct.depths[1].loo_mae)
     assert (tmp_path / "study" / "probes").is_dir()
+    # CoS-Low's own 80%-interval coverage beside the probes', each task's variance from the
+    # others' leave-one-task-out residuals; the CoS-Low convention recorded with the joint fit
+    from dataplan.maths.probe_calibration import interval_coverage, others_variance
+
+    static = np.array([r["predicted_auc_loo"] - r["auc"] for r in rows])
+    assert probe["static_coverage"] == pytest.approx(
+        interval_coverage(static, others_variance(static), 0.8)
+    )
+    joint = json.loads((tmp_path / "study" / "probe-cos-low-calibration.json").read_text())
+    assert joint["tokenization"] == probe["tokenization"] == "split"
+    assert saved["tokenization"] is None  # the probe feature alone takes no CoS-Low
     assert [t["task"] for t in probe["tasks"]] == [r["task"] for r in rows]
     # The phase diagram of the study: every task placed (or said to be undetermined).
     code, out, err = run_main(

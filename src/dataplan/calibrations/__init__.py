@@ -49,6 +49,12 @@ def has_calibration(name: str) -> bool:
     return name in _REGISTRY
 
 
+def tokenization_for(model: str) -> str:
+    """How CoS-Low is tokenised for ``model`` by default: as its calibration (the one named like
+    the model) was fitted, else ``split``."""
+    return get_calibration(model).tokenization if has_calibration(model) else "split"
+
+
 def get_calibration(name_or_path: str | Path) -> Calibration:
     """A calibration by registry name or JSON path.
 

@@ -73,6 +73,8 @@ class ProbeCalibration:
     intrinsic: float
     decay: DecayFit | None
     tasks: tuple[dict[str, Any], ...] = ()  # the calibration tasks' phase-diagram points
+    # How the CoS-Low it takes was tokenised (split or joint); None without CoS-Low.
+    tokenization: str | None = None
 
     def at(self, depth: float) -> DepthFit:
         for d in self.depths:
@@ -120,6 +122,7 @@ class ProbeCalibration:
                 for d in self.depths
             ],
             "tasks": [dict(t) for t in self.tasks],
+            "tokenization": self.tokenization,
         }
 
     @classmethod
@@ -153,6 +156,7 @@ class ProbeCalibration:
             intrinsic=float(d["intrinsic"]),
             decay=decay,
             tasks=tuple(dict(t) for t in d.get("tasks") or ()),  # older files carry none
+            tokenization=d.get("tokenization") or ("split" if d["with_static"] else None),
         )
 
 

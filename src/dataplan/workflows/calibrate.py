@@ -285,15 +285,19 @@ def _probe_task(
 
 
 def probe_summary(
-    study: ProbeStudy, rows: list[dict[str, Any]], out: Path
+    study: ProbeStudy, rows: list[dict[str, Any]], out: Path, tokenization: str = "split"
 ) -> dict[str, Any] | None:
-    """The probe calibration of the in-fit tasks (alone and with CoS-Low) beside CoS-Low's own
-    leave-one-task-out error, per depth; writes probe-calibration.json. None if fewer tasks than
-    a leave-one-task-out fit needs (the reason is in the study's notes)."""
+    """The probe calibration of the in-fit tasks (alone and with CoS-Low, tokenised by
+    ``tokenization``) beside CoS-Low's own leave-one-task-out error and 80%-interval coverage
+    (each task's variance from the other tasks' residuals, as for the probes), per depth; writes
+    probe-calibration.json. None if fewer tasks than a leave-one-task-out fit needs (the reason
+    is in the study's notes)."""
     from dataplan.maths.forecast import leave_one_out_scores
     from dataplan.maths.probe_calibration import (
         ProbeCalibrationError,
         fit_probe_calibration,
+        interval_coverage,
+        others_variance,
         task_decompositions,
     )
 
@@ -321,7 +325,12 @@ def probe_summary(
         joint = fit_probe_calibration(features, auc, depths, static=cos_low, feature=study.feature)
     except ProbeCalibrationError as err:
         return {"error": str(err)}
-    static_mae = leave_one_out_scores(list(cos_low), auc)["mae"]
+    joint = replace(joint, tokenization=tokenization)
+    static = leave_one_out_scores(list(cos_low), auc)
+    static_residuals = np.asarray(static["predictions"]) - auc
+    static_coverage = interval_coverage(
+        static_residuals, others_variance(static_residuals), alone.level
+    )
     tasks = [
         {"task": r["task"], "auc": r["auc"], **point}
         for r, point in zip(rows, task_decompositions(alone, features), strict=True)
@@ -333,7 +342,9 @@ def probe_summary(
     return {
         "feature": study.feature,
         "seeds": study.seeds,
-        "static_loo_mae": static_mae,
+        "static_loo_mae": static["mae"],
+        "static_coverage": static_coverage,
+        "tokenization": tokenization,
         "by_depth": [
             {
                 "c": a.depth,
@@ -422,7 +433,7 @@ def summarise(cfg: CalibrateConfig, rows: list[dict[str, Any]], out: Path) -> di
         )
     probe = None
     if cfg.probe is not None and all("probe" in r for r in rows):
-        probe = probe_summary(cfg.probe, rows, out)
+        probe = probe_summary(cfg.probe, rows, out, tokenization)
     result = {
         "name": cfg.name,
         "n_tasks": len(rows),

@@ -172,7 +172,9 @@ class CosLowConfig(ModelOptions, FieldOptions, PromptOptions, MemoryOptions, Run
         lora_targets: 'all-linear' or comma-separated module names.
         batch_size: Examples per backward pass.
         tokenization: split (prompt and answer tokenised apart: dataplan's) or joint (one
-            string, the CoS-Low authors' convention, which their published calibrations assume).
+            string, the CoS-Low authors' convention, which their published calibrations assume);
+            default: the convention of the model's calibration (the one named like the model),
+            else split.
     """
 
     labeled: str
@@ -182,19 +184,26 @@ class CosLowConfig(ModelOptions, FieldOptions, PromptOptions, MemoryOptions, Run
     lora_alpha: float = 32.0
     lora_targets: str = "all-linear"
     batch_size: int = 8
-    tokenization: str = "split"
+    tokenization: str | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError("--batch-size must be positive")
         self.memory_budget  # noqa: B018 - validates --max-memory
-        if self.tokenization not in ("split", "joint"):
+        if self.tokenization not in (None, "split", "joint"):
             raise ConfigError(f"--tokenization must be split or joint, got {self.tokenization!r}")
         self.lora  # noqa: B018 - validates the adapter settings
 
     @property
     def lora(self) -> LoraSettings:
         return LoraSettings.from_options(self.lora_r, self.lora_alpha, self.lora_targets, self.seed)
+
+    @property
+    def resolved_tokenization(self) -> str:
+        """``--tokenization``, else the convention of the model's calibration."""
+        from dataplan.calibrations import tokenization_for
+
+        return self.tokenization or tokenization_for(self.model)
 
 
 def coslow_of_file(cfg: CosLowConfig, loaded: LoadedModel | None = None) -> CosLowResult:
@@ -216,7 +225,7 @@ def coslow_of_file(cfg: CosLowConfig, loaded: LoadedModel | None = None) -> CosL
         batch_size=cfg.batch_size,
         max_memory=cfg.memory_budget,
         progress=cfg.progress,
-        tokenization=cfg.tokenization,
+        tokenization=cfg.resolved_tokenization,
         exclude=label_exclusions(cfg.model),
         distributed=True,  # under torchrun the ranks share the pass
     )
