@@ -246,9 +246,30 @@ def test_probe_with_a_calibration_forecasts_and_decomposes(tiny_model_dir, tmp_p
 
     (section,) = read_run(run_dir)
     assert section.figures[-1].caption.endswith("(placed by its own probes)")
-    # The table form runs too; a depth the calibration lacks, or a broken file, exits 2.
-    code, out, err = run_main([*args, "--calibration", str(tmp_path / "cal.json")], capsys)
-    assert code == 0 and "forecast of AUC'" in out, err
+    # The table form runs too, from the same probes; with --target it gives n* at each depth.
+    target = ["--target", "0.8", "--n-max", "1000"]
+    code, out, err = run_main([*args, "--calibration", str(tmp_path / "cal.json"), *target], capsys)
+    assert code == 0 and "forecast of AUC'" in out and "n*" in out, err
+    code, out, err = run_main(
+        [*args, "--calibration", str(tmp_path / "cal.json"), *target, "--json"], capsys
+    )
+    assert code == 0, err
+    from dataplan.maths.forecast import budget_for_target
+
+    for d, before in zip(
+        json.loads(out)["forecast"]["by_depth"], forecast["by_depth"], strict=True
+    ):
+        assert d["auc"] == pytest.approx(before["auc"])  # the cached probes, not new ones
+        assert d["n_star"] == pytest.approx(budget_for_target(d["auc"], 0.8, 1000))
+        lo, hi = d["interval"]
+        assert d["n_star_interval"] == pytest.approx(
+            [budget_for_target(hi, 0.8, 1000), budget_for_target(lo, 0.8, 1000)]
+        )
+    code, _, err = run_main(
+        [*args, "--calibration", str(tmp_path / "cal.json"), "--target", "0.8"], capsys
+    )
+    assert code == 2 and "--target needs --n-max" in err, err
+    # A depth the calibration lacks, or a broken file, exits 2.
     other = _probe_args(tiny_model_dir, data, tmp_path / "r2")[:-1]
     other[other.index("--steps") + 1] = "1,3"
     code, _, err = run_main([*other, "--calibration", str(tmp_path / "cal.json"), "--json"], capsys)

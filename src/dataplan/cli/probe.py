@@ -69,12 +69,19 @@ def register(app: typer.Typer) -> None:
             return
         level = f"{forecast['level']:.0%}"
         ftable = Table(title=f"forecast of AUC' from {forecast['feature']}")
-        for col in ("steps", "AUC' (mean of seeds)", "seed sd", f"{level} interval"):
+        columns = ["steps", "AUC' (mean of seeds)", "seed sd", f"{level} interval"]
+        if "target" in forecast:
+            columns += [f"n* for τ = {forecast['target']:g}", f"n* {level} interval"]
+        for col in columns:
             ftable.add_column(col)
         for d in forecast["by_depth"]:
             lo, hi = d["interval"]
             sd = "—" if d["seed_sd"] is None else f"{d['seed_sd']:.3f}"
-            ftable.add_row(str(d["c"]), f"{d['auc']:.3f}", sd, f"[{lo:.3f}, {hi:.3f}]")
+            cells = [str(d["c"]), f"{d['auc']:.3f}", sd, f"[{lo:.3f}, {hi:.3f}]"]
+            if "n_star" in d:
+                n_lo, n_hi = d["n_star_interval"]
+                cells += [f"{d['n_star']:.0f}", f"[{n_lo:.0f}, {n_hi:.0f}]"]
+            ftable.add_row(*cells)
         console.print(ftable)
         dec = forecast.get("decomposition")
         if dec is None:

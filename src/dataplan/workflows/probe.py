@@ -64,6 +64,10 @@ class ProbeConfig(ModelOptions, DataOptions, PromptOptions, ExecutorOptions, Run
             --probe-steps`): turns the probes into forecasts of AUC' per depth.
         price: The price of a probe step in forecast variance (with --calibration): gives c*.
         interval: Coverage of the forecast intervals.
+        target: A normalised target τ in (0, 1) (with --calibration): the examples n* needed to
+            reach it at each depth, with its interval.
+        n_max: The budget the curve is normalised to (with --target); default: that of the
+            CoS-Low calibration shipped under the probe calibration's name.
         train: Fine-tuning of each probe (its steps are the largest depth).
     """
 
@@ -77,6 +81,8 @@ class ProbeConfig(ModelOptions, DataOptions, PromptOptions, ExecutorOptions, Run
     calibration: str | None = None
     price: float | None = None
     interval: float = 0.8
+    target: float | None = None
+    n_max: int | None = None
     train: TrainSettings = field(default_factory=TrainSettings, metadata=cli(nested=True))
 
     def __post_init__(self) -> None:
@@ -110,6 +116,22 @@ class ProbeConfig(ModelOptions, DataOptions, PromptOptions, ExecutorOptions, Run
         self.check_executor()
         if not 0 < self.interval < 1:
             raise ConfigError(f"--interval must be in (0, 1), got {self.interval}")
+        if self.target is not None:
+            if not 0 < self.target < 1:
+                raise ConfigError(f"--target must be in (0, 1), got {self.target}")
+            if self.calibration is None:
+                raise ConfigError("--target forecasts n*: it needs --calibration")
+            if self.n_max is None:
+                from dataplan.calibrations import get_calibration, has_calibration
+
+                if not has_calibration(self.calibration):
+                    raise ConfigError(
+                        "--target needs --n-max N (the budget the curve is normalised to): no "
+                        f"CoS-Low calibration is named {self.calibration!r}"
+                    )
+                self.n_max = get_calibration(self.calibration).n_max
+        if self.n_max is not None and self.n_max < 2:
+            raise ConfigError(f"--n-max must be at least 2, got {self.n_max}")
 
     def probe_calibration(self) -> Any:
         """The --calibration file as a ProbeCalibration (None without one), checked against
@@ -332,6 +354,7 @@ def forecast_from_probes(
     decomposition (module docstring, step 4)."""
     from scipy.stats import norm
 
+    from dataplan.maths.forecast import budget_for_target, clip_auc
     from dataplan.maths.probe import ProbeFitError, analyse
     from dataplan.plots import plot_probe_decay
 
@@ -350,16 +373,24 @@ def forecast_from_probes(
         values = np.array([r["prediction"] for r in rows if r["c"] == c])
         sigma = float(np.sqrt(calibration.at(c).residual_variance))
         mean = float(values.mean())
-        by_depth.append(
-            {
-                "c": c,
-                "auc": mean,
-                "seed_sd": float(values.std(ddof=1)) if len(values) > 1 else None,
-                "interval": [mean - z * sigma, mean + z * sigma],
-                "calibration_loo_mae": calibration.at(c).loo_mae,
-            }
-        )
+        row: dict[str, Any] = {
+            "c": c,
+            "auc": mean,
+            "seed_sd": float(values.std(ddof=1)) if len(values) > 1 else None,
+            "interval": [mean - z * sigma, mean + z * sigma],
+            "calibration_loo_mae": calibration.at(c).loo_mae,
+        }
+        if cfg.target is not None:  # n* falls as AUC' rises: the interval's ends swap
+            assert cfg.n_max is not None
+            row["n_star"] = budget_for_target(clip_auc(mean), cfg.target, cfg.n_max)
+            row["n_star_interval"] = [
+                budget_for_target(clip_auc(mean + z * sigma), cfg.target, cfg.n_max),
+                budget_for_target(clip_auc(mean - z * sigma), cfg.target, cfg.n_max),
+            ]
+        by_depth.append(row)
     out: dict[str, Any] = {"feature": feature, "by_depth": by_depth, "level": cfg.interval}
+    if cfg.target is not None:
+        out.update(target=cfg.target, n_max=cfg.n_max)
     try:
         analysis = analyse(
             [r["c"] for r in rows],
