@@ -211,8 +211,18 @@ def test_probe_fit_cli_table_json_and_plot(tmp_path, capsys):
         n_resamples=100,
     )
     assert d["alpha"] == pytest.approx(direct.fit.alpha)
+    assert d["K"] == pytest.approx(direct.fit.K)
+    assert d["L_int"] == pytest.approx(direct.fit.intrinsic)
     assert d["c_star"] == pytest.approx(direct.c_star)
     assert d["regime"] == direct.regime
+    # every quantity's interval, under the quantity's own name, bracketing it
+    assert set(d["intervals"]) == {"alpha", "K", "L_int", "c_star"}
+    for name in ("alpha", "K", "L_int", "c_star"):
+        assert d["intervals"][name] == pytest.approx(list(direct.intervals[name]))
+        low, high = d["intervals"][name]
+        assert low <= high
+    assert sum(d["regime_shares"].values()) == pytest.approx(1.0)
+    assert d["regime_shares"] == pytest.approx(direct.regime_shares)
     assert d["tasks"] == ["a", "b"] and d["n_rows"] == 40
     assert d["settings"]["price"] == 1e-4
 

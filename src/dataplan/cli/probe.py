@@ -123,8 +123,7 @@ def register(app: typer.Typer) -> None:
             ("K", f"{d['K']:.4g}{_interval(d, 'K')}"),
             (
                 "L_int",
-                f"{d['L_int']:.4g}"
-                + (" (given)" if d["L_int_given"] else _interval(d, "intrinsic")),
+                f"{d['L_int']:.4g}" + (" (given)" if d["L_int_given"] else _interval(d, "L_int")),
             ),
             (
                 "c*",

@@ -311,7 +311,7 @@ class ProbeAnalysis:
         fit: the fit to all seeds.
         c_star: the budget-optimal depth (None without a price).
         regime: one of :data:`REGIMES`.
-        intervals: ``{name: (low, high)}`` for ``intrinsic``, ``K``, ``alpha`` (and ``c_star``),
+        intervals: ``{name: (low, high)}`` for ``L_int``, ``K``, ``alpha`` (and ``c_star``),
             percentiles of the seed bootstrap at ``level``.
         level: the intervals' coverage.
         n_bootstrap: resamples that could be fitted, of ``n_resamples`` drawn.
@@ -383,7 +383,7 @@ def analyse(
     seeds = np.array([str(s) for s in seed])
     groups = {name: sorted(set(seeds[tasks == name])) for name in sorted(set(tasks))}
     rng = np.random.default_rng([rng_seed, 23])
-    draws: dict[str, list[float]] = {"intrinsic": [], "K": [], "alpha": [], "c_star": []}
+    draws: dict[str, list[float]] = {"L_int": [], "K": [], "alpha": [], "c_star": []}
     regimes: list[str] = []
     for _ in range(n_resamples):
         pick_d, pick_s, pick_y, pick_t = [], [], [], []
@@ -402,7 +402,7 @@ def analyse(
             b = fit_decay(bc, bu + extra, intrinsic)
         except ProbeFitError:
             continue
-        draws["intrinsic"].append(b.intrinsic)
+        draws["L_int"].append(b.intrinsic)
         draws["K"].append(b.K)
         draws["alpha"].append(b.alpha)
         if price is not None:
