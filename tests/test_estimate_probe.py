@@ -255,3 +255,30 @@ def test_a_shipped_probe_calibration_is_found_by_name(tiny_model_dir, tmp_path, 
     res = estimate(cfg)
     assert res.probe is not None and res.probe["depth"] == 1 and "skipped" not in res.probe
     assert cfg.probe_calibration == "tiny"
+
+
+def test_estimate_probe_auto_probes_when_the_calibration_says_it_pays(
+    tiny_model_dir, tmp_path, capsys
+):
+    """`--probe auto` end to end: the depth auto decides from the calibration is the depth the
+    estimate probes to, and the decision is reported with what it spent."""
+    from dataplan.maths.forecast import Calibration
+    from test_cli import run_main
+
+    cal = _calibration(seed=2)  # a seed variance that decays from depth 1 to 2
+    depth, reason, facts = choose_depth(cal, price=None)
+    assert depth == 2 and facts["regime"] == "Dynamic-Critical"
+    write_json(tmp_path / "probe-cal.json", cal.as_dict())
+    static = Calibration(name="tiny", coef=0.5, intercept=0.3, n_max=1000, residual_std=0.1)
+    write_json(tmp_path / "cal.json", static.to_dict())
+    args = ["estimate", "--model", str(tiny_model_dir), "--data", str(_pool(tmp_path / "p.jsonl"))]
+    args += ["--n-labeled", "8", "--low-fraction", "0.25", "--max-new-tokens", "3", "--lora-r"]
+    args += ["4", "--calibration", str(tmp_path / "cal.json"), "--probe", "auto"]
+    args += ["--probe-calibration", str(tmp_path / "probe-cal.json"), "--probe-seeds", "2"]
+    args += ["--probe-validation", "2", "--run-dir", str(tmp_path / "run"), "--json"]
+    code, out, err = run_main(args, capsys)
+    assert code == 0, err
+    probe = json.loads(out)["probe"]
+    assert probe["mode"] == "auto" and probe["decision"] == reason and "skipped" not in probe
+    assert probe["depth"] == depth and probe["probe_steps_trained"] == depth * 2
+    assert probe["regime"] == "Dynamic-Critical" and "combined" in probe
