@@ -45,10 +45,14 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks studies
 	$(BIN)/ruff check --fix src tests benchmarks studies
 
-bench: $(STAMP)
+bench: $(STAMP)  # every script in benchmarks/, one after another (never two torch jobs at once)
 	$(BIN)/python benchmarks/bench_gradients.py
 	$(BIN)/python benchmarks/bench_confidence.py
 	$(BIN)/python benchmarks/bench_select.py
+	$(BIN)/python benchmarks/bench_evaluation.py
+	$(BIN)/python benchmarks/bench_memory.py
+	$(BIN)/python benchmarks/bench_weighting.py
+	$(BIN)/python benchmarks/bench_scaleout.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
