@@ -157,7 +157,7 @@ def test_estimate_probe_combines_static_and_probe(tiny_model_dir, tmp_path, caps
     assert probe["depth"] == 2 and probe["seeds"] == 2 and probe["probe_steps_trained"] == 4
     s, p = probe["static"], probe["probe"]
     assert s["auc"] == pytest.approx(d["forecast"]["auc"]) and s["sd"] == pytest.approx(0.1)
-    assert p["sd"] == pytest.approx(math.sqrt(cal.at(2).residual_variance))
+    assert p["sd"] == pytest.approx(math.sqrt(cal.variance(2, 2)))  # the probes' 2 seeds
     w_s, w_p = 1 / s["sd"] ** 2, 1 / p["sd"] ** 2
     c = probe["combined"]
     assert c["auc"] == pytest.approx((w_s * s["auc"] + w_p * p["auc"]) / (w_s + w_p))

@@ -16,7 +16,10 @@ c_d) and optionally a static predictor z_t (CoS-Low), at each depth d [our choic
   probe run's forecast moves with its seed;
 - the intrinsic limit L_int = max(0, σ²_D − V_opt(c_D)/S) at the deepest depth D (what remains
   of the LOO error once the seed noise of an S-seed mean is taken out), and the decay
-  V_opt(c) = K · c^(−α) fitted with L_int known (:func:`dataplan.maths.probe.fit_decay`).
+  V_opt(c) = K · c^(−α) fitted with L_int known (:func:`dataplan.maths.probe.fit_decay`);
+- a task probed with S' seeds (not the calibration's S) has the forecast variance
+  σ²_d(S') = max(0, σ²_d − V_opt(c_d)/S) + V_opt(c_d)/S' [our choice]: the seed noise of an
+  S-seed mean taken out, that of an S'-seed mean put in (:meth:`ProbeCalibration.variance`).
 """
 
 from __future__ import annotations
@@ -84,6 +87,17 @@ class ProbeCalibration:
             f"no calibration at depth {depth:g}; calibrated depths: "
             + ", ".join(f"{d.depth:g}" for d in self.depths)
         )
+
+    def variance(self, depth: float, seeds: int | None = None) -> float:
+        """σ²_d(S'): the forecast variance at ``depth`` of a task whose feature is the mean of
+        ``seeds`` probe runs (module docstring); None: the calibration's own seed count."""
+        d = self.at(depth)
+        if seeds is None or seeds == self.n_seeds:
+            return d.residual_variance
+        if seeds < 1:
+            raise ValueError(f"seeds must be positive, got {seeds}")
+        beyond_seeds = max(0.0, d.residual_variance - d.seed_variance / self.n_seeds)
+        return beyond_seeds + d.seed_variance / seeds
 
     def predict(
         self, depth: float, feature: float, static: float | None = None

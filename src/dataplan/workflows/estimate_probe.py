@@ -12,7 +12,7 @@ With a probe calibration (``--probe-calibration FILE``, written by ``calibrate -
 - ``STEPS`` probes to the deepest of the given depths (each must be calibrated);
 - the probes run on the labelled examples of this estimate (``--probe-seeds`` runs), and the
   probe forecast at the chosen depth (variance σ²_p: the calibration's leave-one-task-out error
-  there) is combined with the static forecast (variance σ²_s: the CoS-Low calibration's residual
+  there, for ``--probe-seeds`` seeds: :meth:`ProbeCalibration.variance`) is combined with the static forecast (variance σ²_s: the CoS-Low calibration's residual
   variance) by inverse variance (:func:`dataplan.maths.probe.combine`; the two errors are treated
   as independent, which they need not be). n* and its interval follow from the combined AUC'
   (a normal interval at ``--interval``).
@@ -141,7 +141,7 @@ def probe_and_combine(
     if own is not None:  # this task's own decay (≥ 2 depths and a seed variance that falls)
         report["decomposition"] = {k: own[k] for k in ("alpha", "K", "L_int", "c_star", "regime")}
     at = next(d for d in summary["forecast"]["by_depth"] if d["c"] == depth)
-    probe_variance = calibration.at(depth).residual_variance
+    probe_variance = calibration.variance(depth, cfg.probe_seeds)  # for this many seeds
     report.update(
         depth=depth,
         seeds=cfg.probe_seeds,

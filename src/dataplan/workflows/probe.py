@@ -371,7 +371,7 @@ def forecast_from_probes(
     by_depth = []
     for c in cfg.steps:
         values = np.array([r["prediction"] for r in rows if r["c"] == c])
-        sigma = float(np.sqrt(calibration.at(c).residual_variance))
+        sigma = float(np.sqrt(calibration.variance(c, cfg.seeds)))  # for this many seeds
         mean = float(values.mean())
         row: dict[str, Any] = {
             "c": c,
