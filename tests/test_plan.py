@@ -173,3 +173,20 @@ def test_plan_bad_holdout_exit_2_before_any_work(
     code, _, err = run_main(args, capsys)
     assert code == 2 and fragment in err and str(bad) in err, err
     assert not (tmp_path / "plan").exists()  # refused before the estimate ran
+
+
+def test_plan_holdout_repeating_a_pool_prompt_fails_before_any_work(
+    tiny_model_dir, tmp_path, capsys
+):
+    """An example whose prompt the holdout repeats has one demonstration fewer (never its own):
+    with k = 2 and a two-example holdout, the plan refuses before the estimate runs."""
+    args = _args(tiny_model_dir, tmp_path)
+    pool = Path(args[args.index("--data") + 1])
+    first = json.loads(pool.read_text().splitlines()[0])
+    bad = tmp_path / "bad-holdout.jsonl"
+    rows = [{"prompt": first["prompt"], "answer": "a"}, {"prompt": "other", "answer": "b"}]
+    bad.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args[args.index("--holdout") + 1] = str(bad)
+    code, _, err = run_main(args, capsys)
+    assert code == 2 and "fewer than --k 2 demonstrations" in err and str(bad) in err, err
+    assert not (tmp_path / "plan").exists()

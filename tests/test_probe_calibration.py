@@ -68,12 +68,13 @@ def test_round_trip_and_predict():
     mean, var = cal.predict(32.0, 0.5)
     d = cal.at(32.0)
     assert mean == pytest.approx(d.coef[0] + d.coef[1] * 0.5)
-    assert var == d.residual_variance == cal.variance(32.0) == cal.variance(32.0, cal.n_seeds)
+    assert var == cal.variance(32.0) == cal.variance(32.0, cal.n_seeds)
+    assert var == max(d.residual_variance, d.seed_variance / cal.n_seeds)
     # Another seed count: the calibration's seed noise out, this one's in.
     for depth in DEPTHS:
         d = cal.at(depth)
         beyond = max(0.0, d.residual_variance - d.seed_variance / cal.n_seeds)
-        for seeds in (1, 2, 10):
+        for seeds in (1, 2, cal.n_seeds, 10):
             assert cal.variance(depth, seeds) == pytest.approx(beyond + d.seed_variance / seeds)
         assert cal.variance(depth, 1) > cal.variance(depth, 2) > cal.variance(depth, 10) > 0
     with pytest.raises(KeyError, match="calibrated depths"):

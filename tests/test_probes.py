@@ -269,6 +269,10 @@ def test_probe_with_a_calibration_forecasts_and_decomposes(tiny_model_dir, tmp_p
         [*args, "--calibration", str(tmp_path / "cal.json"), "--target", "0.8"], capsys
     )
     assert code == 2 and "--target needs --n-max" in err, err
+    code, _, err = run_main(
+        [*args, "--calibration", str(tmp_path / "cal.json"), "--n-max", "9"], capsys
+    )
+    assert code == 2 and "give --target" in err, err
     # A depth the calibration lacks, or a broken file, exits 2.
     other = _probe_args(tiny_model_dir, data, tmp_path / "r2")[:-1]
     other[other.index("--steps") + 1] = "1,3"

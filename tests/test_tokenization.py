@@ -87,12 +87,18 @@ def test_estimate_follows_the_calibrations_convention(tiny_model_dir, tmp_path, 
         assert code == 0, err
         result = json.loads(out)
         config = json.loads((tmp_path / name / "config.json").read_text())
-        conventions[name] = (result["tokenization"]["convention"], config["tokenization"])
-        assert "differ" in json.dumps(result["tokenization"])  # whether it matters, said
+        tok = result["tokenization"]
+        conventions[name] = (
+            tok["convention"],
+            config["tokenization"],
+            tok["calibration_convention"],
+        )
+        # a character-level tokenizer never merges across the prompt/answer boundary
+        assert tok["examples_that_differ"] == 0 and "warning" not in tok
     assert conventions == {
-        "joint": ("joint", "joint"),
-        "split": ("split", "split"),
-        "forced": ("split", "split"),
+        "joint": ("joint", "joint", "joint"),
+        "split": ("split", "split", "split"),
+        "forced": ("split", "split", "joint"),
     }
 
 

@@ -181,7 +181,31 @@ def test_evaluate_scores_a_trained_adapter_as_the_evaluation_core_does(
     for name in ("exact_match", "token_f1", "loglik_accuracy", "prediction_majority_share"):
         assert got[name] == pytest.approx(expected[name]), name
     assert got["examples"] == expected["examples"]
-    code, out, err = run_main([*base, "--max-test", "2"], capsys)  # the model alone
-    assert code == 0 and json.loads(out)["adapter"] is None and json.loads(out)["n"] == 2, err
+    code, out, err = run_main(base, capsys)  # the model alone
+    alone = json.loads(out)
+    assert code == 0 and alone["adapter"] is None and alone["n"] == 5, err
+    assert alone["examples"] != got["examples"]  # the adapter was applied: other answers
     code, out, err = run_main([*base, "--adapter", str(tmp_path)], capsys)
     assert code == 2 and "not a PEFT adapter folder" in err
+    # A datasets folder is evaluated on its test split (not the loader's default, train).
+    import datasets
+
+    rows = [json.loads(line) for line in test.read_text().splitlines()]
+    folder = tmp_path / "dsdict"
+    datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_list(rows[:1]),
+            "test": datasets.Dataset.from_list(rows[1:4]),
+        }
+    ).save_to_disk(str(folder))
+    other = ["evaluate", "--model", str(tiny_model_dir), "--data", str(folder)]
+    code, out, err = run_main([*other, "--max-new-tokens", "3", "--json"], capsys)
+    assert code == 0 and json.loads(out)["n"] == 3, err
+    code, out, err = run_main(
+        [*other, "--split", "train", "--max-new-tokens", "3", "--json"], capsys
+    )
+    assert code == 0 and json.loads(out)["n"] == 1, err
+    code, _, err = run_main(
+        ["evaluate", "--model", str(tiny_model_dir), "--task", "demo", "--split", "x"], capsys
+    )
+    assert code == 2 and "--split" in err

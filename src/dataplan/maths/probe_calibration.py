@@ -90,14 +90,14 @@ class ProbeCalibration:
 
     def variance(self, depth: float, seeds: int | None = None) -> float:
         """σ²_d(S'): the forecast variance at ``depth`` of a task whose feature is the mean of
-        ``seeds`` probe runs (module docstring); None: the calibration's own seed count."""
+        ``seeds`` probe runs (module docstring; None: the calibration's own S). At S' = S it is
+        max(σ²_d, V_opt/S): never less than the seed noise of the mean it forecasts from."""
         d = self.at(depth)
-        if seeds is None or seeds == self.n_seeds:
-            return d.residual_variance
-        if seeds < 1:
+        n = self.n_seeds if seeds is None else seeds
+        if n < 1:
             raise ValueError(f"seeds must be positive, got {seeds}")
         beyond_seeds = max(0.0, d.residual_variance - d.seed_variance / self.n_seeds)
-        return beyond_seeds + d.seed_variance / seeds
+        return beyond_seeds + d.seed_variance / n
 
     def predict(
         self, depth: float, feature: float, static: float | None = None
@@ -110,7 +110,7 @@ class ProbeCalibration:
             if static is None:
                 raise ValueError("this probe calibration also needs the task's CoS-Low")
             row.append(static)
-        return float(np.dot(d.coef, row)), d.residual_variance
+        return float(np.dot(d.coef, row)), self.variance(depth)
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -1,7 +1,8 @@
 """``dataplan evaluate``: score a model — or a PEFT adapter ``train``, ``curve`` or any PEFT tool
 wrote — on labelled test examples with the evaluation core every study uses.
 
-The test set is a suite task's test split (``--task``) or a whole labelled file (``--data``);
+The test set is a suite task's test split (``--task``) or a whole labelled file (``--data``;
+a ``datasets`` folder: its ``test`` split when it has one, unless ``--split`` names another);
 ``--max-test N`` keeps its first N examples. Every metric of
 :mod:`dataplan.evaluation.core` is reported, and the headline one — the metric that measures the
 task (:func:`dataplan.evaluation.metrics.headline_metric`: option log-likelihood accuracy for
@@ -10,6 +11,7 @@ classification and multiple choice, else the task's own) — is named.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +42,13 @@ class EvaluateConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
 
     def __post_init__(self) -> None:
         self.source  # noqa: B018 - exactly one of --task / --data
+        if self.task is not None and self.split is not None:
+            raise ConfigError(
+                "--split chooses a split of a --data datasets folder; a --task "
+                "is evaluated on its test split"
+            )
+        if self.data is not None and self.split is None:
+            self.split = _test_split(Path(self.data))
         if self.max_test is not None and self.max_test < 1:
             raise ConfigError(f"--max-test must be positive, got {self.max_test}")
         if self.max_new_tokens < 1 or self.batch_size < 1:
@@ -48,18 +57,28 @@ class EvaluateConfig(ModelOptions, DataOptions, PromptOptions, RunOptions):
             raise ConfigError(f"--adapter {self.adapter}: not a PEFT adapter folder")
 
 
-def test_examples(cfg: EvaluateConfig) -> list[Any]:
-    """A task's test split, or the whole labelled file; the first ``max_test``."""
-    from dataplan.errors import InputError
+def _test_split(folder: Path) -> str | None:
+    """``test`` for a ``datasets`` folder (save_to_disk of a DatasetDict) that has that split:
+    evaluating on the loader's default (``train``) would score the training data."""
+    index = folder / "dataset_dict.json"
+    if not index.is_file():
+        return None
+    try:
+        splits = json.loads(index.read_text(encoding="utf-8")).get("splits") or []
+    except (OSError, ValueError, AttributeError):
+        return None  # the loader reports a broken folder, naming it
+    return "test" if "test" in splits else None
 
+
+def test_examples(cfg: EvaluateConfig) -> list[Any]:
+    """A task's test split, or the labelled file (a datasets folder: its test split); the first
+    ``max_test``."""
     if cfg.task is not None:
         from dataplan.tasks.registry import load_task
 
         examples = load_task(cfg.task, "test")
-    else:
+    else:  # the loader refuses an empty file, naming it
         examples = cfg.source.load(require_answer=True)
-    if not examples:
-        raise InputError("no examples to evaluate", path=cfg.data)
     return examples[: cfg.max_test] if cfg.max_test is not None else examples
 
 
@@ -74,16 +93,21 @@ def evaluate_model(cfg: EvaluateConfig, loaded: Any | None = None) -> dict[str, 
     test = test_examples(cfg)  # bad data fails before the model loads
     loaded = loaded or cfg.spec.load(device=local_device(cfg.device))
     model = loaded.model
-    if cfg.adapter is not None:
+    peft_model = None
+    if cfg.adapter is not None:  # wraps the model in place: a caller's model comes back unwrapped
         from dataplan.models.lora import load_adapter
 
-        model = load_adapter(model, cfg.adapter)
+        model = peft_model = load_adapter(model, cfg.adapter)
     formatter = cfg.prompts.formatter(loaded.tokenizer)
     settings = EvalSettings(
         max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, options=cfg.options
     )
     start = time.perf_counter()
-    metrics = evaluate(model, formatter, test, settings, progress=cfg.progress)
+    try:
+        metrics = evaluate(model, formatter, test, settings, progress=cfg.progress)
+    finally:
+        if peft_model is not None:
+            peft_model.unload()  # peft: the base model without the adapter's layers
     task_metric, kind = cfg.source.task_kind()
     available = {k: v for k, v in metrics.items() if isinstance(v, float)}
     headline = headline_metric(available, task_metric, kind)

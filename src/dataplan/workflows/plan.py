@@ -217,32 +217,34 @@ def _balance(cfg: PlanConfig, pool: list[Any]) -> str | None:
     return "label" if answers_are_labels([e.answer for e in pool]) else "answer-length"
 
 
-def _write_pool(cfg: PlanConfig, out: Path) -> tuple[Path, list[Any]]:
-    """The pool the estimate reads (``--max-pool`` applied), as a file the selection reads: both
-    steps see the same examples."""
-    from dataplan.workflows.estimate import load_pool
+def _write_pool(cfg: PlanConfig, pool: list[Any], out: Path) -> Path:
+    """The pool the estimate reads (``--max-pool`` applied), as a file the selection and the
+    weights read: every step sees the same examples."""
     from dataplan.workflows.select import write_subset
 
-    pool, _, _ = load_pool(cfg.estimate_config())
     path = out / "pool.jsonl"
     write_subset(path, pool, cfg.fields)
-    return path, pool
+    return path
 
 
 def run_plan(cfg: PlanConfig) -> dict[str, Any]:
     """Run the plan's steps (resuming finished ones) and write the report; returns plan.json."""
     from dataplan.io import write_json
     from dataplan.reporting.readers import PLAN_STEPS
+    from dataplan.workflows.estimate import load_pool
     from dataplan.workflows.report import build_report
 
     cfg.check_model()
+    pool: list[Any] = []
+    if cfg.runs("select") or cfg.runs("weigh"):  # the estimate's examples (--max-pool applied)
+        pool, _, _ = load_pool(cfg.estimate_config())
     if cfg.runs("weigh"):  # a bad holdout fails now, not after the estimate and the selection
         from dataplan.data.loading import load_examples
         from dataplan.training.weighting.ica import check_holdout
 
         assert cfg.holdout is not None
         holdout = load_examples(cfg.holdout, fields=cfg.fields, require_answer=True)
-        check_holdout(holdout, cfg.k, cfg.holdout)
+        check_holdout(holdout, cfg.k, cfg.holdout, pool)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     loaded = cfg.spec.load()
@@ -263,9 +265,8 @@ def run_plan(cfg: PlanConfig) -> dict[str, Any]:
         folders.append(out / "estimate")
         steps.append({"step": "estimate", "seconds": round(time.perf_counter() - start, 1)})
     pool_file: Path | None = None
-    pool: list[Any] = []
     if cfg.runs("select") or cfg.runs("weigh"):  # the same examples as the estimate's
-        pool_file, pool = _write_pool(cfg, out)
+        pool_file = _write_pool(cfg, pool, out)
     if step("select"):
         from dataplan.workflows.select import select
 

@@ -130,6 +130,8 @@ class ProbeConfig(ModelOptions, DataOptions, PromptOptions, ExecutorOptions, Run
                         f"CoS-Low calibration is named {self.calibration!r}"
                     )
                 self.n_max = get_calibration(self.calibration).n_max
+        if self.n_max is not None and self.target is None:
+            raise ConfigError("--n-max normalises the n* of --target: give --target τ too")
         if self.n_max is not None and self.n_max < 2:
             raise ConfigError(f"--n-max must be at least 2, got {self.n_max}")
 
