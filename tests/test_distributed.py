@@ -169,6 +169,69 @@ def test_weigh_under_torchrun_equals_one_process(tiny_model_dir, tmp_path, capsy
     assert shards == [f"ica-6-{i:05d}.safetensors" for i in range(4)]
 
 
+def test_train_ica_under_torchrun_scores_in_blocks_and_equals_one_process(
+    tiny_model_dir, tmp_path, capsys
+):
+    """Each rank scores a block of the examples and gathers the rest: the weights before
+    training are those of one process; a refresh gathers again on every rank."""
+    _labelled(tmp_path / "data.jsonl", 18)
+    _labelled(tmp_path / "holdout.jsonl", 4)
+
+    def args(tag: str) -> list[str]:
+        return [
+            "train",
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            "data.jsonl",
+            "--holdout",
+            "holdout.jsonl",
+            "--weighting",
+            "ica",
+            "--k",
+            "2",
+            "--refresh",
+            "2",
+            "--batch-size",
+            "3",
+            "--min-steps",
+            "2",
+            "--max-steps",
+            "2",
+            "--lora-r",
+            "2",
+            "--out",
+            f"adapter-{tag}",
+            "--json",
+        ]
+
+    proc = _torchrun(args("two"), tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = json.loads(proc.stdout)
+    assert two["world_size"] == 2 and [w["step"] for w in two["weights"]] == [0, 1]
+    _in_process(args("one"), tmp_path, capsys)
+    one_w = read_parquet(tmp_path / "adapter-one-run" / "weights.parquet")
+    two_w = read_parquet(tmp_path / "adapter-two-run" / "weights.parquet")
+    assert one_w["id"] == two_w["id"]
+    # float32 scores of other batches (blocks pad differently), then min-max normalised
+    np.testing.assert_allclose(two_w["weight_step0"], one_w["weight_step0"], atol=1e-4)
+    assert len(two_w["weight_step1"]) == 18
+
+
+def test_gather_rows_alone_is_one_call():
+    from dataplan.compute.distributed import gather_rows
+
+    calls: list[range] = []
+
+    def work(rows: range) -> np.ndarray:
+        calls.append(rows)
+        return np.array([j * 2.0 for j in rows])
+
+    np.testing.assert_array_equal(gather_rows(5, work), [0, 2, 4, 6, 8])
+    assert calls == [range(0, 5)]
+    assert gather_rows(0, work).shape == (0,)
+
+
 def test_curve_under_torchrun_trains_ddp_and_deals_out_evaluation(tiny_model_dir, tmp_path, capsys):
     """Two ranks: the zero-shot point (evaluation only) equals one process's; a trained point is
     DDP (an effective batch of 2 × 4, half the steps) and keyed by its world size."""

@@ -123,6 +123,17 @@ def run_sharded(
     return [merged[i] for i in range(len(shards))]
 
 
+def gather_rows(n: int, work: Callable[[range], np.ndarray]) -> np.ndarray:
+    """``work(range(n))`` computed across the processes: each rank computes one contiguous block
+    of rows and every rank gets them all, in order. Alone: one call on every row. Every rank
+    must call it (it gathers)."""
+    if n == 0:
+        return np.zeros(0)
+    size = world()[1]
+    blocks = shard_ranges(n, -(-n // size), size)
+    return np.concatenate([np.asarray(p) for p in run_sharded(blocks, lambda _, r: work(r))])
+
+
 def sharded_pass(
     n: int,
     work: Callable[[int, range], Mapping[str, Any]],
@@ -168,6 +179,7 @@ def sharded_pass(
 __all__ = [
     "barrier",
     "broadcast",
+    "gather_rows",
     "is_main",
     "local_device",
     "run_sharded",

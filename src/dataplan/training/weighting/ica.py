@@ -118,6 +118,22 @@ def check_holdout(holdout: Sequence[Any], k: int, where: str, examples: Sequence
             )
 
 
+def shared_demonstrations(
+    model: Any,
+    formatter: PromptFormatter,
+    examples: Sequence[Any],
+    holdout: Sequence[Any],
+    settings: ICASettings,
+) -> np.ndarray:
+    """:func:`choose_demonstrations` on one rank, shared with every rank (alone: computed)."""
+    from dataplan.compute.distributed import run_sharded
+
+    (demos,) = run_sharded(
+        [None], lambda *_: choose_demonstrations(model, formatter, examples, holdout, settings)
+    )
+    return np.asarray(demos)
+
+
 def choose_demonstrations(
     model: Any,
     formatter: PromptFormatter,
@@ -187,36 +203,43 @@ def ica_weight_function(
     (:func:`dataplan.compute.ica.preference_ica_scores`).
 
     The demonstrations are chosen once (with the model given first, or ``demonstrations``).
+    Under torchrun every rank calls it; each scores a block of the examples and gets the rest
+    from the others (:func:`dataplan.compute.distributed.gather_rows`).
     """
+    from dataplan.compute.distributed import gather_rows
     from dataplan.compute.ica import ica_scores, preference_ica_scores
     from dataplan.maths.weights import minmax_weights
 
     chosen: list[np.ndarray] = [] if demonstrations is None else [demonstrations]
 
+    def block_scores(model: Any, rows: range) -> np.ndarray:
+        part = [examples[j] for j in rows]
+        demos = chosen[0][rows.start : rows.stop]
+        if is_preference(examples):
+            return preference_ica_scores(
+                model,
+                formatter,
+                part,
+                holdout,
+                demos,
+                batch_size=settings.batch_size,
+                max_memory=settings.memory_budget,
+            ).score
+        return ica_scores(
+            model,
+            formatter,
+            part,
+            holdout,
+            demos,
+            reduction=settings.score_reduction,
+            batch_size=settings.batch_size,
+            max_memory=settings.memory_budget,
+        ).score
+
     def weights(model: Any, step: int) -> np.ndarray:
         if not chosen:
-            chosen.append(choose_demonstrations(model, formatter, examples, holdout, settings))
-        if is_preference(examples):
-            score = preference_ica_scores(
-                model,
-                formatter,
-                examples,
-                holdout,
-                chosen[0],
-                batch_size=settings.batch_size,
-                max_memory=settings.memory_budget,
-            ).score
-        else:
-            score = ica_scores(
-                model,
-                formatter,
-                examples,
-                holdout,
-                chosen[0],
-                reduction=settings.score_reduction,
-                batch_size=settings.batch_size,
-                max_memory=settings.memory_budget,
-            ).score
+            chosen.append(shared_demonstrations(model, formatter, examples, holdout, settings))
+        score = gather_rows(len(examples), lambda rows: block_scores(model, rows))
         if to_weights is not None:
             return to_weights(score)
         return minmax_weights(score, settings.min_weight)
@@ -249,7 +272,7 @@ class ICA(Weighting):
         # before training, and kept by every refresh.
         key = id(examples)
         if key not in self._functions:
-            demonstrations = choose_demonstrations(
+            demonstrations = shared_demonstrations(
                 model, formatter, examples, self.holdout, self.ica
             )
             self._functions[key] = self._weight_function(examples, formatter, demonstrations)

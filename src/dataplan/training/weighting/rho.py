@@ -62,7 +62,16 @@ class RhoLoss(Weighting):
 
     def _losses(self, model: Any, examples: Sequence[Any], formatter: Any) -> np.ndarray:
         """ℓ(y | x) per example; for preference pairs ℓ(y_w | x) − ℓ(y_l | x), minus the
-        margin, so that the score below is margin(θ_holdout) − margin(θ)."""
+        margin, so that the score below is margin(θ_holdout) − margin(θ). Under torchrun each
+        rank computes a block of the examples (every rank calls it)."""
+        from dataplan.compute.distributed import gather_rows
+
+        return gather_rows(
+            len(examples),
+            lambda rows: self._block_losses(model, [examples[j] for j in rows], formatter),
+        )
+
+    def _block_losses(self, model: Any, examples: Sequence[Any], formatter: Any) -> np.ndarray:
         from dataplan.training.weighting.ica import is_preference
 
         if is_preference(examples):
