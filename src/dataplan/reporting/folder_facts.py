@@ -11,7 +11,7 @@ from dataplan.reporting.page import Figure, Section
 from dataplan.workflows.run_folder import COMMAND_FILE
 
 
-def _json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
     from dataplan.parsing import decode_json, read_utf8
 
     try:
@@ -20,7 +20,7 @@ def _json(path: Path) -> Any:
         raise InputError(f"not valid JSON ({err})", path=path) from None
 
 
-def _num(value: Any, digits: int = 3) -> str:
+def number_text(value: Any, digits: int = 3) -> str:
     if value is None:
         return "—"
     if isinstance(value, bool):
@@ -32,45 +32,45 @@ def _num(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def _interval(pair: Any, digits: int = 3, level: Any = None) -> str | None:
+def interval_text(pair: Any, digits: int = 3, level: Any = None) -> str | None:
     if not isinstance(pair, (list, tuple)) or len(pair) != 2 or None in pair:
         return None
-    text = f"[{_num(pair[0], digits)}, {_num(pair[1], digits)}]"
+    text = f"[{number_text(pair[0], digits)}, {number_text(pair[1], digits)}]"
     if isinstance(level, (int, float)):
         text += f" ({level:.0%} interval)"
     return text
 
 
-def _command(folder: Path, fallback: str) -> str:
+def command_of(folder: Path, fallback: str) -> str:
     recorded = folder / COMMAND_FILE if folder.is_dir() else None
     if recorded is not None and recorded.exists():
         return recorded.read_text(encoding="utf-8").strip()
     return fallback
 
 
-def _versions(folder: Path) -> dict[str, Any]:
+def versions_of(folder: Path) -> dict[str, Any]:
     path = folder / "versions.json"
-    return _json(path) if path.exists() else {}
+    return read_json(path) if path.exists() else {}
 
 
-def _run_folder_section(folder: Path, kind: str, title: str, command: str) -> Section:
+def run_folder_section(folder: Path, kind: str, title: str, command: str) -> Section:
     """The section of a run folder: its settings (config.json), versions and command line
     (``command`` when the folder does not record one)."""
     return Section(
         kind=kind,
         title=title,
         source=folder,
-        command=_command(folder, command),
-        settings=_json(folder / "config.json"),
-        versions=_versions(folder),
+        command=command_of(folder, command),
+        settings=read_json(folder / "config.json"),
+        versions=versions_of(folder),
     )
 
 
-def _sibling_png(path: Path, caption: str) -> list[Figure]:
+def sibling_png(path: Path, caption: str) -> list[Figure]:
     """The plot saved beside a JSON result under the same name (``fit.json`` → ``fit.png``)."""
     png = path.with_suffix(".png")
     return [Figure(caption, png)] if png.exists() else []
 
 
-def _figures(folder: Path, *named: tuple[str, str]) -> list[Figure]:
+def named_figures(folder: Path, *named: tuple[str, str]) -> list[Figure]:
     return [Figure(caption, folder / name) for name, caption in named if (folder / name).exists()]

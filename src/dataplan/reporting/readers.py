@@ -19,14 +19,14 @@ from typing import Any
 
 from dataplan.errors import ConfigError, InputError
 from dataplan.reporting.folder_facts import (
-    _command,
-    _figures,
-    _interval,
-    _json,
-    _num,
-    _run_folder_section,
-    _sibling_png,
-    _versions,
+    command_of,
+    interval_text,
+    named_figures,
+    number_text,
+    read_json,
+    run_folder_section,
+    sibling_png,
+    versions_of,
 )
 from dataplan.reporting.page import Answer, Figure, Section
 
@@ -34,9 +34,9 @@ from dataplan.reporting.page import Answer, Figure, Section
 
 
 def read_estimate(folder: Path) -> Section:
-    config = _json(folder / "config.json")
+    config = read_json(folder / "config.json")
     result_path = folder / "result.json"
-    command = _command(
+    command = command_of(
         folder,
         f"dataplan estimate --model {shlex.quote(str(config.get('model')))} "
         f"--run-dir {shlex.quote(str(folder))}",
@@ -47,12 +47,12 @@ def read_estimate(folder: Path) -> Section:
         source=folder,
         command=command,
         settings=config,
-        versions=_versions(folder),
+        versions=versions_of(folder),
     )
     if not result_path.exists():
         section.cautions.append("the run has not finished: no result.json yet")
         return section
-    r = _json(result_path)
+    r = read_json(result_path)
     model = r.get("model")
     if isinstance(model, dict):
         model = (
@@ -62,8 +62,8 @@ def read_estimate(folder: Path) -> Section:
     section.facts += [
         ("model", str(model)),
         ("pool", f"{r.get('n_pool')} examples, {r.get('n_low')} least confident"),
-        ("CoS-Low", _num(r.get("cos_low"))),
-        ("zero-shot accuracy", _num(r.get("zero_shot_accuracy"))),
+        ("CoS-Low", number_text(r.get("cos_low"))),
+        ("zero-shot accuracy", number_text(r.get("zero_shot_accuracy"))),
     ]
     if r.get("status") == "needs_labels":
         section.answers["data"] = Answer(
@@ -78,23 +78,23 @@ def read_estimate(folder: Path) -> Section:
         auc_interval = combined.get("interval", forecast.get("auc_interval"))
         section.facts += [
             ("calibration", str(forecast.get("calibration"))),
-            ("predicted AUC′", _num(auc)),
-            ("AUC′ interval", _interval(auc_interval, 3, level) or "—"),
+            ("predicted AUC′", number_text(auc)),
+            ("AUC′ interval", interval_text(auc_interval, 3, level) or "—"),
         ]
         n_star = combined.get("n_star", forecast.get("n_star"))
         n_interval = combined.get("n_star_interval", forecast.get("n_star_interval"))
         if n_star is not None:
-            text = f"≈ {_num(n_star, 0)} examples to reach {_num(forecast.get('target'))}"
+            text = f"≈ {number_text(n_star, 0)} examples to reach {number_text(forecast.get('target'))}"
             section.answers["data"] = Answer(
-                text, _interval(n_interval, 0, level), probe.get("regime")
+                text, interval_text(n_interval, 0, level), probe.get("regime")
             )
         elif auc is not None:
             section.answers["data"] = Answer(
-                f"predicted data-efficiency AUC′ {_num(auc)} (give --target for n*)",
-                _interval(auc_interval, 3, level),
+                f"predicted data-efficiency AUC′ {number_text(auc)} (give --target for n*)",
+                interval_text(auc_interval, 3, level),
                 probe.get("regime"),
             )
-        trust = f"forecast interval {_interval(auc_interval, 3, level) or 'not available'}"
+        trust = f"forecast interval {interval_text(auc_interval, 3, level) or 'not available'}"
         if probe.get("decision"):
             trust += f"; probing: {probe['decision']}"
         how_sure = _probe_cost(probe) or (
@@ -117,7 +117,7 @@ def read_estimate(folder: Path) -> Section:
         section.cautions.append(str(warning))
     point = probe.get("phase_point")
     section.facts += _phase_facts(point)
-    section.figures = _figures(
+    section.figures = named_figures(
         folder, ("curve.png", "forecast curve with its interval band"), _phase_figure(point)
     )
     return section
@@ -129,7 +129,7 @@ def _phase_facts(point: dict[str, Any] | None) -> list[tuple[str, str]]:
         return []
     regime = f"regime {point['regime']}" if point.get("regime") else "no regime"
     text = (
-        f"√L_int {_num(max(point['intrinsic'], 0.0) ** 0.5)}, α {_num(point['alpha'], 2)} "
+        f"√L_int {number_text(max(point['intrinsic'], 0.0) ** 0.5)}, α {number_text(point['alpha'], 2)} "
         f"from {point.get('source')}: {regime}"
     )
     return [("phase diagram", text)]
@@ -154,7 +154,7 @@ def _probe_cost(probe: dict[str, Any]) -> str | None:
     if "probe_steps_trained" in probe:
         return f"{probe['probe_steps_trained']} probe steps spent"
     if probe.get("c_star") is not None:
-        return f"budget-optimal probe compute c* = {_num(probe['c_star'], 1)} steps"
+        return f"budget-optimal probe compute c* = {number_text(probe['c_star'], 1)} steps"
     return None
 
 
@@ -164,9 +164,9 @@ def _probe_summary(probe: dict[str, Any]) -> str:
         if probe.get(key):
             parts.append(f"{key} {probe[key]}")
     if probe.get("alpha") is not None:
-        parts.append(f"α {_num(probe['alpha'], 2)}")
+        parts.append(f"α {number_text(probe['alpha'], 2)}")
     if probe.get("c_star") is not None:
-        parts.append(f"c* {_num(probe['c_star'], 1)}")
+        parts.append(f"c* {number_text(probe['c_star'], 1)}")
     return ", ".join(parts)
 
 
@@ -174,7 +174,7 @@ def _probe_summary(probe: dict[str, Any]) -> str:
 
 
 def read_probe(folder: Path) -> Section:
-    section = _run_folder_section(
+    section = run_folder_section(
         folder,
         "probe",
         "How sure: short fine-tuning probes",
@@ -183,7 +183,7 @@ def read_probe(folder: Path) -> Section:
     if not (folder / "result.json").exists():
         section.cautions.append("the run has not finished: no result.json yet")
         return section
-    r = _json(folder / "result.json")
+    r = read_json(folder / "result.json")
     section.facts += [
         ("examples", f"{r['examples']['train']} train, {r['examples']['validation']} validation"),
         ("seeds × steps", f"{r.get('seeds')} × {', '.join(str(s) for s in r.get('steps', []))}"),
@@ -193,28 +193,28 @@ def read_probe(folder: Path) -> Section:
     if by_depth:
         last = by_depth[-1]
         section.answers["data"] = Answer(
-            f"predicted AUC′ {_num(last.get('auc'))} after {last.get('c')} probe steps",
-            _interval(last.get("interval"), 3, forecast.get("level")),
+            f"predicted AUC′ {number_text(last.get('auc'))} after {last.get('c')} probe steps",
+            interval_text(last.get("interval"), 3, forecast.get("level")),
         )
         for row in by_depth:
             section.facts.append(
                 (
                     f"c = {row.get('c')}",
-                    f"AUC′ {_num(row.get('auc'))} ± {_num(row.get('seed_sd'))} (seeds), "
-                    f"interval {_interval(row.get('interval')) or '—'}",
+                    f"AUC′ {number_text(row.get('auc'))} ± {number_text(row.get('seed_sd'))} (seeds), "
+                    f"interval {interval_text(row.get('interval')) or '—'}",
                 )
             )
     d = forecast.get("decomposition")
     if d:
         text = (
-            f"Û(c) = L_int + K·c^(−α): α {_num(d.get('alpha'), 2)}, "
-            f"L_int {_num(d.get('L_int'), 4)}; c* = {_num(d.get('c_star'), 1)} steps"
+            f"Û(c) = L_int + K·c^(−α): α {number_text(d.get('alpha'), 2)}, "
+            f"L_int {number_text(d.get('L_int'), 4)}; c* = {number_text(d.get('c_star'), 1)} steps"
         )
         section.answers["trust"] = Answer(text, _uncertainty(d), d.get("regime"))
     if forecast.get("decomposition_error"):
         section.cautions.append(str(forecast["decomposition_error"]))
     section.facts += _phase_facts(forecast.get("phase_point"))
-    section.figures = _figures(
+    section.figures = named_figures(
         folder,
         ("probes.png", "probe features by step count, per seed"),
         ("decay.png", "uncertainty Û(c) against probe compute, with c*"),
@@ -225,7 +225,7 @@ def read_probe(folder: Path) -> Section:
 
 def _uncertainty(d: dict[str, Any]) -> str | None:
     intervals = d.get("intervals") or {}
-    alpha = _interval(intervals.get("alpha"), 2)
+    alpha = interval_text(intervals.get("alpha"), 2)
     return None if alpha is None else f"α in {alpha}"
 
 
@@ -233,20 +233,20 @@ def _uncertainty(d: dict[str, Any]) -> str | None:
 
 
 def read_select(folder: Path) -> list[Section]:
-    config = _json(folder / "config.json")
+    config = read_json(folder / "config.json")
     sections = []
     for path in sorted(folder.glob("result-*.json")):
-        r = _json(path)
+        r = read_json(path)
         method = r.get("method", path.stem.removeprefix("result-"))
         section = Section(
             kind="select",
             title=f"Which examples: selection by {method}",
             source=path,
-            command=_command(
+            command=command_of(
                 folder, f"dataplan select --method {method} --run-dir {shlex.quote(str(folder))}"
             ),
             settings={**config, **(r.get("settings") or {})},
-            versions=_versions(folder),
+            versions=versions_of(folder),
             cautions=[str(n) for n in r.get("notes") or []],
         )
         q = r.get("score_quantiles") or {}
@@ -259,7 +259,7 @@ def read_select(folder: Path) -> list[Section]:
         section.answers["examples"] = Answer(text + (f", balanced by {balance}" if balance else ""))
         section.facts += [
             ("selected", f"{r.get('k')} of {r.get('n_pool')}"),
-            ("score 0/50/100%", " / ".join(_num(q.get(k)) for k in ("0", "50", "100"))),
+            ("score 0/50/100%", " / ".join(number_text(q.get(k)) for k in ("0", "50", "100"))),
             ("first selected", ", ".join(str(i) for i in (r.get("selected_ids") or [])[:8])),
         ]
         scores = folder / f"scores-{method}.parquet"
@@ -299,56 +299,60 @@ def _selection_figures(scores: Path, method: str) -> list[Figure]:
 
 
 def read_weigh(folder: Path) -> Section:
-    section = _run_folder_section(
+    section = run_folder_section(
         folder,
         "weigh",
         "How to weight: ICA weights",
         f"dataplan weigh --run-dir {shlex.quote(str(folder))}",
     )
     if (folder / "result.json").exists():
-        r = _json(folder / "result.json")
+        r = read_json(folder / "result.json")
         q = r.get("weight_quantiles") or {}
         section.answers["weights"] = Answer(
-            f"ICA weights for {r.get('n')} examples: mean {_num(r.get('weight_mean'), 2)}, "
+            f"ICA weights for {r.get('n')} examples: mean {number_text(r.get('weight_mean'), 2)}, "
             f"{r.get('weight_zero')} silenced",
-            "weights 10/50/90%: " + " / ".join(_num(q.get(k), 2) for k in ("10", "50", "90")),
+            "weights 10/50/90%: "
+            + " / ".join(number_text(q.get(k), 2) for k in ("10", "50", "90")),
         )
         section.facts += [
             ("examples", str(r.get("n"))),
-            ("weight mean", _num(r.get("weight_mean"))),
-            ("weight 0/10/50/90/100%", " / ".join(_num(q.get(k)) for k in sorted(q, key=int))),
+            ("weight mean", number_text(r.get("weight_mean"))),
+            (
+                "weight 0/10/50/90/100%",
+                " / ".join(number_text(q.get(k)) for k in sorted(q, key=int)),
+            ),
         ]
-    section.figures = _figures(folder, ("weights.png", "histogram of the example weights"))
+    section.figures = named_figures(folder, ("weights.png", "histogram of the example weights"))
     return section
 
 
 def read_train(folder: Path) -> Section:
-    section = _run_folder_section(
+    section = run_folder_section(
         folder,
         "train",
         "How to weight: the weighted fine-tune",
         f"dataplan train --run-dir {shlex.quote(str(folder))}",
     )
     if (folder / "result.json").exists():
-        r = _json(folder / "result.json")
+        r = read_json(folder / "result.json")
         section.answers["weights"] = Answer(
             f"{r.get('objective')} with {r.get('weighting')} weights over {r.get('examples')} "
-            f"examples, {r.get('steps')} steps: final loss {_num(r.get('final_loss'))}"
+            f"examples, {r.get('steps')} steps: final loss {number_text(r.get('final_loss'))}"
         )
         section.facts += [
             ("adapter", str(r.get("adapter"))),
             ("objective / weighting", f"{r.get('objective')} / {r.get('weighting')}"),
             ("steps × effective batch", f"{r.get('steps')} × {r.get('effective_batch')}"),
-            ("mean training loss", _num(r.get("train_loss"))),
+            ("mean training loss", number_text(r.get("train_loss"))),
         ]
         for w in r.get("weights") or []:
             section.facts.append(
                 (
                     f"weights at step {w.get('step')}",
-                    f"mean {_num(w.get('mean'))}, {w.get('zero')} at 0",
+                    f"mean {number_text(w.get('mean'))}, {w.get('zero')} at 0",
                 )
             )
-    section.figures = _figures(
+    section.figures = named_figures(
         folder, ("loss.png", "training loss"), ("weights.png", "histogram of the weights")
     )
     return section
@@ -360,14 +364,14 @@ METRIC_ORDER = ("exact_match", "loglik_accuracy", "token_f1")
 
 
 def read_curve(folder: Path) -> Section:
-    s = _json(folder / "summary.json")
+    s = read_json(folder / "summary.json")
     aucs = s.get("auc") or {}
     metric = next((m for m in METRIC_ORDER if m in aucs), None)
     section = Section(
         kind="curve",
         title=f"Measured: the data-efficiency curve of {s.get('task')}",
         source=folder,
-        command=_command(
+        command=command_of(
             folder,
             f"dataplan curve --task {s.get('task')} --budgets "
             f"{','.join(str(b) for b in s.get('budgets', []))} --seeds "
@@ -380,33 +384,38 @@ def read_curve(folder: Path) -> Section:
         top = str(s.get("n_max"))
         sd = (spread.get(top) or {}).get(metric)
         section.answers["data"] = Answer(
-            f"measured AUC {_num(aucs[metric])} ({metric}) up to {s.get('n_max')} examples",
-            None if sd is None else f"± {_num(sd)} across seeds at n = {top}",
+            f"measured AUC {number_text(aucs[metric])} ({metric}) up to {s.get('n_max')} examples",
+            None if sd is None else f"± {number_text(sd)} across seeds at n = {top}",
         )
     for n, row in (s.get("curve") or {}).items():
-        section.facts.append((f"n = {n}", ", ".join(f"{k} {_num(v)}" for k, v in row.items())))
+        section.facts.append(
+            (f"n = {n}", ", ".join(f"{k} {number_text(v)}" for k, v in row.items()))
+        )
     section.facts.append(
-        ("majority baseline", f"{s.get('majority_label')!r}: {_num(s.get('majority_accuracy'))}")
+        (
+            "majority baseline",
+            f"{s.get('majority_label')!r}: {number_text(s.get('majority_accuracy'))}",
+        )
     )
-    section.figures = _figures(folder, ("curve.png", "measured learning curve"))
+    section.figures = named_figures(folder, ("curve.png", "measured learning curve"))
     return section
 
 
 def read_calibrate(folder: Path) -> Section:
-    study = _json(folder / "study.json")
+    study = read_json(folder / "study.json")
     cal = study.get("calibration") or {}
     loo = (study.get("leave_one_task_out") or {}).get("cos_low") or {}
     section = Section(
         kind="calibrate",
         title=f"How sure: the calibration {study.get('name')}",
         source=folder,
-        command=_command(folder, f"dataplan calibrate --name {study.get('name')}"),
+        command=command_of(folder, f"dataplan calibrate --name {study.get('name')}"),
         settings={k: study[k] for k in ("name", "n_tasks", "min_gain") if k in study},
     )
     section.answers["trust"] = Answer(
-        f"leave-one-task-out MAE of AUC′ {_num(loo.get('mae'))} over {study.get('n_tasks')} "
-        f"tasks (slope {_num(cal.get('coef'))})",
-        f"Spearman {_num(loo.get('spearman'), 2)} left out",
+        f"leave-one-task-out MAE of AUC′ {number_text(loo.get('mae'))} over {study.get('n_tasks')} "
+        f"tasks (slope {number_text(cal.get('coef'))})",
+        f"Spearman {number_text(loo.get('spearman'), 2)} left out",
     )
     if isinstance(cal.get("coef"), (int, float)) and cal["coef"] <= 0:
         section.cautions.append(
@@ -417,13 +426,13 @@ def read_calibrate(folder: Path) -> Section:
         section.facts.append(
             (
                 f"probe c = {row.get('c')}",
-                f"LOO MAE {_num(row.get('probe_loo_mae'))} (static "
-                f"{_num(probe.get('static_loo_mae'))}), coverage {_num(row.get('probe_coverage'), 2)}",
+                f"LOO MAE {number_text(row.get('probe_loo_mae'))} (static "
+                f"{number_text(probe.get('static_loo_mae'))}), coverage {number_text(row.get('probe_coverage'), 2)}",
             )
         )
     if probe.get("error"):
         section.cautions.append(str(probe["error"]))
-    section.figures = _figures(
+    section.figures = named_figures(
         folder,
         ("scatter.png", "CoS-Low against the measured AUC′ per task"),
         ("phase-diagram.png", "the tasks on the phase diagram"),
@@ -435,7 +444,7 @@ def read_calibrate(folder: Path) -> Section:
 
 
 def read_scaling_fit(path: Path) -> Section:
-    r = _json(path)
+    r = read_json(path)
     heldout = r.get("heldout") or {}
     section = Section(
         kind="scaling fit",
@@ -446,16 +455,16 @@ def read_scaling_fit(path: Path) -> Section:
         cautions=[str(n) for n in r.get("notes") or []],
     )
     section.answers["compute"] = Answer(
-        f"{r.get('equation')}", f"held-out RMSE {_num(heldout.get('rmse'))}"
+        f"{r.get('equation')}", f"held-out RMSE {number_text(heldout.get('rmse'))}"
     )
-    section.figures = _sibling_png(path, "the law against the measured runs")
+    section.figures = sibling_png(path, "the law against the measured runs")
     for name, value in (r.get("params") or {}).items():
-        section.facts.append((name, _num(value, 4)))
+        section.facts.append((name, number_text(value, 4)))
     return section
 
 
 def read_scaling_plan(path: Path) -> Section:
-    r = _json(path)
+    r = read_json(path)
     best = r.get("best") or {}
     section = Section(
         kind="scaling plan",
@@ -465,25 +474,25 @@ def read_scaling_plan(path: Path) -> Section:
         cautions=[str(n) for n in r.get("notes") or []],
     )
     section.answers["compute"] = Answer(
-        f"{_num(r.get('compute_tokens'), 0)} tokens: {best.get('n_examples')} examples by "
-        f"{best.get('strategy')}, predicted {_num(best.get('predicted_performance'))}",
-        _interval(best.get("interval")),
+        f"{number_text(r.get('compute_tokens'), 0)} tokens: {best.get('n_examples')} examples by "
+        f"{best.get('strategy')}, predicted {number_text(best.get('predicted_performance'))}",
+        interval_text(best.get("interval")),
     )
     for row in r.get("per_strategy") or []:
         extrapolated = " (extrapolated)" if row.get("extrapolated") else ""
         section.facts.append(
             (
                 str(row.get("strategy")),
-                f"{row.get('n_examples')} examples of {_num(row.get('mean_tokens'), 1)} tokens → "
-                f"{_num(row.get('predicted_performance'))}, interval "
-                f"{_interval(row.get('interval')) or '—'}{extrapolated}",
+                f"{row.get('n_examples')} examples of {number_text(row.get('mean_tokens'), 1)} tokens → "
+                f"{number_text(row.get('predicted_performance'))}, interval "
+                f"{interval_text(row.get('interval')) or '—'}{extrapolated}",
             )
         )
     if best.get("extrapolated"):
         section.cautions.append(
             "the best plan lies outside the range the law was fitted on (extrapolated)"
         )
-    section.figures = _sibling_png(path, "best predicted performance against compute")
+    section.figures = sibling_png(path, "best predicted performance against compute")
     return section
 
 
@@ -503,7 +512,7 @@ def _json_keys(path: Path) -> set[str]:
     if path.suffix != ".json" or not path.is_file():
         return set()
     try:
-        data = _json(path)
+        data = read_json(path)
     except InputError:
         return set()
     return set(data) if isinstance(data, dict) else set()
@@ -521,7 +530,7 @@ PLAN_STEPS: dict[str, tuple[str, ...]] = {
 def read_plan(folder: Path) -> list[Section]:
     """A plan's folder: the sections of the steps its plan.json says ran (a folder left from an
     earlier plan with other steps is not read), in the plan's order."""
-    steps = _json(folder / "plan.json")["steps"]
+    steps = read_json(folder / "plan.json")["steps"]
     ran = [s["step"] for s in steps if "skipped" not in s]
     paths = [folder / name for step in ran for name in PLAN_STEPS.get(step, ())]
     return [s for p in paths if p.exists() for s in read_run(p)]
