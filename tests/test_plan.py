@@ -101,6 +101,12 @@ def test_plan_skips_say_why(tiny_model_dir, tmp_path, capsys):
     skipped = {s["step"]: s["skipped"] for s in plan["steps"] if "skipped" in s}
     assert skipped["estimate"] == skipped["select"] == "skipped (--skip)"
     assert "scaling runs" in skipped["scaling"]
+    # a budget without runs: what measuring a law would take, and the command
+    code, out, err = run_main([*args, "--compute-tokens", "24000"], capsys)
+    assert code == 0, err
+    reason = next(s["skipped"] for s in json.loads(out)["steps"] if s["step"] == "scaling")
+    assert "16 fine-tunes of 24000 tokens each (16× the budget)" in reason
+    assert "dataplan scaling runs --model" in reason and "--compute-tokens 24000" in reason
     assert [a["key"] for a in plan["answers"] if a["answer"] is None] == [
         "data",
         "examples",
@@ -122,7 +128,6 @@ def test_plan_skips_say_why(tiny_model_dir, tmp_path, capsys):
     ("extra", "fragment"),
     [
         (["--skip", "everything"], "unknown step 'everything'"),
-        (["--compute-tokens", "1000"], "--scaling-runs"),
         (["--balance-by", "colour"], "--balance-by"),
         (["--fraction", "2"], "--fraction"),
         (["--probe-seeds", "1"], "--probe-seeds must be at least 2"),

@@ -55,7 +55,8 @@ class PlanConfig(
         out: The plan's folder: a run folder per step, report.html and plan.json.
         holdout: A small trusted labelled holdout: ICA weights of the data (weigh).
         scaling_runs: A runs file of `dataplan scaling runs` (CSV/Parquet) to fit and plan from.
-        compute_tokens: A training budget in tokens for the scaling plan.
+        compute_tokens: A training budget in tokens for the scaling plan (with
+            --scaling-runs; without, the plan says how to measure them).
         skip: Steps to leave out: estimate, select, weigh, scaling (comma-separated).
         max_pool: Use at most this many examples of the data (estimate and select).
         n_labeled: Low-confidence examples the estimate labels and uses.
@@ -117,11 +118,6 @@ class PlanConfig(
             )
         if self.compute_tokens is not None and not self.compute_tokens > 0:
             raise ConfigError("--compute-tokens must be positive")
-        if self.compute_tokens is not None and self.scaling_runs is None:
-            raise ConfigError(
-                "--compute-tokens plans from a scaling law: give --scaling-runs FILE (measured "
-                "with `dataplan scaling runs`)"
-            )
         self.memory_budget  # noqa: B018 - validates --max-memory
         # Every step's settings, checked now: a bad option fails before the model loads.
         self.estimate_config()
@@ -227,6 +223,29 @@ def _write_pool(cfg: PlanConfig, pool: list[Any], out: Path) -> Path:
     return path
 
 
+ADVISED_SIZES = (32, 64, 128, 256)  # the scaling study's volumes
+
+
+def _scaling_skipped(cfg: PlanConfig) -> str:
+    """Why the scaling step does not run without --scaling-runs [our choice]: measuring a law
+    is never affordable inside the budget it plans — its runs (four volumes × the four
+    strategies of `scaling runs`, each at the budget) cost 16 times that budget — so the plan
+    says what it would take and how, rather than spending it unasked."""
+    if cfg.compute_tokens is None:
+        return "no --scaling-runs given (measure them with `dataplan scaling runs`)"
+    from dataplan.workflows.scaling_runs import STRATEGIES
+
+    source = f"--task {cfg.task}" if cfg.task is not None else f"--data {cfg.data}"
+    runs = len(ADVISED_SIZES) * len(STRATEGIES)
+    budget = f"{cfg.compute_tokens:g}"
+    return (
+        f"no --scaling-runs given: a law to plan {budget} tokens needs {runs} fine-tunes of "
+        f"{budget} tokens each ({runs}× the budget); measure them with `dataplan scaling runs "
+        f"--model {cfg.model} {source} --n {','.join(map(str, ADVISED_SIZES))} "
+        f"--compute-tokens {budget} --out runs.csv` and give --scaling-runs runs.csv"
+    )
+
+
 def run_plan(cfg: PlanConfig) -> dict[str, Any]:
     """Run the plan's steps (resuming finished ones) and write the report; returns plan.json."""
     from dataplan.io import write_json
@@ -288,7 +307,7 @@ def run_plan(cfg: PlanConfig) -> dict[str, Any]:
         weigh(cfg.weigh_config(pool_file), loaded)
         folders.append(out / "weigh")
         steps.append({"step": "weigh", "seconds": round(time.perf_counter() - start, 1)})
-    if step("scaling", "no --scaling-runs given (measure them with `dataplan scaling runs`)"):
+    if step("scaling", _scaling_skipped(cfg)):
         from dataplan.plots import plot_fit, plot_plan
         from dataplan.workflows.scaling import fit_runs
         from dataplan.workflows.scaling import plan as scaling_plan
