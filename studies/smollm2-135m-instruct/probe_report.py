@@ -159,7 +159,9 @@ def main() -> None:
     depth, reason, _ = choose_depth(ProbeCalibration.from_dict(alone), None)
     if depth is None:
         lines += [
-            f"The stopping rule (`estimate --probe auto`, no price) does not probe: {reason}.",
+            f"**The stopping rule** (`estimate --probe auto`, no price) **does not probe**: "
+            f"{reason}. The forecast stays the static one: leave-one-task-out MAE "
+            f"{static_mae:.3f}, {level:.0%}-interval coverage {cov_static:.0%}.",
             "",
         ]
     else:
@@ -188,16 +190,33 @@ def main() -> None:
             f"(log-RMSE of the fit {decay.get('log_rmse', float('nan')):.2f}).",
             "",
         ]
-        if alpha > 0 and K > 0 and L > 0:
-            lines.append(
-                f"The optimisation variance falls to L_int at c = (K/L_int)^(1/α) = "
-                f"{(K / L) ** (1 / alpha):.1f} steps (what `estimate --probe auto` probes to "
-                "without a price, capped at the deepest calibrated depth)."
-            )
-        lines += ["", "| price λ per step | c* = (αK/λ)^(1/(α+1)) |", "|---|---|"]
-        for price in PRICES:
-            lines.append(f"| {price:g} | {optimal_depth(alpha, K, price):.1f} |")
-        lines.append("")
+        largest = max(float(d["seed_variance"]) for d in alone["depths"])
+        if L > 0 and largest < 0.01 * L:
+            lines += [
+                f"The seed variance (at most {largest:.1e}) is {L / largest:.0f} times smaller "
+                "than L_int at every depth: Û(c) is L_int whatever c, and the fit's small "
+                "log-RMSE says only that.",
+                "",
+            ]
+        if alpha <= 0 or K <= 0:
+            lines += [
+                f"The seed variance does not fall with c (α = {alpha:.2f} ≤ 0 or K = 0): no "
+                "probe depth removes more variance than it costs, at any price — c* is not "
+                "defined and `estimate --probe auto` does not probe.",
+                "",
+            ]
+        else:
+            if L > 0:
+                lines += [
+                    f"The optimisation variance falls to L_int at c = (K/L_int)^(1/α) = "
+                    f"{(K / L) ** (1 / alpha):.1f} steps (what `estimate --probe auto` probes "
+                    "to without a price, capped at the deepest calibrated depth).",
+                    "",
+                ]
+            lines += ["| price λ per step | c* = (αK/λ)^(1/(α+1)) |", "|---|---|"]
+            for price in PRICES:
+                lines.append(f"| {price:g} | {optimal_depth(alpha, K, price):.1f} |")
+            lines.append("")
 
     counts = diagram["counts"]
     lines += [
