@@ -198,6 +198,17 @@ def main() -> None:
                 "log-RMSE says only that.",
                 "",
             ]
+            deepest = alone["depths"][-1]
+            slope = abs(float(deepest["coef"][1]))
+            if slope > 0:
+                feature_sd = math.sqrt(float(deepest["seed_variance"])) / slope
+                lines += [
+                    f"It is small because the forecast barely moves with the feature: at c = "
+                    f"{int(deepest['depth'])} the slope is |β₁| = {slope:.3f} AUC' per unit of "
+                    f"{alone['feature']}, so a seed-to-seed spread of the feature of about "
+                    f"{feature_sd:.2f} moves the forecast by {slope * feature_sd:.4f}.",
+                    "",
+                ]
         if alpha <= 0 or K <= 0:
             lines += [
                 f"The seed variance does not fall with c (α = {alpha:.2f} ≤ 0 or K = 0): no "
