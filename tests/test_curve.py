@@ -449,6 +449,10 @@ def test_calibrate_with_probes_fits_the_probe_calibration(tiny_model_dir, tmp_pa
     joint = json.loads((tmp_path / "study" / "probe-cos-low-calibration.json").read_text())
     assert joint["tokenization"] == probe["tokenization"] == "split"
     assert saved["tokenization"] is None  # the probe feature alone takes no CoS-Low
+    # the convention, and the tasks whose examples tokenise differently under the other one
+    # (none: a character-level tokenizer never merges across the prompt/answer boundary)
+    assert d["tokenization"] == {"convention": "split", "tasks_that_differ": []}
+    assert all(r["tokenization_differs"] == 0 for r in d["tasks"])
     assert [t["task"] for t in probe["tasks"]] == [r["task"] for r in rows]
     # The phase diagram of the study: every task placed (or said to be undetermined).
     code, out, err = run_main(

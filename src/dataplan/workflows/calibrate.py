@@ -257,6 +257,16 @@ def calibrate(cfg: CalibrateConfig, loaded: LoadedModel | None = None) -> dict[s
             "majority_accuracy": summary["majority_accuracy"],
             "curve": summary["curve"],
         }
+        differ = (est.tokenization or {}).get("examples_that_differ", 0)
+        row["tokenization_differs"] = differ
+        if differ:
+            log.warning(
+                "%s: %d labelled examples tokenise differently under split and joint: its "
+                "CoS-Low (and this calibration) hold for --tokenization %s only",
+                label,
+                differ,
+                est_cfg.tokenization or "split",
+            )
         if cfg.probe is not None and in_fit(cfg, row):  # a task left out is not worth probes
             row["probe"] = _probe_task(cfg, est_cfg, out / "probes" / label, loaded)
         rows.append(row)
@@ -441,6 +451,10 @@ def summarise(cfg: CalibrateConfig, rows: list[dict[str, Any]], out: Path) -> di
         "min_gain": cfg.min_gain,
         "calibration": calibration.to_dict(),
         "leave_one_task_out": evaluation,
+        "tokenization": {
+            "convention": tokenization,
+            "tasks_that_differ": [r["task"] for r in all_rows if r.get("tokenization_differs")],
+        },
         **({} if probe is None else {"probe": probe}),
         "tasks": all_rows,
     }
