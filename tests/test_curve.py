@@ -413,6 +413,7 @@ def test_calibrate_with_probes_fits_the_probe_calibration(tiny_model_dir, tmp_pa
     assert probe["feature"] == "val_loss_drop" and probe["seeds"] == 2
     saved = json.loads((tmp_path / "study" / "probe-calibration.json").read_text())
     assert saved["n_tasks"] == 5 and saved["n_seeds"] == 2
+    assert saved["probe"]["validation"] == 2  # how its probes were made travels with it
     # The probe calibration is the maths applied to the probes the study recorded.
     import numpy as np
 

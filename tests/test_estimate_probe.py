@@ -266,6 +266,8 @@ def test_estimate_probe_auto_probes_when_the_calibration_says_it_pays(
     from test_cli import run_main
 
     cal = _calibration(seed=2)  # a seed variance that decays from depth 1 to 2
+    # probes made with 2 validation examples and rank-2 adapters: the estimate's are made alike
+    cal = replace(cal, probe={"validation": 2, "train": {"lora_r": 2}})
     depth, reason, facts = choose_depth(cal, price=None)
     assert depth == 2 and facts["regime"] == "Dynamic-Critical"
     write_json(tmp_path / "probe-cal.json", cal.as_dict())
@@ -275,10 +277,13 @@ def test_estimate_probe_auto_probes_when_the_calibration_says_it_pays(
     args += ["--n-labeled", "8", "--low-fraction", "0.25", "--max-new-tokens", "3", "--lora-r"]
     args += ["4", "--calibration", str(tmp_path / "cal.json"), "--probe", "auto"]
     args += ["--probe-calibration", str(tmp_path / "probe-cal.json"), "--probe-seeds", "2"]
-    args += ["--probe-validation", "2", "--run-dir", str(tmp_path / "run"), "--json"]
+    args += ["--run-dir", str(tmp_path / "run"), "--json"]
     code, out, err = run_main(args, capsys)
     assert code == 0, err
     probe = json.loads(out)["probe"]
+    made = tmp_path / "run" / "probes"
+    assert json.loads((made / "result.json").read_text())["examples"]["validation"] == 2
+    assert json.loads((made / "config.json").read_text())["settings"] == {"lora_r": 2}
     assert probe["mode"] == "auto" and probe["decision"] == reason and "skipped" not in probe
     assert probe["depth"] == depth and probe["probe_steps_trained"] == depth * 2
     assert probe["regime"] == "Dynamic-Critical" and "combined" in probe

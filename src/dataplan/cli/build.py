@@ -108,8 +108,11 @@ def _options(
     skip: frozenset[str] = frozenset(),
     panel: str = "Options",
 ) -> list[_Option]:
+    from rich.markup import escape
+
     hints = typing.get_type_hints(cls)
-    helps = attribute_help(cls)
+    # The help is rich markup: a literal "[embeddings]" would be read as a style tag.
+    helps = {name: escape(text) for name, text in attribute_help(cls).items()}
     out: list[_Option] = []
     for f in dataclasses.fields(cls):
         meta = cli_of(f)

@@ -24,7 +24,7 @@ c_d) and optionally a static predictor z_t (CoS-Low), at each depth d [our choic
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -78,6 +78,9 @@ class ProbeCalibration:
     tasks: tuple[dict[str, Any], ...] = ()  # the calibration tasks' phase-diagram points
     # How the CoS-Low it takes was tokenised (split or joint); None without CoS-Low.
     tokenization: str | None = None
+    # How its probes were made (``validation`` examples held out, ``train``: the settings that
+    # differ from TrainSettings' defaults): a task's probes must be made alike to use it.
+    probe: dict[str, Any] = field(default_factory=dict)
 
     def at(self, depth: float) -> DepthFit:
         for d in self.depths:
@@ -137,6 +140,7 @@ class ProbeCalibration:
             ],
             "tasks": [dict(t) for t in self.tasks],
             "tokenization": self.tokenization,
+            "probe": dict(self.probe),
         }
 
     @classmethod
@@ -171,6 +175,7 @@ class ProbeCalibration:
             decay=decay,
             tasks=tuple(dict(t) for t in d.get("tasks") or ()),  # older files carry none
             tokenization=d.get("tokenization") or ("split" if d["with_static"] else None),
+            probe=dict(d.get("probe") or {}),  # older files: made with the defaults
         )
 
 

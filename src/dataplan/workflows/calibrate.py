@@ -295,7 +295,11 @@ def _probe_task(
 
 
 def probe_summary(
-    study: ProbeStudy, rows: list[dict[str, Any]], out: Path, tokenization: str = "split"
+    study: ProbeStudy,
+    rows: list[dict[str, Any]],
+    out: Path,
+    tokenization: str = "split",
+    train: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """The probe calibration of the in-fit tasks (alone and with CoS-Low, tokenised by
     ``tokenization``) beside CoS-Low's own leave-one-task-out error and 80%-interval coverage
@@ -330,12 +334,18 @@ def probe_summary(
     )
     auc = np.array([r["auc"] for r in rows])
     cos_low = np.array([r["cos_low"] for r in rows])
+    made = {"validation": study.validation, "train": dict(train or {})}
     try:
         alone = fit_probe_calibration(features, auc, depths, feature=study.feature)
-        joint = fit_probe_calibration(features, auc, depths, static=cos_low, feature=study.feature)
     except ProbeCalibrationError as err:
         return {"error": str(err)}
-    joint = replace(joint, tokenization=tokenization)
+    joint = None  # with CoS-Low: one coefficient more, one task more needed
+    joint_error = None
+    try:
+        joint = fit_probe_calibration(features, auc, depths, static=cos_low, feature=study.feature)
+        joint = replace(joint, tokenization=tokenization, probe=made)
+    except ProbeCalibrationError as err:
+        joint_error = str(err)
     static = leave_one_out_scores(list(cos_low), auc)
     static_residuals = np.asarray(static["predictions"]) - auc
     static_coverage = interval_coverage(
@@ -346,26 +356,30 @@ def probe_summary(
         for r, point in zip(rows, task_decompositions(alone, features), strict=True)
     ]
     # The tasks travel with the calibration: an estimate draws itself among them.
-    alone = replace(alone, tasks=tuple(tasks))
+    alone = replace(alone, tasks=tuple(tasks), probe=made)
     write_json(out / "probe-calibration.json", alone.as_dict())
-    write_json(out / "probe-cos-low-calibration.json", joint.as_dict())
+    if joint is not None:
+        write_json(out / "probe-cos-low-calibration.json", joint.as_dict())
     return {
         "feature": study.feature,
         "seeds": study.seeds,
         "static_loo_mae": static["mae"],
         "static_coverage": static_coverage,
         "tokenization": tokenization,
+        **({} if joint_error is None else {"probe_and_cos_low_error": joint_error}),
         "by_depth": [
             {
                 "c": a.depth,
                 "probe_loo_mae": a.loo_mae,
                 "probe_coverage": a.coverage,
-                "probe_and_cos_low_loo_mae": j.loo_mae,
-                "probe_and_cos_low_coverage": j.coverage,
+                "probe_and_cos_low_loo_mae": None if j is None else j.loo_mae,
+                "probe_and_cos_low_coverage": None if j is None else j.coverage,
                 "seed_variance": a.seed_variance,
                 "residual_variance": a.residual_variance,
             }
-            for a, j in zip(alone.depths, joint.depths, strict=True)
+            for a, j in zip(
+                alone.depths, joint.depths if joint else [None] * len(depths), strict=True
+            )
         ],
         "intrinsic": alone.intrinsic,
         "decay": None if alone.decay is None else {"K": alone.decay.K, "alpha": alone.decay.alpha},
@@ -443,7 +457,10 @@ def summarise(cfg: CalibrateConfig, rows: list[dict[str, Any]], out: Path) -> di
         )
     probe = None
     if cfg.probe is not None and all("probe" in r for r in rows):
-        probe = probe_summary(cfg.probe, rows, out, tokenization)
+        from dataplan.store import canonical
+
+        train = canonical(cfg.curve.train) if cfg.curve is not None else {}
+        probe = probe_summary(cfg.probe, rows, out, tokenization, train)
     result = {
         "name": cfg.name,
         "n_tasks": len(rows),

@@ -59,7 +59,8 @@ class EstimateConfig(
             `calibrate --probe-steps`); default: the one shipped for the model's CoS-Low
             calibration, if any.
         probe_seeds: Probe runs.
-        probe_validation: Labelled examples each probe holds out (as in the calibration).
+        probe_validation: Labelled examples each probe holds out; default: as the probe
+            calibration's probes did (8 for a calibration that does not say).
         probe_price: The price of a probe step in forecast variance: --probe auto probes to c*.
     """
 
@@ -88,7 +89,7 @@ class EstimateConfig(
     probe: str = "off"
     probe_calibration: str | None = None
     probe_seeds: int = 3
-    probe_validation: int = 8
+    probe_validation: int | None = None
     probe_price: float | None = None
 
     def __post_init__(self) -> None:

@@ -100,6 +100,7 @@ def probe_and_combine(
     from dataplan.maths.forecast import budget_for_target, clip_auc
     from dataplan.maths.probe import combine
     from dataplan.options import FieldOptions, ModelOptions, PromptOptions, group_values
+    from dataplan.training.settings import TrainSettings
     from dataplan.workflows.probe import ProbeConfig, run_probe
 
     mode = parse_probe(cfg.probe)
@@ -128,7 +129,9 @@ def probe_and_combine(
         **group_values(cfg, ModelOptions, PromptOptions, FieldOptions),
         steps=steps,
         seeds=cfg.probe_seeds,
-        validation=cfg.probe_validation,
+        # made as the calibration's probes were: the same hold-out and training settings
+        validation=cfg.probe_validation or calibration.probe.get("validation", 8),
+        train=TrainSettings(**calibration.probe.get("train", {})),
         calibration=cfg.probe_calibration,
         interval=cfg.interval,
         run_dir=str(run_path / "probes"),

@@ -23,6 +23,7 @@ measured at several depths, one run per seed (docs/methods.md §8).
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,8 +60,8 @@ class ProbeConfig(ModelOptions, DataOptions, PromptOptions, ExecutorOptions, Run
         validation: Labelled examples held out of the probes' training to measure them.
         seed: Seed of the --task sample and of the validation draw.
         run_dir: Run folder (default runs/probe-<data>); rerun to resume.
-        calibration: A probe calibration, by name (one shipped with dataplan, e.g.
-            smollm2-135m-instruct) or file (probe-calibration.json of `calibrate
+        calibration: A probe calibration, by name (one shipped with dataplan, named after
+            its model's CoS-Low calibration) or file (probe-calibration.json of `calibrate
             --probe-steps`): turns the probes into forecasts of AUC' per depth.
         price: The price of a probe step in forecast variance (with --calibration): gives c*.
         interval: Coverage of the forecast intervals.
@@ -147,6 +148,17 @@ class ProbeConfig(ModelOptions, DataOptions, PromptOptions, ExecutorOptions, Run
                 f"--steps {', '.join(map(str, missing))} not in the calibration (calibrated: "
                 + ", ".join(f"{d.depth:g}" for d in cal.depths)
                 + ")"
+            )
+        from dataplan.store import canonical
+
+        made = {"validation": self.validation, "train": canonical(self.train)}
+        differ = [k for k in ("validation", "train") if k in cal.probe and cal.probe[k] != made[k]]
+        if differ:
+            logging.getLogger(__name__).warning(
+                "these probes are made with other %s than the calibration's (%s): its "
+                "forecast assumes probes made alike",
+                " and ".join(differ),
+                ", ".join(f"{k} {cal.probe[k]}" for k in differ),
             )
         return cal
 
