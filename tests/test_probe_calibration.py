@@ -120,3 +120,32 @@ def test_task_decompositions_place_each_task():
         assert (p["regime"] == "Noise-Dominant") == (math.sqrt(p["intrinsic"]) >= 1e-6)
     with pytest.raises(ProbeCalibrationError, match="match"):
         task_decompositions(cal, features[:3])
+
+
+def test_four_tasks_give_the_probe_calibration_without_the_cos_low_one(tmp_path):
+    """The probe-alone fit needs 4 tasks, the probe + CoS-Low one 5: with 4 kept tasks the
+    study still writes probe-calibration.json (with how its probes were made) and says why the
+    joint one is missing."""
+    import json
+
+    from dataplan.workflows.calibrate import ProbeStudy, probe_summary
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for t in range(4):
+        auc = 0.3 + 0.1 * t
+        probe_rows = [
+            {"seed": s, "c": c, "val_loss_drop": auc + rng.normal(scale=0.1 / c)}
+            for s in range(3)
+            for c in (1, 2)
+        ]
+        rows.append(
+            {"task": f"t{t}", "auc": auc, "cos_low": 0.5 - 0.05 * t, "probe": {"rows": probe_rows}}
+        )
+    study = ProbeStudy(steps=(1, 2), seeds=3, validation=4)
+    summary = probe_summary(study, rows, tmp_path, "joint", {"lora_r": 8})
+    assert summary is not None and "at least 5" in summary["probe_and_cos_low_error"]
+    assert [d["probe_and_cos_low_loo_mae"] for d in summary["by_depth"]] == [None, None]
+    saved = json.loads((tmp_path / "probe-calibration.json").read_text())
+    assert saved["n_tasks"] == 4 and saved["probe"] == {"validation": 4, "train": {"lora_r": 8}}
+    assert not (tmp_path / "probe-cos-low-calibration.json").exists()
