@@ -149,3 +149,46 @@ def test_four_tasks_give_the_probe_calibration_without_the_cos_low_one(tmp_path)
     saved = json.loads((tmp_path / "probe-calibration.json").read_text())
     assert saved["n_tasks"] == 4 and saved["probe"] == {"validation": 4, "train": {"lora_r": 8}}
     assert not (tmp_path / "probe-cos-low-calibration.json").exists()
+
+
+def test_how_the_probes_were_made_is_checked_and_compared(tmp_path, caplog):
+    """A calibration's record of its probes must be usable training settings; probes made with
+    another hold-out or other settings than the calibration's are warned about."""
+    import json
+    import logging
+    from dataclasses import replace
+
+    from dataplan.errors import InputError
+    from dataplan.workflows.probe import ProbeConfig, load_probe_calibration
+
+    features, auc, _ = _synthetic()
+    cal = fit_probe_calibration(features, auc, DEPTHS)
+    path = tmp_path / "cal.json"
+    path.write_text(
+        json.dumps(replace(cal, probe={"validation": 8, "train": {"nope": 1}}).as_dict())
+    )
+    with pytest.raises(InputError, match=r"probe\.train is not a set of training settings"):
+        load_probe_calibration(path)
+    made = {
+        "validation": 4,
+        "train": {"lora_r": 8, "epochs": 9.0},
+    }  # epochs: not how a probe trains
+    path.write_text(json.dumps(replace(cal, probe={**made, "train": {"lora_r": 8}}).as_dict()))
+    with caplog.at_level(logging.WARNING, logger="dataplan.workflows.probe"):
+        ProbeConfig(
+            data="x.jsonl", calibration=str(path), steps=tuple(int(d) for d in DEPTHS)
+        ).probe_calibration()
+    assert "other validation and train than the calibration's" in caplog.text
+    caplog.clear()
+    from dataplan.training.settings import TrainSettings
+
+    alike = ProbeConfig(
+        data="x.jsonl",
+        calibration=str(path),
+        steps=tuple(int(d) for d in DEPTHS),
+        validation=4,
+        train=TrainSettings(lora_r=8, epochs=9.0),
+    )
+    with caplog.at_level(logging.WARNING, logger="dataplan.workflows.probe"):
+        alike.probe_calibration()
+    assert caplog.text == ""

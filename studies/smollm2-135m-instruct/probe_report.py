@@ -89,6 +89,8 @@ def main() -> None:
     if not probe or "by_depth" not in probe:
         raise SystemExit("no probe calibration in study/study.json: run calibrate-finished.sh")
     alone = json.loads((STUDY / "probe-calibration.json").read_text())
+    if not (STUDY / "probe-cos-low-calibration.json").exists():
+        raise SystemExit(f"no probe + CoS-Low fit: {probe.get('probe_and_cos_low_error')}")
     joint = json.loads((STUDY / "probe-cos-low-calibration.json").read_text())
     rows = [r for r in study["tasks"] if r.get("in_fit", True)]
     names = [r["task"] for r in rows]

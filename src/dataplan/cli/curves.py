@@ -128,17 +128,24 @@ def register(app: typer.Typer) -> None:
             table = Table(
                 title=f"probe calibration ({probe['feature']}, {probe['seeds']} seeds): "
                 f"leave-one-task-out MAE and {probe['level']:.0%}-interval coverage; CoS-Low "
-                f"alone: MAE {probe['static_loo_mae']:.3f}"
+                f"alone: MAE {probe['static_loo_mae']:.3f}, coverage "
+                f"{probe['static_coverage']:.0%}"
             )
             for col in ("steps", "probe MAE", "coverage", "probe + CoS-Low MAE", "coverage "):
                 table.add_column(col)
             for r in probe["by_depth"]:
+                joint = r["probe_and_cos_low_loo_mae"] is not None
                 table.add_row(
                     f"{r['c']:g}",
                     f"{r['probe_loo_mae']:.3f}",
                     f"{r['probe_coverage']:.0%}",
-                    f"{r['probe_and_cos_low_loo_mae']:.3f}",
-                    f"{r['probe_and_cos_low_coverage']:.0%}",
+                    f"{r['probe_and_cos_low_loo_mae']:.3f}" if joint else "—",
+                    f"{r['probe_and_cos_low_coverage']:.0%}" if joint else "—",
                 )
             console.print(table)
+            if "probe_and_cos_low_error" in probe:
+                console.print(
+                    "[yellow]note:[/yellow] no probe + CoS-Low fit: "
+                    f"{probe['probe_and_cos_low_error']}"
+                )
             console.print(f"written to {cfg.out_dir}/probe-calibration.json")

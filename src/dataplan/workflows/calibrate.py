@@ -334,7 +334,13 @@ def probe_summary(
     )
     auc = np.array([r["auc"] for r in rows])
     cos_low = np.array([r["cos_low"] for r in rows])
-    made = {"validation": study.validation, "train": dict(train or {})}
+    # a probe's steps are its depth: the curve's steps rule (epochs, min/max steps) is not how
+    # it was made
+    steps_rule = ("epochs", "min_steps", "max_steps")
+    made = {
+        "validation": study.validation,
+        "train": {k: v for k, v in (train or {}).items() if k not in steps_rule},
+    }
     try:
         alone = fit_probe_calibration(features, auc, depths, feature=study.feature)
     except ProbeCalibrationError as err:
@@ -360,6 +366,8 @@ def probe_summary(
     write_json(out / "probe-calibration.json", alone.as_dict())
     if joint is not None:
         write_json(out / "probe-cos-low-calibration.json", joint.as_dict())
+    else:  # not one left from an earlier study of more tasks
+        (out / "probe-cos-low-calibration.json").unlink(missing_ok=True)
     return {
         "feature": study.feature,
         "seeds": study.seeds,

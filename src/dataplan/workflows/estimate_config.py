@@ -99,6 +99,8 @@ class EstimateConfig(
         if self.tokenization not in (None, "split", "joint"):
             raise ConfigError(f"--tokenization must be split or joint, got {self.tokenization!r}")
         parse_probe(self.probe)
+        if self.probe_validation is not None and self.probe_validation < 1:
+            raise ConfigError(f"--probe-validation must be at least 1, got {self.probe_validation}")
         if self.probe_seeds < 2:
             raise ConfigError(f"--probe-seeds must be at least 2, got {self.probe_seeds}")
         if self.probe_price is not None and not (

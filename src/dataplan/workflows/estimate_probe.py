@@ -130,8 +130,12 @@ def probe_and_combine(
         steps=steps,
         seeds=cfg.probe_seeds,
         # made as the calibration's probes were: the same hold-out and training settings
-        validation=cfg.probe_validation or calibration.probe.get("validation", 8),
-        train=TrainSettings(**calibration.probe.get("train", {})),
+        validation=(
+            cfg.probe_validation
+            if cfg.probe_validation is not None
+            else calibration.probe.get("validation", 8)
+        ),
+        train=TrainSettings(**(calibration.probe.get("train") or {})),
         calibration=cfg.probe_calibration,
         interval=cfg.interval,
         run_dir=str(run_path / "probes"),

@@ -233,15 +233,22 @@ def _scaling_skipped(cfg: PlanConfig) -> str:
     says what it would take and how, rather than spending it unasked."""
     if cfg.compute_tokens is None:
         return "no --scaling-runs given (measure them with `dataplan scaling runs`)"
+    import shlex
+
     from dataplan.workflows.scaling_runs import STRATEGIES
 
-    source = f"--task {cfg.task}" if cfg.task is not None else f"--data {cfg.data}"
+    source = (
+        f"--task {shlex.quote(cfg.task)}"
+        if cfg.task is not None
+        else f"--data {shlex.quote(str(cfg.data))}"
+    )
     runs = len(ADVISED_SIZES) * len(STRATEGIES)
-    budget = f"{cfg.compute_tokens:g}"
+    c = cfg.compute_tokens
+    budget = str(int(c)) if float(c).is_integer() else repr(c)
     return (
         f"no --scaling-runs given: a law to plan {budget} tokens needs {runs} fine-tunes of "
         f"{budget} tokens each ({runs}× the budget); measure them with `dataplan scaling runs "
-        f"--model {cfg.model} {source} --n {','.join(map(str, ADVISED_SIZES))} "
+        f"--model {shlex.quote(cfg.model)} {source} --n {','.join(map(str, ADVISED_SIZES))} "
         f"--compute-tokens {budget} --out runs.csv` and give --scaling-runs runs.csv"
     )
 
@@ -273,7 +280,8 @@ def run_plan(cfg: PlanConfig) -> dict[str, Any]:
     def step(name: str, reason: str | None = None) -> bool:
         if cfg.runs(name):
             return True
-        steps.append({"step": name, "skipped": reason or "skipped (--skip)"})
+        skipped = "skipped (--skip)" if name in cfg.skip or reason is None else reason
+        steps.append({"step": name, "skipped": skipped})
         return False
 
     if step("estimate"):

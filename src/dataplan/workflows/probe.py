@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from dataplan.errors import ConfigError, InputError
+from dataplan.errors import ConfigError, DataplanError, InputError
 from dataplan.options import (
     DataOptions,
     ExecutorOptions,
@@ -151,7 +151,9 @@ class ProbeConfig(ModelOptions, DataOptions, PromptOptions, ExecutorOptions, Run
             )
         from dataplan.store import canonical
 
-        made = {"validation": self.validation, "train": canonical(self.train)}
+        steps_rule = ("epochs", "min_steps", "max_steps")  # a probe's steps are its depths
+        train = {k: v for k, v in canonical(self.train).items() if k not in steps_rule}
+        made = {"validation": self.validation, "train": train}
         differ = [k for k in ("validation", "train") if k in cal.probe and cal.probe[k] != made[k]]
         if differ:
             logging.getLogger(__name__).warning(
@@ -245,6 +247,16 @@ def load_probe_calibration(name_or_path: str | Path) -> Any:
             "a probe calibration with CoS-Low: use the probe-alone one (probe-calibration.json)",
             path=p,
         )
+    made = cal.probe
+    validation = made.get("validation", 8)
+    if not (isinstance(validation, int) and validation >= 1):
+        raise InputError(f"probe.validation must be a positive integer, got {validation!r}", path=p)
+    try:  # how its probes were made: settings a TrainSettings takes
+        from dataplan.training.settings import TrainSettings
+
+        TrainSettings(**(made.get("train") or {}))
+    except (TypeError, ValueError, DataplanError) as err:
+        raise InputError(f"probe.train is not a set of training settings ({err})", path=p) from None
     return cal
 
 
