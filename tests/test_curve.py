@@ -353,7 +353,9 @@ def test_auto_metric_uses_options_for_classification_and_choice_only():
     assert auto_metric({"token_f1": 0.4}, "token_f1", "generation") == "token_f1"
 
 
-def test_calibrate_with_probes_fits_the_probe_calibration(tiny_model_dir, tmp_path, capsys):
+def test_calibrate_with_probes_fits_the_probe_calibration(
+    tiny_model_dir, tmp_path, capsys, monkeypatch
+):
     from test_cli import run_main
 
     files = []
@@ -454,6 +456,19 @@ def test_calibrate_with_probes_fits_the_probe_calibration(tiny_model_dir, tmp_pa
     # (none: a character-level tokenizer never merges across the prompt/answer boundary)
     assert d["tokenization"] == {"convention": "split", "tasks_that_differ": []}
     assert all(r["tokenization_differs"] == 0 for r in d["tasks"])
+    # The table form, also for a study whose probe + CoS-Low fit could not be made.
+    code, out, err = run_main(args[:-1], capsys)
+    assert code == 0 and "probe calibration" in out, err
+    import copy
+
+    fewer = copy.deepcopy(d)
+    fewer["probe"]["probe_and_cos_low_error"] = "4 tasks: a leave-one-task-out fit of 3"
+    for row in fewer["probe"]["by_depth"]:
+        row["probe_and_cos_low_loo_mae"] = row["probe_and_cos_low_coverage"] = None
+    with monkeypatch.context() as patch:
+        patch.setattr("dataplan.workflows.calibrate.calibrate", lambda cfg, **_: fewer)
+        code, out, err = run_main(args[:-1], capsys)
+    assert code == 0 and "no probe + CoS-Low fit: 4 tasks" in " ".join(out.split()), err
     assert [t["task"] for t in probe["tasks"]] == [r["task"] for r in rows]
     # The phase diagram of the study: every task placed (or said to be undetermined).
     code, out, err = run_main(
