@@ -334,13 +334,9 @@ def probe_summary(
     )
     auc = np.array([r["auc"] for r in rows])
     cos_low = np.array([r["cos_low"] for r in rows])
-    # a probe's steps are its depth: the curve's steps rule (epochs, min/max steps) is not how
-    # it was made
-    steps_rule = ("epochs", "min_steps", "max_steps")
-    made = {
-        "validation": study.validation,
-        "train": {k: v for k, v in (train or {}).items() if k not in steps_rule},
-    }
+    from dataplan.workflows.probe import probe_training
+
+    made = {"validation": study.validation, "train": probe_training(train or {})}
     try:
         alone = fit_probe_calibration(features, auc, depths, feature=study.feature)
     except ProbeCalibrationError as err:

@@ -151,9 +151,7 @@ class ProbeConfig(ModelOptions, DataOptions, PromptOptions, ExecutorOptions, Run
             )
         from dataplan.store import canonical
 
-        steps_rule = ("epochs", "min_steps", "max_steps")  # a probe's steps are its depths
-        train = {k: v for k, v in canonical(self.train).items() if k not in steps_rule}
-        made = {"validation": self.validation, "train": train}
+        made = {"validation": self.validation, "train": probe_training(canonical(self.train))}
         differ = [k for k in ("validation", "train") if k in cal.probe and cal.probe[k] != made[k]]
         if differ:
             logging.getLogger(__name__).warning(
@@ -211,6 +209,12 @@ class ProbeConfig(ModelOptions, DataOptions, PromptOptions, ExecutorOptions, Run
         train = [e for i, e in enumerate(examples) if i not in held]
         validation = [e for i, e in enumerate(examples) if i in held]
         return train, validation
+
+
+def probe_training(train: dict[str, Any]) -> dict[str, Any]:
+    """The training settings (canonical, non-default) that make a probe: all but the curve's
+    steps rule (epochs, min/max steps) — a probe's steps are its depths."""
+    return {k: v for k, v in train.items() if k not in ("epochs", "min_steps", "max_steps")}
 
 
 def load_probe_calibration(name_or_path: str | Path) -> Any:
