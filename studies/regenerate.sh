@@ -14,7 +14,8 @@ tasks=${tasks%,}
 echo "== ground truth: $tasks"
 .venv/bin/python studies/no_compute.py cli calibrate --name smollm2-135m-instruct --model smollm2-135m-instruct \
   --tasks "$tasks" --budgets 0,16,64,256 --seeds 0 --max-test 200 --max-pool 400 \
-  --cache "$here/points" --out-dir "$here/study" --quiet > /dev/null
+  --cache "$here/points" --out-dir "$here/study" --probe-steps 8,16,32,64 --probe-seeds 3 --quiet > /dev/null
+.venv/bin/python $here/probe_report.py
 for task in arithmetic_2_digit_addition hyperbaton; do
   .venv/bin/python studies/no_compute.py cli curve --model smollm2-135m-instruct --task "$task" --budgets 0,16,64,256 \
     --seeds 0,1,2 --max-test 200 --cache "$here/points" --out-dir "$here/seeds/$task" --json --quiet > "$here/seeds/$task.json"

@@ -287,3 +287,30 @@ def test_estimate_probe_auto_probes_when_the_calibration_says_it_pays(
     assert probe["mode"] == "auto" and probe["decision"] == reason and "skipped" not in probe
     assert probe["depth"] == depth and probe["probe_steps_trained"] == depth * 2
     assert probe["regime"] == "Dynamic-Critical" and "combined" in probe
+
+
+def test_the_shipped_probe_calibration_is_the_studys():
+    """The package's probe calibration for the built-in model is the one the committed study
+    fitted (every in-fit task, 3 seeds × 8..64 steps), and docs/probe.md states its decision."""
+    from pathlib import Path
+
+    from dataplan.calibrations import get_calibration, shipped_probe_calibrations
+    from dataplan.workflows.probe import load_probe_calibration
+
+    root = Path(__file__).resolve().parents[1]
+    study = root / "studies" / "smollm2-135m-instruct" / "study"
+    name = get_calibration("smollm2-135m-instruct").name
+    assert name in shipped_probe_calibrations()
+    shipped = load_probe_calibration(name)
+    fitted = ProbeCalibration.from_dict(
+        json.loads((study / "probe-calibration.json").read_text(encoding="utf-8"))
+    )
+    assert shipped == fitted
+    data = json.loads((study / "study.json").read_text(encoding="utf-8"))
+    probed = sorted(t["task"] for t in data["tasks"] if t.get("in_fit", True) and t.get("probe"))
+    assert len(probed) == len([t for t in data["tasks"] if t.get("in_fit", True)]) == 13
+    assert sorted(t["task"] for t in shipped.tasks) == probed
+    assert [int(d.depth) for d in shipped.depths] == [8, 16, 32, 64]
+    assert shipped.n_seeds == 3 and shipped.probe["validation"] == 8
+    _, reason, _ = choose_depth(shipped, None)
+    assert reason in (root / "docs" / "probe.md").read_text(encoding="utf-8")
