@@ -233,3 +233,20 @@ def _assert_not_blank(png: bytes) -> None:
     pixels = np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=float)
     assert pixels.std() > 10  # text, tables and plots, not one colour
     assert (pixels < 128).mean() > 0.01  # some dark ink on the page
+
+
+def test_a_skipped_probe_is_said_once(tmp_path):
+    """When `estimate --probe auto` decides not to probe, the trust answer gives the interval and
+    "how sure" the reason — not the same reason twice."""
+    from dataplan.reporting.readers import read_estimate
+
+    (tmp_path / "config.json").write_text(json.dumps({"model": "m"}))
+    reason = "the calibration's seed variance does not decay with depth"
+    result = {
+        "forecast": {"auc": 0.3, "auc_interval": [0.1, 0.5], "interval_level": 0.8},
+        "probe": {"mode": "auto", "decision": reason, "skipped": reason},
+    }
+    (tmp_path / "result.json").write_text(json.dumps(result))
+    trust = read_estimate(tmp_path).answers["trust"]
+    assert reason not in trust.text and trust.text.startswith("forecast interval [0.100, 0.500]")
+    assert trust.uncertainty == f"not probed: {reason}"

@@ -95,8 +95,8 @@ def read_estimate(folder: Path) -> Section:
                 probe.get("regime"),
             )
         trust = f"forecast interval {interval_text(auc_interval, 3, level) or 'not available'}"
-        if probe.get("decision"):
-            trust += f"; probing: {probe['decision']}"
+        if probe.get("decision") and probe.get("decision") != probe.get("skipped"):
+            trust += f"; probing: {probe['decision']}"  # else "how sure" says it once
         how_sure = _probe_cost(probe) or (
             "not probed: " + str(probe["skipped"]) if probe.get("skipped") else None
         )
