@@ -192,7 +192,22 @@ def test_run_folder_keeps_the_versions_that_made_it(tmp_path, monkeypatch):
     monkeypatch.setattr(rf, "versions", lambda: {"python": "3.11", "torch": "1", "git_commit": "b"})
     rf.RunFolder(tmp_path / "r", {"a": 1}).open()
     assert not (tmp_path / "r" / "versions-resumed.json").exists()
+    newer = {"python": "3.11", "torch": "1", "trl": "1.16.0", "git_commit": "b"}
+    monkeypatch.setattr(rf, "versions", lambda: newer)  # a package recorded since: the same
+    rf.RunFolder(tmp_path / "r", {"a": 1}).open()
+    assert not (tmp_path / "r" / "versions-resumed.json").exists()
     monkeypatch.setattr(rf, "versions", lambda: {"python": "3.11", "torch": "2", "git_commit": "c"})
     rf.RunFolder(tmp_path / "r", {"a": 1}).open()
     assert json.loads((tmp_path / "r" / "versions.json").read_text())["torch"] == "1"
     assert json.loads((tmp_path / "r" / "versions-resumed.json").read_text())["torch"] == "2"
+
+
+def test_versions_name_the_libraries_results_depend_on():
+    """TRL makes DPO and SimPO, sentence-transformers a named embedder: recorded like torch."""
+    from importlib import metadata
+
+    from dataplan.io import versions
+
+    v = versions()
+    assert v["trl"] == metadata.version("trl") and v["torch"] == metadata.version("torch")
+    assert "sentence-transformers" in v

@@ -279,3 +279,23 @@ def test_train_objective_options_exit_2(tiny_model_dir, tmp_path, capsys, extra,
         args.remove(str(data))
     code, out, err = run_main(args, capsys)
     assert code == 2 and out == "" and fragment in err, err
+
+
+@pytest.mark.parametrize("objective", ["dpo", "simpo"])
+def test_preference_ica_refresh_rescores_from_the_current_parameters(
+    tiny_model_dir, tmp_path, capsys, objective
+):
+    """--refresh 2 with a preference objective: weights before training and again halfway, from
+    the parameters TRL's trainer has moved by then."""
+    from dataplan.io import read_parquet
+
+    data, holdout = _pair_files(tmp_path)
+    args = _train_args(tiny_model_dir, tmp_path, data, "--objective", objective)
+    args += ["--weighting", "ica", "--holdout", str(holdout), "--k", "2", "--refresh", "2"]
+    code, out, err = run_main(args, capsys)
+    assert code == 0, err
+    assert [w["step"] for w in json.loads(out)["weights"]] == [0, 1]
+    table = read_parquet(tmp_path / "adapter-run" / "weights.parquet")
+    first, second = np.asarray(table["weight_step0"]), np.asarray(table["weight_step1"])
+    assert second.min() == 0.0 and second.max() == 1.0
+    assert not np.array_equal(first, second)

@@ -209,3 +209,23 @@ def test_evaluate_scores_a_trained_adapter_as_the_evaluation_core_does(
         ["evaluate", "--model", str(tiny_model_dir), "--task", "demo", "--split", "x"], capsys
     )
     assert code == 2 and "--split" in err
+
+
+@pytest.mark.parametrize(("weighting", "bar"), [("ica", "ICA in context"), ("rho", "losses")])
+def test_train_scoring_shows_progress_unless_quiet(
+    tiny_model_dir, tmp_path, capsys, weighting, bar
+):
+    """Scoring the weights inside `train` (the long pass) shows its progress bar; --json
+    silences it."""
+    data, holdout = _files(tmp_path)
+    args = _args(
+        tiny_model_dir, tmp_path, data, "--weighting", weighting, "--holdout", str(holdout)
+    )
+    table = [a for a in args if a != "--json"]
+    code, _, err = run_main([*table, "--k", "2"], capsys)
+    assert code == 0, err
+    assert bar in err
+    quiet = [str(tmp_path / "quiet") if a == str(tmp_path / "adapter") else a for a in args]
+    code, _, err = run_main([*quiet, "--k", "2"], capsys)
+    assert code == 0, err
+    assert bar not in err

@@ -138,7 +138,18 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 150) -> None:
         )
 
 
-PACKAGES = ("dataplan", "torch", "transformers", "peft", "datasets", "accelerate", "numpy", "scipy")
+PACKAGES = (
+    "dataplan",
+    "torch",
+    "transformers",
+    "peft",
+    "trl",
+    "datasets",
+    "accelerate",
+    "sentence-transformers",
+    "numpy",
+    "scipy",
+)
 
 
 def versions() -> dict[str, Any]:

@@ -41,9 +41,11 @@ def record_command(folder: str | Path) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def _packages(v: dict[str, Any]) -> dict[str, Any]:
-    """Python, platform and package versions (not the git commit, which moves every commit)."""
-    return {k: x for k, x in v.items() if k != "git_commit"}
+def _versions_differ(first: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Whether Python, platform or a package version differs between two ``versions()``
+    records — on the entries both have (a package recorded since is no difference), not the
+    git commit (which moves every commit)."""
+    return any(first[k] != current[k] for k in first.keys() & current.keys() if k != "git_commit")
 
 
 class RunFolder:
@@ -104,7 +106,7 @@ class RunFolder:
         first = self.path / self.VERSIONS
         if not first.exists():
             write_json(first, current)
-        elif _packages(json.loads(first.read_text(encoding="utf-8"))) != _packages(current):
+        elif _versions_differ(json.loads(first.read_text(encoding="utf-8")), current):
             write_json(self.path / "versions-resumed.json", current)
         record_command(self.path)
         return self

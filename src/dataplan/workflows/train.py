@@ -159,7 +159,11 @@ class TrainConfig(ModelOptions, DataOptions, PairFieldOptions, PromptOptions, Ru
 
         if self.weighting == "uniform":
             return get_weighting("uniform")
-        options: dict[str, Any] = {"holdout": holdout, "settings": self.ica}
+        options: dict[str, Any] = {
+            "holdout": holdout,
+            "settings": self.ica,
+            "progress": self.progress,
+        }
         if self.weighting == "filter":
             options["keep"] = self.keep
         return get_weighting(self.weighting, **options)

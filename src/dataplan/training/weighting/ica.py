@@ -196,17 +196,19 @@ def ica_weight_function(
     settings: ICASettings,
     demonstrations: np.ndarray | None = None,
     to_weights: Callable[[np.ndarray], np.ndarray] | None = None,
+    progress: bool = False,
 ) -> WeightFunction:
     """``fn(model, step) -> weights``: ICA scores under the current model, turned into weights
     by ``to_weights`` (default: min-max over the pool with the settings' floor). Preference
     pairs (with a holdout of pairs) are scored by the change of their margin
     (:func:`dataplan.compute.ica.preference_ica_scores`).
 
-    The demonstrations are chosen once (with the model given first, or ``demonstrations``).
+    The demonstrations are chosen once (with the model given first, or ``demonstrations``);
+    ``progress`` shows the scoring passes' bars (on the main process).
     Under torchrun every rank calls it; each scores a block of the examples and gets the rest
     from the others (:func:`dataplan.compute.distributed.gather_rows`).
     """
-    from dataplan.compute.distributed import gather_rows
+    from dataplan.compute.distributed import gather_rows, is_main
     from dataplan.compute.ica import ica_scores, preference_ica_scores
     from dataplan.maths.weights import minmax_weights
 
@@ -224,6 +226,7 @@ def ica_weight_function(
                 demos,
                 batch_size=settings.batch_size,
                 max_memory=settings.memory_budget,
+                progress=progress and is_main(),
             ).score
         return ica_scores(
             model,
@@ -234,6 +237,7 @@ def ica_weight_function(
             reduction=settings.score_reduction,
             batch_size=settings.batch_size,
             max_memory=settings.memory_budget,
+            progress=progress and is_main(),
         ).score
 
     def weights(model: Any, step: int) -> np.ndarray:
@@ -252,9 +256,15 @@ class ICA(Weighting):
 
     name: ClassVar[str] = "ica"
 
-    def __init__(self, holdout: Sequence[Example], settings: ICASettings | None = None):
+    def __init__(
+        self,
+        holdout: Sequence[Example],
+        settings: ICASettings | None = None,
+        progress: bool = False,
+    ):
         self.holdout = list(holdout)
         self.ica = settings or ICASettings()
+        self.progress = progress  # progress bars while scoring; not a setting of the result
         self._functions: dict[int, WeightFunction] = {}
 
     def settings(self) -> dict[str, Any]:
@@ -281,4 +291,6 @@ class ICA(Weighting):
     def _weight_function(
         self, examples: Sequence[Any], formatter: Any, demonstrations: np.ndarray
     ) -> WeightFunction:
-        return ica_weight_function(examples, self.holdout, formatter, self.ica, demonstrations)
+        return ica_weight_function(
+            examples, self.holdout, formatter, self.ica, demonstrations, progress=self.progress
+        )

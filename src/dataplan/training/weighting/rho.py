@@ -49,10 +49,12 @@ class RhoLoss(Weighting):
         holdout: Sequence[Example],
         settings: ICASettings | None = None,
         train_settings: TrainSettings | None = None,
+        progress: bool = False,
     ):
         self.holdout = list(holdout)
         self.ica = settings or ICASettings()
         self.train_settings = train_settings
+        self.progress = progress  # progress bars while scoring; not a setting of the result
         self._reference: dict[int, np.ndarray] = {}
 
     def settings(self) -> dict[str, Any]:
@@ -85,12 +87,17 @@ class RhoLoss(Weighting):
     def _answer_losses(
         self, model: Any, examples: Sequence[Any], formatter: Any, reduction: str
     ) -> np.ndarray:
+        from dataplan.compute.distributed import is_main
         from dataplan.compute.example_stats import answer_losses
         from dataplan.data.formatting import encode_examples
 
         encoded = encode_examples(formatter, examples)
         losses = answer_losses(
-            model, encoded, formatter.tokenizer.pad_token_id, batch_size=self.ica.batch_size
+            model,
+            encoded,
+            formatter.tokenizer.pad_token_id,
+            batch_size=self.ica.batch_size,
+            progress=self.progress and is_main(),
         )
         if reduction == "sum":
             losses = losses * np.array([len(e.answer_ids) for e in encoded], dtype=np.float64)

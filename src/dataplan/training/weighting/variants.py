@@ -24,8 +24,13 @@ class OneShot(ICA):
 
     name: ClassVar[str] = "one-shot"
 
-    def __init__(self, holdout: Sequence[Example], settings: ICASettings | None = None):
-        super().__init__(holdout, replace(settings or ICASettings(), k=1))
+    def __init__(
+        self,
+        holdout: Sequence[Example],
+        settings: ICASettings | None = None,
+        progress: bool = False,
+    ):
+        super().__init__(holdout, replace(settings or ICASettings(), k=1), progress)
 
 
 class Filter(ICA):
@@ -38,11 +43,15 @@ class Filter(ICA):
     name: ClassVar[str] = "filter"
 
     def __init__(
-        self, holdout: Sequence[Example], settings: ICASettings | None = None, keep: float = 0.75
+        self,
+        holdout: Sequence[Example],
+        settings: ICASettings | None = None,
+        keep: float = 0.75,
+        progress: bool = False,
     ):
         if not 0.0 < keep <= 1.0:
             raise ConfigError(f"--keep must be in (0, 1], got {keep}")
-        super().__init__(holdout, settings)
+        super().__init__(holdout, settings, progress)
         self.keep = keep
 
     def settings(self) -> dict[str, Any]:
@@ -61,4 +70,5 @@ class Filter(ICA):
             self.ica,
             demonstrations,
             to_weights=lambda scores: top_fraction_weights(scores, self.keep),
+            progress=self.progress,
         )
