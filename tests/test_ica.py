@@ -316,3 +316,20 @@ def test_an_unknown_embedder_is_a_config_error(char_tokenizer, tmp_path):
         )
     with pytest.raises(ConfigError, match="--embedder"):
         ICASettings(embedder=" ")
+
+
+def test_random_demonstrations_are_seeded_distinct_and_never_the_example_itself():
+    from dataclasses import replace
+
+    from dataplan.training.weighting.ica import ICASettings, choose_demonstrations
+
+    examples = [SimpleNamespace(id=f"e{i}", prompt=f"q{i}") for i in range(6)]
+    holdout = [SimpleNamespace(id=f"h{j}", prompt=f"q{j}") for j in range(5)]  # e0–e4 inside
+    settings = ICASettings(demos="random", k=3, seed=4)
+    a = choose_demonstrations(None, None, examples, holdout, settings)
+    assert a.shape == (6, 3)
+    np.testing.assert_array_equal(a, choose_demonstrations(None, None, examples, holdout, settings))
+    other = choose_demonstrations(None, None, examples, holdout, replace(settings, seed=5))
+    assert not np.array_equal(a, other)
+    for i, row in enumerate(a):
+        assert len(set(row.tolist())) == 3 and (i >= 5 or i not in row)

@@ -86,6 +86,24 @@ def test_weigh_writes_weights_and_resumes(tiny_model_dir, tmp_path, capsys, monk
     with pytest.raises(AssertionError, match="recomputed"):  # other demonstrations: computed
         run_main([*args[:-1], "--demos", "random", "--run-dir", str(tmp_path / "r2")], capsys)
 
+    # a run killed after its first shards resumes with only the missing one
+    monkeypatch.undo()
+    import dataplan.compute.ica as ica_module
+
+    real, calls = ica_module.ica_scores, []
+
+    def counted(model, formatter, examples, *a, **k):
+        calls.append(len(examples))
+        return real(model, formatter, examples, *a, **k)
+
+    monkeypatch.setattr("dataplan.compute.ica.ica_scores", counted)
+    (last,) = sorted((tmp_path / "run" / "shards").glob("ica-5-*.safetensors"))[-1:]
+    last.unlink()
+    code, _, err = run_main([*args[:-1], "--out", str(tmp_path / "resumed.parquet")], capsys)
+    assert code == 0, err
+    assert calls == [2]  # rows 10–11 only
+    np.testing.assert_allclose(read_parquet(tmp_path / "resumed.parquet")["score"], s, rtol=1e-6)
+
 
 @pytest.mark.parametrize(
     ("holdout_rows", "extra", "fragment"),
