@@ -368,11 +368,19 @@ def _complete_checkpoints(state: Path) -> list[Path]:
     return [c for c in state.glob("checkpoint-*") if (c / "trainer_state.json").exists()]
 
 
-def test_train_resumes_after_sigkill(tiny_model_dir, tmp_path, capsys):
+@pytest.mark.parametrize("objective", ["sft", "dpo"])
+def test_train_resumes_after_sigkill(tiny_model_dir, tmp_path, capsys, objective):
+    """Killed after a checkpoint, `train` resumes to the adapter and weights of an uninterrupted
+    run — through the core loop (sft) and through TRL's trainer with its reference (dpo)."""
     from safetensors.numpy import load_file
 
-    data = _task_file(tmp_path / "task.jsonl", n=24)
-    holdout = _task_file(tmp_path / "holdout.jsonl", n=4)
+    if objective == "sft":
+        data = _task_file(tmp_path / "task.jsonl", n=24)
+        holdout = _task_file(tmp_path / "holdout.jsonl", n=4)
+    else:
+        from test_preference import _pair_files
+
+        data, holdout = _pair_files(tmp_path, n=24, n_holdout=4)
 
     def args(tag: str) -> list[str]:
         return [
@@ -381,6 +389,8 @@ def test_train_resumes_after_sigkill(tiny_model_dir, tmp_path, capsys):
             str(tiny_model_dir),
             "--data",
             str(data),
+            "--objective",
+            objective,
             "--holdout",
             str(holdout),
             "--weighting",
