@@ -255,6 +255,24 @@ def learning_rate_lines(path: Path, results: dict) -> list[str]:
                 + ", ".join(f"{label} with {n} seed(s)" for label, n in below.items())
                 + "."
             )
+            base = results.get("base_loglik_accuracy")
+            for label in below:
+                uniform = results["objectives"][label].get("uniform")
+                if base is None or not uniform:
+                    continue
+                acc = sum(uniform["loglik_accuracy"]) / len(uniform["loglik_accuracy"])
+                reward = sum(uniform["reward_accuracy"]) / len(uniform["reward_accuracy"])
+                text += (
+                    f" At {label.split('(')[-1].rstrip(')')} SimPO does not collapse but still "
+                    "lowers the option accuracy "
+                    f"({acc:.3f} with uniform weights against {base:.3f} before training) while "
+                    f"its reward accuracy is {reward:.3f}: the weightings are compared on a "
+                    "fine-tune that makes the model worse on the task."
+                    if acc < base
+                    else f" At {label.split('(')[-1].rstrip(')')} uniform SimPO reaches option "
+                    f"accuracy {acc:.3f} (before training {base:.3f}), reward accuracy "
+                    f"{reward:.3f}."
+                )
     return [text, ""]
 
 
