@@ -260,19 +260,21 @@ def learning_rate_lines(path: Path, results: dict) -> list[str]:
                 uniform = results["objectives"][label].get("uniform")
                 if base is None or not uniform:
                     continue
-                acc = sum(uniform["loglik_accuracy"]) / len(uniform["loglik_accuracy"])
-                reward = sum(uniform["reward_accuracy"]) / len(uniform["reward_accuracy"])
-                text += (
-                    f" At {label.split('(')[-1].rstrip(')')} SimPO does not collapse but still "
-                    "lowers the option accuracy "
-                    f"({acc:.3f} with uniform weights against {base:.3f} before training) while "
-                    f"its reward accuracy is {reward:.3f}: the weightings are compared on a "
-                    "fine-tune that makes the model worse on the task."
-                    if acc < base
-                    else f" At {label.split('(')[-1].rstrip(')')} uniform SimPO reaches option "
-                    f"accuracy {acc:.3f} (before training {base:.3f}), reward accuracy "
-                    f"{reward:.3f}."
-                )
+                acc = float(np.mean(uniform["loglik_accuracy"]))
+                reward = float(np.mean(uniform["reward_accuracy"]))
+                rate = label.split("(")[-1].rstrip(")")
+                if acc < base:
+                    text += (
+                        f" At {rate} SimPO does not collapse but still lowers the option "
+                        f"accuracy ({acc:.3f} with uniform weights against {base:.3f} before "
+                        f"training) while its reward accuracy is {reward:.3f}: the weightings "
+                        "are compared on a fine-tune that makes the model worse on the task."
+                    )
+                else:
+                    text += (
+                        f" At {rate} uniform SimPO reaches option accuracy {acc:.3f} (before "
+                        f"training {base:.3f}), reward accuracy {reward:.3f}."
+                    )
     return [text, ""]
 
 
