@@ -146,11 +146,8 @@ def _example_field_error(rec: dict[str, Any]) -> str | None:
     if "prompt" not in rec or not _is_text(rec["prompt"]):
         return "prompt"
     a = rec.get("answer")
-    if not _missing(a):
-        if isinstance(a, list) and a and all(isinstance(x, str) for x in a):
-            a = a[0]
-        if not (_is_text(a) or _finite_number(a)):
-            return "answer"
+    if not _missing(a) and not (_is_text(a) or _finite_number(a)):  # a list is refused too
+        return "answer"
     i = rec.get("id")
     if not _missing(i) and not (_is_text(i) or _finite_number(i)):
         return "id"
