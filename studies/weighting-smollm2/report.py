@@ -289,7 +289,7 @@ def gain_lines(tasks: list[str]) -> list[str]:
     for task in tasks:
         noisy, _, _, _, bad, _ = task_data(task)
         is_bad = np.array([e.id in bad for e in noisy])
-        cells = []
+        cells, gaps, means = [], [], []
         for k in (1, 3):
             found = sorted(glob.glob(str(HERE / "points" / f"{task}-ica-k{k}-*.safetensors")))
             if len(found) != 1:  # not scored (yet)
@@ -297,6 +297,8 @@ def gain_lines(tasks: list[str]) -> list[str]:
             from safetensors.numpy import load_file
 
             v = load_file(found[0])["v"]
+            gaps.append(float(v[~is_bad].mean() - v[is_bad].mean()))
+            means.append(float(v.mean()))
             cells.append(
                 f"k = {k}: {v[~is_bad].mean():+.2f} nats for clean answers, "
                 f"{v[is_bad].mean():+.2f} for corrupted ones ({np.mean(v[~is_bad] < 0):.0%} and "
@@ -304,15 +306,27 @@ def gain_lines(tasks: list[str]) -> list[str]:
             )
         if len(cells) < 2:
             continue
+        better = "one demonstration" if gaps[0] > gaps[1] else "three demonstrations"
         lines += [
-            f"Why one demonstration beats three on {task}: the mean ICA gain ℓ(y | x) − "
+            f"One demonstration or three on {task}: the mean ICA gain ℓ(y | x) − "
             "ℓ(y | demonstrations; x) of the noisy pool's answers is " + "; ".join(cells) + ". "
-            "The difference between clean and corrupted gains is what separates them; "
-            "with three demonstrations in front the answers lose likelihood on the whole, "
-            "and the scores carry less of that difference (weights' AUROC above).",
+            "What separates clean from corrupted examples is the difference of their gains: "
+            f"{gaps[0]:+.2f} nats with one demonstration, {gaps[1]:+.2f} with three, larger "
+            f"with {better}"
+            + _losing(means)
+            + ". Whether the difference ranks the examples is the weights' AUROC above.",
             "",
         ]
     return lines
+
+
+def _losing(means: list[float]) -> str:
+    """Which demonstrations (one, three) make the pool's answers less likely on average."""
+    losing = [name for name, m in zip(("one", "three"), means, strict=True) if m < 0]
+    if not losing:
+        return ""
+    which = "either" if len(losing) == 2 else losing[0]
+    return f"; with {which} in front the answers lose likelihood on the whole"
 
 
 def margin_lines(path: Path) -> list[str]:
