@@ -265,3 +265,12 @@ def test_probe_fit_cli_option_errors(tmp_path, capsys):
     ):
         code, _out, err = run_main(["probe", "fit", str(path), *args], capsys)
         assert code == 2 and fragment in err, (args, err)
+
+
+def test_probe_fit_keeps_large_seeds_apart(tmp_path):
+    """Seeds 1000000 and 1000001 are two seeds (``:g`` text would merge them into 1e+06)."""
+    from dataplan.workflows.probe_fit import read_probes
+
+    path = tmp_path / "probes.csv"
+    path.write_text("seed,c,prediction\n1000000,8,0.5\n1000001,8,0.6\n1000000,16,0.5\n")
+    assert read_probes(path)["seed"] == ["1000000", "1000001", "1000000"]

@@ -136,3 +136,19 @@ def test_run_folder_accepts_a_setting_at_its_default_and_refuses_others(tmp_path
         RunFolder(tmp_path / "run", {"a": 1, "new": 5}, defaults={"new": None}).check()
     with pytest.raises(ConfigError, match="different settings"):
         RunFolder(tmp_path / "run", {"a": 2}).check()
+
+
+def test_an_estimate_folder_records_its_resolved_device(tmp_path):
+    """estimate's run identity holds the resolved device and dtype; a folder saved before the
+    device was recorded counts as a CPU run: resumed on the CPU, refused on a GPU."""
+    from dataplan.workflows.estimate_config import EstimateConfig
+
+    cfg = EstimateConfig(model="m", task="a")
+    identity = cfg.compute_settings("digest")
+    assert identity["device_resolved"] == "cpu" and identity["dtype_resolved"] == "torch.float32"
+    older = {k: v for k, v in identity.items() if k != "device_resolved"}
+    RunFolder(tmp_path / "run", older).open()
+    RunFolder(tmp_path / "run", identity, defaults=cfg.setting_defaults()).check()
+    on_gpu = {**identity, "device_resolved": "cuda"}
+    with pytest.raises(ConfigError, match="device_resolved"):
+        RunFolder(tmp_path / "run", on_gpu, defaults=cfg.setting_defaults()).check()

@@ -35,7 +35,7 @@ def _args(tiny_model_dir, tmp_path, data, *extra):
     ]
 
 
-def test_train_uniform_writes_a_peft_adapter(tiny_model_dir, tmp_path, capsys):
+def test_train_uniform_writes_a_peft_adapter(tiny_model_dir, tmp_path, capsys, monkeypatch):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -51,6 +51,16 @@ def test_train_uniform_writes_a_peft_adapter(tiny_model_dir, tmp_path, capsys):
     run = tmp_path / "adapter-run"
     assert (run / "config.json").exists() and (run / "loss.png").exists()
     assert json.loads((run / "result.json").read_text())["weighting"] == "uniform"
+    # A finished run rerun with the same settings is not retrained: the same summary.
+    import dataplan.training
+
+    def no_training(*args, **kw):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(dataplan.training, "train", no_training)
+    code, again, err = run_main(_args(tiny_model_dir, tmp_path, data), capsys)
+    assert code == 0, err
+    assert json.loads(again) == summary
 
 
 def test_train_ica_records_every_refresh(tiny_model_dir, tmp_path, capsys):

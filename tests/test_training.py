@@ -336,6 +336,9 @@ def test_a_crashed_run_resumes_to_the_same_adapter(char_tokenizer, tmp_path):
     for name, value in reference.items():
         torch.testing.assert_close(resumed[name], value, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(result.weights[-1][1], ref_result.weights[-1][1], rtol=1e-5)
+    # The mean loss of the whole run, not of the steps after the resume (the Trainer's).
+    assert [s for s, _ in result.loss_curve] == list(range(1, 9))
+    assert result.train_loss == pytest.approx(ref_result.train_loss, rel=1e-4)
 
 
 def test_per_batch_normalisation_rescales_within_each_batch():

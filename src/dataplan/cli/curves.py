@@ -148,4 +148,4 @@ def register(app: typer.Typer) -> None:
                     "[yellow]note:[/yellow] no probe + CoS-Low fit: "
                     f"{probe['probe_and_cos_low_error']}"
                 )
-            console.print(f"written to {cfg.out_dir}/probe-calibration.json")
+            console.print(f"written to {cfg.out_dir}/probe-calibration.json", markup=False)

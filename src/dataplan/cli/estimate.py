@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
         ]
         if d["status"] == "needs_labels":
             console.print(key_value_table("dataplan estimate", rows))
-            console.print(f"[yellow]{d['note']}[/yellow]")
+            note(d["note"])
             return
         seeds = d["cos_low_per_seed"]
         spread = (

@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 
 from dataplan.cli.build import Output, config_callback, config_command
-from dataplan.cli.output import console, emit_json, key_value_table
+from dataplan.cli.output import console, emit_json, key_value_table, note
 from dataplan.training.probes import FEATURES
 from dataplan.workflows.probe import ProbeConfig
 from dataplan.workflows.probe_diagram import ProbeDiagramConfig
@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
                 )
             table.add_row(*cells)
         console.print(table)
-        console.print(f"probes: {summary['probes_csv']}  plot: {summary['plot']}")
+        console.print(f"probes: {summary['probes_csv']}  plot: {summary['plot']}", markup=False)
         forecast = summary.get("forecast")
         if forecast is None:
             console.print(
@@ -85,7 +85,7 @@ def register(app: typer.Typer) -> None:
         console.print(ftable)
         dec = forecast.get("decomposition")
         if dec is None:
-            console.print(f"[yellow]note:[/yellow] {forecast.get('decomposition_error')}")
+            note(str(forecast.get("decomposition_error")))
             return
         c_star = "—" if dec["c_star"] is None else f"{dec['c_star']:.1f} steps"
         console.print(
@@ -135,8 +135,8 @@ def register(app: typer.Typer) -> None:
         if "plot" in d:
             rows.append(("plot", d["plot"]))
         console.print(key_value_table("dataplan probe fit", rows))
-        for note in d["notes"]:
-            console.print(f"[yellow]note:[/yellow] {note}")
+        for text in d["notes"]:
+            note(text)
 
     @config_command(group, "diagram", ProbeDiagramConfig)
     def diagram(cfg: ProbeDiagramConfig, out: Output) -> None:
@@ -157,4 +157,4 @@ def register(app: typer.Typer) -> None:
             table.add_row(t["task"], f"{t['intrinsic'] ** 0.5:.3f}", alpha, t.get("regime") or "—")
         console.print(table)
         counts = ", ".join(f"{k} {v}" for k, v in d["counts"].items() if v)
-        console.print(f"{counts}; plot: {d['plot']}")
+        console.print(f"{counts}; plot: {d['plot']}", markup=False)

@@ -41,5 +41,5 @@ def print_answers(plan: dict[str, Any], missing: str) -> None:
     console.print(table)
     for step in plan.get("steps", []):
         if "skipped" in step:
-            console.print(f"{step['step']}: {step['skipped']}")
-    console.print(f"report: {plan['report']}")
+            console.print(f"{step['step']}: {step['skipped']}", markup=False)
+    console.print(f"report: {plan['report']}", markup=False)

@@ -8,7 +8,14 @@ from typing import Annotated
 import typer
 
 from dataplan.cli.build import JsonOpt, Output, config_command
-from dataplan.cli.output import console, emit_json, fmt, key_value_table, setup_logging
+from dataplan.cli.output import (
+    console,
+    emit_json,
+    fmt,
+    key_value_table,
+    note,
+    setup_logging,
+)
 from dataplan.errors import ConfigError
 from dataplan.workflows.scaling_runs import ScalingRunsConfig
 
@@ -26,7 +33,7 @@ def register(app: typer.Typer) -> None:
         if out.json:
             emit_json({"out": cfg.out, "runs": rows})
             return
-        console.print(f"wrote {len(rows)} runs to {cfg.out}")
+        console.print(f"wrote {len(rows)} runs to {cfg.out}", markup=False)
 
     @group.command("fit")
     def scaling_fit(
@@ -126,8 +133,8 @@ def register(app: typer.Typer) -> None:
                 str(row.get("heldout_n", "—")),
             )
         console.print(comp)
-        for note in d["notes"]:
-            console.print(f"[yellow]note:[/yellow] {note}")
+        for text in d["notes"]:
+            note(text)
 
     @group.command("plan")
     def scaling_plan(
@@ -178,5 +185,5 @@ def register(app: typer.Typer) -> None:
             ("within the fitted runs", "no (extrapolated)" if b["extrapolated"] else "yes"),
         ]
         console.print(key_value_table("dataplan scaling plan", rows))
-        for note in result["notes"]:
-            console.print(f"[yellow]note:[/yellow] {note}")
+        for text in result["notes"]:
+            note(text)

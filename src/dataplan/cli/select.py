@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from dataplan.cli.build import Output, config_command
-from dataplan.cli.output import console, emit_json, key_value_table
+from dataplan.cli.output import console, emit_json, key_value_table, note
 from dataplan.workflows.select_config import SelectConfig
 
 
@@ -45,5 +45,5 @@ def register(app: typer.Typer) -> None:
         if result.run_dir:
             rows.append(("run folder", result.run_dir))
         console.print(key_value_table(f"dataplan select --method {result.method}", rows))
-        for note in result.notes:
-            console.print(f"note: {note}")
+        for text in result.notes:
+            note(text)

@@ -65,4 +65,6 @@ def register(app: typer.Typer) -> None:
         if json_out:
             emit_json(summary)
         else:
-            console.print(f"wrote {len(examples)} {split} examples of {spec.name} to {out}")
+            console.print(
+                f"wrote {len(examples)} {split} examples of {spec.name} to {out}", markup=False
+            )

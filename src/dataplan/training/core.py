@@ -51,7 +51,9 @@ class TrainResult:
             it with ``model.unload()`` to get the frozen model back) or the model itself.
         steps: optimiser steps taken.
         seconds: wall time of the training.
-        train_loss: the ``Trainer``'s mean training loss.
+        train_loss: the mean training loss: the ``Trainer``'s over every step; after a resume
+            (the ``Trainer`` averages only the steps since), the mean of the logged losses,
+            each weighted by the steps it covers (the restored log spans the whole run).
         final_loss: the last logged loss (None if nothing was logged).
         loss_curve: ``[(step, loss), ...]`` as logged (every max(1, steps // 10) steps).
         adapter_path: where the final adapter was saved (``save_to``), else None.
@@ -209,12 +211,24 @@ def train(
         model=model,
         steps=total,
         seconds=time.perf_counter() - start,
-        train_loss=float(output.training_loss),
+        train_loss=(
+            float(output.training_loss)
+            if resume_from is None or not history
+            else _mean_logged_loss(history)
+        ),
         final_loss=float(history[-1]["loss"]) if history else None,
         loss_curve=[(int(h["step"]), float(h["loss"])) for h in history],
         adapter_path=None if save_to is None else Path(save_to),
         weights=[] if table is None else list(table.history),
     )
+
+
+def _mean_logged_loss(history: list[dict[str, Any]]) -> float:
+    """Mean loss over the logged steps: each log entry averages the steps since the one before,
+    so entry j weighs (step_j − step_{j−1})."""
+    steps = np.array([0] + [int(h["step"]) for h in history], dtype=np.float64)
+    losses = np.array([float(h["loss"]) for h in history], dtype=np.float64)
+    return float(np.average(losses, weights=np.diff(steps)))
 
 
 def trainer_arguments(

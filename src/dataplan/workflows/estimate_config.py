@@ -151,6 +151,9 @@ class EstimateConfig(
             if f.default is not dataclasses.MISSING
         }
         defaults["tokenization"] = "split"  # recorded resolved; folders before it were split
+        # Recorded since 0.2; earlier folders are taken as CPU runs (their dtype_resolved
+        # already tells a GPU's bf16/fp16 from the CPU's float32 under --dtype auto).
+        defaults["device_resolved"] = "cpu"
         return defaults
 
     def compute_settings(self, data_digest: str) -> dict[str, Any]:
@@ -185,7 +188,9 @@ class EstimateConfig(
         d["data_sha256"] = data_digest
         from dataplan.models.device import resolve_device, resolve_dtype
 
-        d["dtype_resolved"] = str(resolve_dtype(self.dtype, resolve_device(self.device)))
+        device = resolve_device(self.device)
+        d["device_resolved"] = device.type
+        d["dtype_resolved"] = str(resolve_dtype(self.dtype, device))
         if self.adapter is not None:
             d["adapter"] = str(Path(self.adapter).resolve())
         return d

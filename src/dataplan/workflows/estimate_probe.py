@@ -71,7 +71,9 @@ def choose_depth(calibration: Any, price: float | None) -> tuple[int | None, str
         facts["c_star"] = target
         rule = f"c* = {target:.1f} steps at price {price:g}"
     elif intrinsic > 0:
-        target = (decay.K / intrinsic) ** (1.0 / decay.alpha)
+        # c_eq = (K / L_int)^(1/α), in logs: a small α would overflow a float power.
+        log_target = (math.log(decay.K) - math.log(intrinsic)) / decay.alpha
+        target = math.inf if log_target > 700 else math.exp(log_target)
         facts["c_eq"] = target
         rule = f"V_opt falls to L_int at {target:.1f} steps"
     else:
@@ -157,7 +159,8 @@ def probe_and_combine(
         probe={"auc": at["auc"], "sd": math.sqrt(probe_variance)},
         probe_run=summary["run_dir"],
     )
-    s_var = math.inf if static_variance is None else static_variance
+    # Without a static forecast (no mean), its variance says nothing: the probe stands alone.
+    s_var = math.inf if static_auc is None or static_variance is None else static_variance
     s_mean = at["auc"] if static_auc is None else static_auc
     mean, variance = combine(s_mean, s_var, at["auc"], probe_variance)
     z = float(norm.ppf(0.5 + cfg.interval / 2))

@@ -96,7 +96,7 @@ def read_probes(path: str | Path) -> dict[str, Any]:
         if key in last and not c > last[key]:
             where = f"task {key[0]!r} " if key[0] else ""
             raise InputError(
-                f"{where}seed {key[1]:g}: depth {c:g} does not increase on {last[key]:g} (a probe "
+                f"{where}seed {_seed_text(key[1])}: depth {c:g} does not increase on {last[key]:g} (a probe "
                 "run records its depths in increasing order)",
                 path=path,
                 line=lines[i],
@@ -105,10 +105,16 @@ def read_probes(path: str | Path) -> dict[str, Any]:
         last[key] = c
     return {
         "c": np.asarray(table["c"], dtype=np.float64),
-        "seed": [f"{s:g}" for s in table["seed"]],
+        "seed": [_seed_text(s) for s in table["seed"]],
         "prediction": np.asarray(table["prediction"], dtype=np.float64),
         "task": None if "task" not in table else [str(t) for t in tasks],
     }
+
+
+def _seed_text(seed: float) -> str:
+    """A seed as text, exactly (``:g`` would make 1000000 and 1000001 both ``1e+06``)."""
+    value = float(seed)
+    return str(int(value)) if value.is_integer() else repr(value)
 
 
 def _lines(path: str | Path, n: int) -> list[int | None]:

@@ -7,7 +7,8 @@ times at even intervals; save the adapter (a standard PEFT folder, ``--out``) an
 folder, ``config.json``, ``versions.json``, ``weights.parquet`` (every weighting in force, one
 column per step it took effect), ``weights.png``, ``loss.png`` and ``result.json``. While it
 trains, ``state/`` holds the ``Trainer``'s checkpoints and the weights in force, so a crashed run
-rerun with the same settings resumes from its last checkpoint; it is removed at the end.
+rerun with the same settings resumes from its last checkpoint; it is removed once the results
+are written. A finished run rerun with the same settings returns its summary, retraining nothing.
 """
 
 from __future__ import annotations
@@ -188,7 +189,7 @@ def run_train(cfg: TrainConfig, loaded: LoadedModel | None = None) -> dict[str, 
         cfg.check_model()
     examples = cfg.load()
     holdout: list[Any] = []
-    if cfg.holdout is not None:
+    if cfg.holdout is not None and cfg.weighting != "uniform":  # uniform weighs nothing
         holdout = cfg.load(cfg.holdout)
         k = 1 if cfg.weighting == "one-shot" else cfg.ica.k
         if cfg.weighting != "rho":
@@ -215,7 +216,7 @@ def run_train(cfg: TrainConfig, loaded: LoadedModel | None = None) -> dict[str, 
         "keep": cfg.keep if cfg.weighting == "filter" else None,
         "seed": cfg.seed,
         "train": canonical(cfg.train),
-        "ica": canonical(cfg.ica) if cfg.weighting != "uniform" else None,
+        "ica": cfg.ica.identity() if cfg.weighting != "uniform" else None,
     }
     _, world_size = world()
     if world_size > 1:  # DDP under torchrun: an effective batch of batch_size × world_size
@@ -223,6 +224,9 @@ def run_train(cfg: TrainConfig, loaded: LoadedModel | None = None) -> dict[str, 
     run = RunFolder(run_dir, identity)
     if is_main():  # fail before loading the model; other ranks check once it is made
         run.check()
+    finished = _finished(run, out)
+    if finished is not None:  # the same run, already done: its summary, nothing retrained
+        return finished
     loaded = loaded or cfg.spec.load(device=local_device(cfg.device))
     formatter = cfg.prompts.formatter(loaded.tokenizer)
     run.open_shared()  # under torchrun: rank 0 creates it, the others check it after
@@ -250,11 +254,7 @@ def run_train(cfg: TrainConfig, loaded: LoadedModel | None = None) -> dict[str, 
         save_to=out,
         state_dir=state,
     )
-    import shutil
-
     barrier()
-    if is_main():
-        shutil.rmtree(state, ignore_errors=True)  # done: the checkpoints' optimiser states go
     loaded.model = cast("PeftModel", result.model).unload()  # a LoRA adapter: removed
     loaded.model.eval()
     summary = {
@@ -298,4 +298,30 @@ def run_train(cfg: TrainConfig, loaded: LoadedModel | None = None) -> dict[str, 
         )
     plot_loss(run.file("loss.png"), result.loss_curve, title=f"training loss ({cfg.weighting})")
     write_json(run.file("result.json"), {**summary, "config": run.config})
+    _remove_state(state)
     return summary
+
+
+def _finished(run: Any, out: Path) -> dict[str, Any] | None:
+    """The summary of a finished run in ``run`` (its result.json, the adapter in ``out``), or
+    None. The caller has checked that the folder holds a run with these settings."""
+    if not (run.has("result.json") and (out / "adapter_config.json").exists()):
+        return None
+    saved = run.read_json("result.json")
+    if saved.get("adapter") != str(out):  # the folder's run wrote its adapter elsewhere
+        return None
+    saved.pop("config", None)
+    return dict(saved)
+
+
+def _remove_state(state: Path) -> None:
+    """Delete the checkpoints (their optimiser states are large) once the results are written:
+    renamed first, so that a deletion killed half-way cannot leave a checkpoint without its
+    adapter for the next run to resume from."""
+    import shutil
+
+    done = state.with_name(state.name + ".done")
+    shutil.rmtree(done, ignore_errors=True)
+    if state.exists():
+        state.rename(done)
+    shutil.rmtree(done, ignore_errors=True)

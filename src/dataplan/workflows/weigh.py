@@ -79,8 +79,6 @@ class WeighConfig(ModelOptions, DataOptions, PairFieldOptions, PromptOptions, Ru
         """The run folder's identity (device and dtype resolved): what the scores depend on — not
         the weight floor, the batch size or the memory budget, so a new floor reuses every cached
         score."""
-        from dataclasses import replace
-
         from dataplan.models.loading import model_identity
         from dataplan.store import canonical, runtime
 
@@ -90,7 +88,7 @@ class WeighConfig(ModelOptions, DataOptions, PairFieldOptions, PromptOptions, Ru
             "data": data_digest,
             "holdout": holdout_digest,
             "prompts": canonical(self.prompts),
-            "ica": canonical(replace(self.ica, min_weight=0.0, batch_size=8, max_memory=None)),
+            "ica": self.ica.identity(min_weight=0.0),
             **({"preference": True} if self.preference else {}),
         }
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from dataplan.training.weights import WeightFunction
 
 DEMOS = ("knn", "random")
+_BATCH_SIZE = 8  # --score-batch-size's default
 NORMALISATIONS = ("pool", "batch")
 
 
@@ -51,13 +52,15 @@ class ICASettings:
         seed: Seed of random demonstrations (and of rho's reference adapter).
     """
 
+    panel: ClassVar[str] = "Weighting"
+
     k: int = 3
     demos: str = "knn"
     embedder: str = "model"
     normalise: str = "pool"
     min_weight: float = 0.0
     score_reduction: str = "sum"
-    batch_size: int = field(default=8, metadata=cli(flag="--score-batch-size"))
+    batch_size: int = field(default=_BATCH_SIZE, metadata=cli(flag="--score-batch-size"))
     max_memory: str | None = None
     seed: int = field(default=0, metadata=cli(flag="--demo-seed"))
 
@@ -86,6 +89,17 @@ class ICASettings:
         from dataplan.compute.memory import parse_memory
 
         return None if self.max_memory is None else parse_memory(self.max_memory)
+
+    def identity(self, **fixed: Any) -> dict[str, Any]:
+        """These settings for a run folder's identity: without how the passes are batched
+        (``--score-batch-size``, ``--max-memory``: the same scores in any batches, so a run
+        resumes with smaller batches after running out of memory); ``fixed`` sets others
+        aside too (weigh: the weight floor, applied after the cached scores)."""
+        from dataclasses import replace
+
+        from dataplan.store import canonical
+
+        return canonical(replace(self, batch_size=_BATCH_SIZE, max_memory=None, **fixed))
 
 
 def is_preference(examples: Sequence[Any]) -> bool:

@@ -55,7 +55,9 @@ class RhoLoss(Weighting):
         self.ica = settings or ICASettings()
         self.train_settings = train_settings
         self.progress = progress  # progress bars while scoring; not a setting of the result
-        self._reference: dict[int, np.ndarray] = {}
+        # id(examples) → (examples, their reference losses): the list is kept so that its id
+        # cannot be reused by another list while the entry exists.
+        self._reference: dict[int, tuple[Sequence[Any], np.ndarray]] = {}
 
     def settings(self) -> dict[str, Any]:
         from dataplan.store import canonical
@@ -97,6 +99,7 @@ class RhoLoss(Weighting):
             encoded,
             formatter.tokenizer.pad_token_id,
             batch_size=self.ica.batch_size,
+            max_memory=self.ica.memory_budget,
             progress=self.progress and is_main(),
         )
         if reduction == "sum":
@@ -122,10 +125,11 @@ class RhoLoss(Weighting):
                 seed=self.ica.seed,
             )
             try:
-                self._reference[key] = self._losses(trained.model, examples, formatter)
+                losses = self._losses(trained.model, examples, formatter)
+                self._reference[key] = (examples, losses)
             finally:
                 cast("PeftModel", trained.model).unload()  # a LoRA fine-tune
-        return self._reference[key]
+        return self._reference[key][1]
 
     def initial(self, model: Any, examples: Sequence[Any], formatter: Any) -> np.ndarray | None:
         return self.refresh_function(model, examples, formatter)(model, 0)
