@@ -8,7 +8,7 @@ TORCH_PIN ?= torch==2.13.0
 TRL_PIN ?= trl==1.16.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format docs bench clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,12 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks studies
 	$(BIN)/ruff check --fix src tests benchmarks studies
+
+# docs/cli.md, every command and option, from the CLI itself (typer's own generator);
+# tests/test_docs.py fails when it falls behind the code.
+docs: $(STAMP)
+	$(BIN)/typer dataplan.cli.app utils docs --name dataplan \
+	  --title "dataplan command reference" --output docs/cli.md
 
 bench: $(STAMP)  # every script in benchmarks/, one after another (never two torch jobs at once)
 	$(BIN)/python benchmarks/bench_gradients.py

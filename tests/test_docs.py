@@ -124,3 +124,50 @@ def test_readme_commands_exist(app):
         if result.exit_code != 0:
             bad.append(" ".join(argv))
     assert not bad, f"README shows commands that do not exist: {bad}"
+
+
+def _cli_sections() -> dict[str, str]:
+    """docs/cli.md split by command heading: ``{"dataplan probe fit": section text}``."""
+    import html
+
+    text = html.unescape((ROOT / "docs" / "cli.md").read_text(encoding="utf-8"))
+    parts = re.split(r"^#+ `([^`]+)`\n", text, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def _commands(command, words=("dataplan",)):
+    """Every (name words, click command) under ``command``, groups included."""
+    yield words, command
+    for name, sub in getattr(command, "commands", {}).items():  # a group's subcommands
+        if not sub.hidden:
+            yield from _commands(sub, (*words, name))
+
+
+def _first_sentence(help_text: str) -> str:
+    """An option's help up to its first full stop, without Rich's escapes (``\\[``)."""
+    return help_text.replace("\\[", "[").split(".")[0]
+
+
+def test_cli_reference_lists_every_command_and_option(app):
+    """docs/cli.md (``make docs``) names every command and every option's flags and help."""
+    import typer.main
+
+    sections = _cli_sections()
+    commands = list(_commands(typer.main.get_command(app)))
+    assert len(commands) > 20  # the walk reaches the subcommands
+    missing = []
+    for words, command in commands:
+        name = " ".join(words)
+        if len(words) == 1:  # the page's title stands for `dataplan` itself (only --help)
+            continue
+        if name not in sections:
+            missing.append(name)
+            continue
+        for param in command.params:
+            flags = [o for o in param.opts if o.startswith("--")]
+            if flags and not any(re.search(rf"{f}(?![\w-])", sections[name]) for f in flags):
+                missing.append(f"{name} {param.opts[0]}")
+            elif param.help and _first_sentence(param.help) not in sections[name]:
+                missing.append(f"{name} {param.opts[0]} (help text)")
+    assert not missing, f"docs/cli.md is behind the CLI (run make docs): {missing}"
+    assert len(sections) > 20 and "dataplan probe fit" in sections

@@ -109,6 +109,13 @@ def test_fit_calibration_recovers_line_and_loo_residuals():
     assert cal.residual_std == pytest.approx(0.02, rel=0.5)
     iv = cal.auc_interval(0.5, 0.8)
     assert iv[0] < cal.predict_auc(0.5) < iv[1]
+    # The track record a forecast carries: mean |LOO residual| and the task count.
+    fc = forecast(0.5, cal, 0.9)
+    assert fc.calibration_loo_mae == pytest.approx(np.mean(np.abs(cal.loo_residuals)))
+    assert fc.calibration_tasks == 25
+    assert (
+        forecast(0.5, Calibration("bare", coef=0.5, intercept=0.3), 0.9).calibration_loo_mae is None
+    )
     with pytest.raises(ValueError):
         fit_calibration([0.5, 0.5, 0.5], [0.1, 0.2, 0.3], name="flat", n_max=10)
 

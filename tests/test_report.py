@@ -250,3 +250,25 @@ def test_a_skipped_probe_is_said_once(tmp_path):
     trust = read_estimate(tmp_path).answers["trust"]
     assert reason not in trust.text and trust.text.startswith("forecast interval [0.100, 0.500]")
     assert trust.uncertainty == f"not probed: {reason}"
+
+
+def test_the_trust_answer_gives_the_calibrations_track_record(tmp_path):
+    """Without a probe, "how far to trust" gives the interval and how far the calibration missed
+    held-out tasks; with a combined (probed) forecast the static track record is left out."""
+    from dataplan.reporting.readers import read_estimate
+
+    (tmp_path / "config.json").write_text(json.dumps({"model": "m"}))
+    forecast = {
+        "auc": 0.3,
+        "auc_interval": [0.1, 0.5],
+        "interval_level": 0.8,
+        "calibration_loo_mae": 0.1354,
+        "calibration_tasks": 13,
+    }
+    (tmp_path / "result.json").write_text(json.dumps({"forecast": forecast}))
+    trust = read_estimate(tmp_path).answers["trust"].text
+    assert trust.endswith("leave-one-task-out AUC′ error 0.135 on average over 13 tasks")
+    combined = {"auc": 0.35, "interval": [0.2, 0.5]}
+    probe = {"mode": "auto", "decision": "probe 16 steps", "combined": combined}
+    (tmp_path / "result.json").write_text(json.dumps({"forecast": forecast, "probe": probe}))
+    assert "leave-one-task-out" not in read_estimate(tmp_path).answers["trust"].text

@@ -131,8 +131,7 @@ def main() -> None:
         "The calibration ships as `smollm2-135m-instruct` (`src/dataplan/calibrations/probes/`): "
         "`estimate --probe auto` finds it by the CoS-Low calibration's name, and "
         "`dataplan probe --estimate-dir RUN --calibration smollm2-135m-instruct` probes an "
-        "estimate's labelled examples (`--run-dir` names the probe's own run folder, as in "
-        "every command).",
+        "estimate's labelled examples (`--run-dir` names the probe's own run folder).",
         "",
         "## Forecast error against probe compute",
         "",

@@ -91,7 +91,16 @@ def _default_text(value: Any) -> Any:
     return value
 
 
-PANEL_ORDER = ("Model", "Data", "Options", "Training", "Forecast", "Prompt")
+PANEL_ORDER = (
+    "Model",
+    "Data",
+    "Options",
+    "Training",
+    "Weighting",
+    "Forecast",
+    "Prompt",
+    "Execution",
+)
 
 
 def _panel(cls: type, name: str, default: str) -> str:

@@ -9,7 +9,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from dataplan.reporting.folder_facts import track_record_text
 
 console = Console()
 err_console = Console(stderr=True)
@@ -46,8 +49,8 @@ def key_value_table(title: str, rows: list[tuple[str, str]]) -> Table:
     table = Table(title=title, show_header=False, title_justify="left", box=None, pad_edge=False)
     table.add_column(style="bold cyan", no_wrap=True)
     table.add_column()
-    for k, v in rows:
-        table.add_row(k, v)
+    for k, v in rows:  # keys may carry markup; values are data (paths, messages): escaped
+        table.add_row(k, escape(str(v)))
     return table
 
 
@@ -60,6 +63,8 @@ def forecast_rows(fc: dict[str, Any]) -> list[tuple[str, str]]:
     ]
     curve = ", ".join(f"{n}:{v:.2f}" for n, v in zip(fc["curve_n"], fc["curve"], strict=True))
     rows.append(("predicted curve (n:f)", curve))
+    if (track := track_record_text(fc)) is not None:
+        rows.append(("calibration's track record", track))
     if fc.get("warning"):
         rows.append(("[yellow]caution[/yellow]", fc["warning"]))
     return rows
@@ -103,13 +108,11 @@ def setup_logging(quiet: bool) -> None:
 
 def note(text: str) -> None:
     """A note for the reader, after a table."""
-    console.print(f"[yellow]note:[/yellow] {text}")
+    console.print(f"[yellow]note:[/yellow] {escape(text)}")
 
 
 def fail(message: str, code: int) -> None:
     """One line on stderr, then exit with ``code``."""
-    from rich.markup import escape
-
     err_console.print(
         f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True
     )

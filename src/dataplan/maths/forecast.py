@@ -95,6 +95,14 @@ class Calibration:
             )
         return None
 
+    @property
+    def loo_mae(self) -> float | None:
+        """Mean absolute leave-one-task-out error of AUC' (None without the residuals): how far
+        the calibration's forecast missed a task it was not fitted on, on average."""
+        if not self.loo_residuals:
+            return None
+        return float(np.mean(np.abs(self.loo_residuals)))
+
     def predict_auc(self, cos_low: float) -> float:
         """AUC' = c · CoS-Low + I, clipped to (0, 1)."""
         return clip_auc(self.coef * cos_low + self.intercept)
@@ -185,6 +193,8 @@ class Forecast:
     calibration: str
     interval_level: float
     warning: str | None = None
+    calibration_loo_mae: float | None = None
+    calibration_tasks: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -238,6 +248,8 @@ def forecast(
         calibration=calibration.name,
         interval_level=level,
         warning=calibration.reliability_warning(),
+        calibration_loo_mae=calibration.loo_mae,
+        calibration_tasks=calibration.n_tasks,
     )
 
 

@@ -41,6 +41,18 @@ def interval_text(pair: Any, digits: int = 3, level: Any = None) -> str | None:
     return text
 
 
+def track_record_text(forecast: dict[str, Any]) -> str | None:
+    """How far a forecast's calibration missed tasks it was not fitted on (its leave-one-task-out
+    mean absolute AUC' error), from the forecast's dict; None when the calibration lacks it."""
+    mae = forecast.get("calibration_loo_mae")
+    if mae is None:
+        return None
+    tasks = (
+        f" over {forecast['calibration_tasks']} tasks" if forecast.get("calibration_tasks") else ""
+    )
+    return f"leave-one-task-out AUC′ error {number_text(mae)} on average{tasks}"
+
+
 def command_of(folder: Path, fallback: str) -> str:
     recorded = folder / COMMAND_FILE if folder.is_dir() else None
     if recorded is not None and recorded.exists():

@@ -26,6 +26,7 @@ from dataplan.reporting.folder_facts import (
     read_json,
     run_folder_section,
     sibling_png,
+    track_record_text,
     versions_of,
 )
 from dataplan.reporting.page import Answer, Figure, Section
@@ -72,6 +73,8 @@ def read_estimate(folder: Path) -> Section:
     forecast = r.get("forecast") or {}
     probe = r.get("probe") or {}
     combined = probe.get("combined") or {}
+    # The task's own regime (its point on the phase diagram) before the calibration's model-wide one.
+    regime = (probe.get("phase_point") or {}).get("regime") or probe.get("regime")
     if forecast:
         level = forecast.get("interval_level")
         auc = combined.get("auc", forecast.get("auc"))
@@ -85,22 +88,22 @@ def read_estimate(folder: Path) -> Section:
         n_interval = combined.get("n_star_interval", forecast.get("n_star_interval"))
         if n_star is not None:
             text = f"≈ {number_text(n_star, 0)} examples to reach {number_text(forecast.get('target'))}"
-            section.answers["data"] = Answer(
-                text, interval_text(n_interval, 0, level), probe.get("regime")
-            )
+            section.answers["data"] = Answer(text, interval_text(n_interval, 0, level), regime)
         elif auc is not None:
             section.answers["data"] = Answer(
                 f"predicted data-efficiency AUC′ {number_text(auc)} (give --target for n*)",
                 interval_text(auc_interval, 3, level),
-                probe.get("regime"),
+                regime,
             )
         trust = f"forecast interval {interval_text(auc_interval, 3, level) or 'not available'}"
+        if not combined and (track := track_record_text(forecast)) is not None:
+            trust += f"; the calibration's {track}"
         if probe.get("decision") and probe.get("decision") != probe.get("skipped"):
             trust += f"; probing: {probe['decision']}"  # else "how sure" says it once
         how_sure = _probe_cost(probe) or (
             "not probed: " + str(probe["skipped"]) if probe.get("skipped") else None
         )
-        section.answers["trust"] = Answer(trust, how_sure, probe.get("regime"))
+        section.answers["trust"] = Answer(trust, how_sure, regime)
         if forecast.get("warning"):
             section.cautions.append(str(forecast["warning"]))
             for key in ("data", "trust"):
