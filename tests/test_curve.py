@@ -480,6 +480,12 @@ def test_calibrate_with_probes_fits_the_probe_calibration(
     assert (tmp_path / "study" / "phase-diagram.png").stat().st_size > 1000
     code, out, err = run_main(["probe", "diagram", "--study", str(tmp_path)], capsys)
     assert code == 2 and "not a calibration study folder" in err
+    damaged = copy.deepcopy(d)  # a hand-edited study: a task point without its L_int
+    damaged["probe"]["tasks"][1] = {"task": "t", "alpha": 0.5}
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "study.json").write_text(json.dumps(damaged))
+    code, out, err = run_main(["probe", "diagram", "--study", str(tmp_path / "damaged")], capsys)
+    assert code == 2 and 'field "probe.tasks[1]": not a probe task point' in err, err
     assert saved["tasks"] == probe["tasks"]  # the calibration carries its tasks' points
     # A bad feature name is refused before anything runs.
     code, _, err = run_main([*args[:-1], "--probe-feature", "nope", "--json"], capsys)

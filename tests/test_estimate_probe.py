@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -166,7 +167,9 @@ def test_estimate_probe_combines_static_and_probe(tiny_model_dir, tmp_path, caps
     # The probe forecast is the calibration applied to this run's probes.
     import csv
 
-    text = (tmp_path / "run" / "probes" / "probes.csv").read_text()
+    made = Path(probe["probe_run"])  # the probes' own folder, named by their settings
+    assert made.parent == tmp_path / "run" and made.name.startswith("probes-")
+    text = (made / "probes.csv").read_text()
     rows = list(csv.DictReader(text.splitlines()))
     feats = [float(r["val_loss_drop"]) for r in rows if r["c"] == "2"]
     assert p["auc"] == pytest.approx(np.mean([cal.predict(2, x)[0] for x in feats]))
@@ -281,7 +284,7 @@ def test_estimate_probe_auto_probes_when_the_calibration_says_it_pays(
     code, out, err = run_main(args, capsys)
     assert code == 0, err
     probe = json.loads(out)["probe"]
-    made = tmp_path / "run" / "probes"
+    made = Path(probe["probe_run"])
     assert json.loads((made / "result.json").read_text())["examples"]["validation"] == 2
     assert json.loads((made / "config.json").read_text())["settings"] == {"lora_r": 2}
     assert probe["mode"] == "auto" and probe["decision"] == reason and "skipped" not in probe
@@ -292,8 +295,6 @@ def test_estimate_probe_auto_probes_when_the_calibration_says_it_pays(
 def test_the_shipped_probe_calibration_is_the_studys():
     """The package's probe calibration for the built-in model is the one the committed study
     fitted (every in-fit task, 3 seeds × 8..64 steps), and docs/probe.md states its decision."""
-    from pathlib import Path
-
     from dataplan.calibrations import get_calibration, shipped_probe_calibrations
     from dataplan.workflows.probe import load_probe_calibration
 

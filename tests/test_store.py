@@ -136,6 +136,9 @@ def test_run_folder_accepts_a_setting_at_its_default_and_refuses_others(tmp_path
         RunFolder(tmp_path / "run", {"a": 1, "new": 5}, defaults={"new": None}).check()
     with pytest.raises(ConfigError, match="different settings"):
         RunFolder(tmp_path / "run", {"a": 2}).check()
+    (tmp_path / "run" / "config.json").write_text('{"a": 1')  # damaged: a clear error
+    with pytest.raises(ConfigError, match="not a valid run-folder config"):
+        RunFolder(tmp_path / "run", {"a": 1}).check()
 
 
 def test_an_estimate_folder_records_its_resolved_device(tmp_path):

@@ -170,6 +170,14 @@ def budget_for_target(auc: float, target: float, n_max: int = 5000) -> float:
     return float(n_max**x_star)
 
 
+def budget_interval(
+    auc_low: float, auc_high: float, target: float, n_max: int = 5000
+) -> tuple[float, float]:
+    """The n* interval of the AUC' interval [auc_low, auc_high]: n* falls as AUC' rises, so the
+    ends swap — (n*(auc_high), n*(auc_low))."""
+    return budget_for_target(auc_high, target, n_max), budget_for_target(auc_low, target, n_max)
+
+
 def normalise_target(accuracy: float, zero_shot: float, ceiling: float) -> float:
     """τ = (a − acc₀) / (H − acc₀) for a raw target accuracy ``a``."""
     if ceiling <= zero_shot:
@@ -228,11 +236,7 @@ def forecast(
     n_star = budget_for_target(auc, target, n_max)
     n_iv = None
     if auc_iv is not None:
-        # Higher AUC' means fewer examples: the interval's ends swap.
-        n_iv = (
-            budget_for_target(auc_iv[1], target, n_max),
-            budget_for_target(auc_iv[0], target, n_max),
-        )
+        n_iv = budget_interval(auc_iv[0], auc_iv[1], target, n_max)
     budgets = sorted({b for b in (curve_budgets or DEFAULT_CURVE_BUDGETS) if b <= n_max} | {n_max})
     values = predicted_curve(auc, budgets, n_max)
     return Forecast(

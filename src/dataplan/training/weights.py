@@ -105,17 +105,11 @@ def score_in_eval_mode(fn: WeightFunction, model: torch.nn.Module, step: int) ->
 
 
 def refresh_callback(table: WeightTable, refresh: Refresh, total_steps: int) -> TrainerCallback:
-    """A ``TrainerCallback`` that refreshes ``table`` at ``refresh.steps(total_steps)``."""
-    from transformers import TrainerCallback
+    """A ``TrainerCallback`` that refreshes ``table`` at ``refresh.steps(total_steps)`` (in eval
+    mode: :func:`dataplan.training.probes.measure_at`, the probes' callback)."""
+    from dataplan.training.probes import measure_at
 
-    due = set(refresh.steps(total_steps))
-
-    class RefreshWeights(TrainerCallback):
-        def on_step_end(
-            self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any
-        ) -> None:
-            if state.global_step in due:
-                step = state.global_step
-                table.update(score_in_eval_mode(refresh.fn, model, step), step)
-
-    return RefreshWeights()
+    return measure_at(
+        refresh.steps(total_steps),
+        lambda model, step: table.update(refresh.fn(model, step), step),
+    )

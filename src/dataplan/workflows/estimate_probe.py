@@ -99,9 +99,10 @@ def probe_and_combine(
     """What ``estimate --probe`` reports (module docstring); ``skipped`` says why nothing ran."""
     from scipy.stats import norm
 
-    from dataplan.maths.forecast import budget_for_target, clip_auc
+    from dataplan.maths.forecast import budget_for_target, budget_interval
     from dataplan.maths.probe import combine
     from dataplan.options import FieldOptions, ModelOptions, PromptOptions, group_values
+    from dataplan.store import key_of
     from dataplan.training.settings import TrainSettings
     from dataplan.workflows.probe import ProbeConfig, run_probe
 
@@ -127,20 +128,26 @@ def probe_and_combine(
     source: dict[str, Any] = (
         {"data": labelled_file} if labelled_file is not None else {"estimate_dir": str(run_path)}
     )
+    validation = (
+        cfg.probe_validation
+        if cfg.probe_validation is not None
+        else calibration.probe.get("validation", 8)
+    )
+    train = TrainSettings(**(calibration.probe.get("train") or {}))
+    # One probe folder per probe setting: a rerun with another --probe-price (other steps) or
+    # another probe calibration (other training settings) probes anew beside the old probes
+    # instead of being refused by their folder.
+    setting = key_of({"steps": list(steps), "validation": validation, "train": train})
     probe_cfg = ProbeConfig(
         **group_values(cfg, ModelOptions, PromptOptions, FieldOptions),
         steps=steps,
         seeds=cfg.probe_seeds,
         # made as the calibration's probes were: the same hold-out and training settings
-        validation=(
-            cfg.probe_validation
-            if cfg.probe_validation is not None
-            else calibration.probe.get("validation", 8)
-        ),
-        train=TrainSettings(**(calibration.probe.get("train") or {})),
+        validation=validation,
+        train=train,
         calibration=cfg.probe_calibration,
         interval=cfg.interval,
-        run_dir=str(run_path / "probes"),
+        run_dir=str(run_path / f"probes-{setting[:8]}"),
         progress=cfg.progress,
         **source,
     )
@@ -176,10 +183,9 @@ def probe_and_combine(
             "sd": None if static_variance is None else math.sqrt(static_variance),
         }
     if target is not None:
-        combined["n_star"] = budget_for_target(clip_auc(mean), target, n_max)
-        combined["n_star_interval"] = [
-            budget_for_target(clip_auc(mean + z * sd), target, n_max),
-            budget_for_target(clip_auc(mean - z * sd), target, n_max),
-        ]
+        combined["n_star"] = budget_for_target(mean, target, n_max)
+        combined["n_star_interval"] = list(
+            budget_interval(mean - z * sd, mean + z * sd, target, n_max)
+        )
     report["combined"] = combined
     return report

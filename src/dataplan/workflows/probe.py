@@ -384,7 +384,7 @@ def forecast_from_probes(
     decomposition (module docstring, step 4)."""
     from scipy.stats import norm
 
-    from dataplan.maths.forecast import budget_for_target, clip_auc
+    from dataplan.maths.forecast import budget_for_target, budget_interval
     from dataplan.maths.probe import ProbeFitError, analyse
     from dataplan.plots import plot_probe_decay
 
@@ -410,13 +410,12 @@ def forecast_from_probes(
             "interval": [mean - z * sigma, mean + z * sigma],
             "calibration_loo_mae": calibration.at(c).loo_mae,
         }
-        if cfg.target is not None:  # n* falls as AUC' rises: the interval's ends swap
+        if cfg.target is not None:
             assert cfg.n_max is not None
-            row["n_star"] = budget_for_target(clip_auc(mean), cfg.target, cfg.n_max)
-            row["n_star_interval"] = [
-                budget_for_target(clip_auc(mean + z * sigma), cfg.target, cfg.n_max),
-                budget_for_target(clip_auc(mean - z * sigma), cfg.target, cfg.n_max),
-            ]
+            row["n_star"] = budget_for_target(mean, cfg.target, cfg.n_max)
+            row["n_star_interval"] = list(
+                budget_interval(mean - z * sigma, mean + z * sigma, cfg.target, cfg.n_max)
+            )
         by_depth.append(row)
     out: dict[str, Any] = {"feature": feature, "by_depth": by_depth, "level": cfg.interval}
     if cfg.target is not None:

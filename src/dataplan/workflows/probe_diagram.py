@@ -63,10 +63,20 @@ def phase_diagram(cfg: ProbeDiagramConfig) -> dict[str, Any]:
         )
     thresholds = RegimeThresholds(noise_sd=cfg.noise_sd, fast_alpha=cfg.fast_alpha)
     tasks = []
-    for t in probe["tasks"]:
-        point = dict(t)
-        if t.get("alpha") is not None:
-            point["regime"] = regime(t["intrinsic"], t["alpha"], t["seed_variance"][0], thresholds)
+    for i, t in enumerate(probe["tasks"] if isinstance(probe["tasks"], list) else [None]):
+        try:
+            point = dict(t)
+            if t.get("alpha") is not None:
+                point["regime"] = regime(
+                    float(t["intrinsic"]), float(t["alpha"]), float(t["seed_variance"][0]),
+                    thresholds,
+                )  # fmt: skip
+        except (KeyError, TypeError, IndexError, ValueError) as err:  # a damaged file
+            raise InputError(
+                f"not a probe task point ({type(err).__name__}: {err})",
+                path=path,
+                field=f"probe.tasks[{i}]",
+            ) from None
         tasks.append(point)
     out = Path(cfg.out) if cfg.out else Path(cfg.study) / "phase-diagram.png"
     plot_phase_diagram(out, tasks, thresholds, title=f"{study.get('name', '')}: probe regimes")

@@ -77,7 +77,14 @@ class RunFolder:
             if self.path.exists() and any(self.path.iterdir()):
                 raise ConfigError(f"{self.path}: folder exists and is not a dataplan run folder")
             return
-        saved = json.loads(saved_path.read_text(encoding="utf-8"))
+        try:
+            saved = json.loads(saved_path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as err:  # a damaged or hand-edited file
+            raise ConfigError(
+                f"{saved_path}: not a valid run-folder config ({err}); use another --run-dir"
+            ) from None
+        if not isinstance(saved, dict):
+            raise ConfigError(f"{saved_path}: not a valid run-folder config (not an object)")
         diffs = [
             k
             for k in sorted(set(saved) | set(self.config))

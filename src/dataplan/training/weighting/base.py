@@ -8,7 +8,7 @@ schemes; adding one is a subclass of :class:`Weighting` in a module and one line
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import ABC
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -30,11 +30,13 @@ class Weighting(ABC):
         """The scheme's options, recorded with results."""
         return {}
 
-    @abstractmethod
     def initial(
         self, model: torch.nn.Module, examples: Sequence[Any], formatter: PromptFormatter
     ) -> np.ndarray | None:
-        """(N,) weights before training, or None for the unweighted loss."""
+        """(N,) weights before training, or None for the unweighted loss: by default the refresh
+        function's at step 0 (None for a scheme without one)."""
+        fn = self.refresh_function(model, examples, formatter)
+        return None if fn is None else fn(model, 0)
 
     def refresh_function(
         self, model: torch.nn.Module, examples: Sequence[Any], formatter: PromptFormatter
@@ -51,9 +53,4 @@ class Weighting(ABC):
 class Uniform(Weighting):
     """Every example counts once: the objective's unweighted loss."""
 
-    name: ClassVar[str] = "uniform"
-
-    def initial(
-        self, model: torch.nn.Module, examples: Sequence[Any], formatter: PromptFormatter
-    ) -> np.ndarray | None:
-        return None
+    name: ClassVar[str] = "uniform"  # no refresh function: no weights

@@ -286,9 +286,6 @@ class ICA(Weighting):
 
         return {"ica": canonical(self.ica)}
 
-    def initial(self, model: Any, examples: Sequence[Any], formatter: Any) -> np.ndarray | None:
-        return self.refresh_function(model, examples, formatter)(model, 0)
-
     def refresh_function(
         self, model: Any, examples: Sequence[Any], formatter: Any
     ) -> WeightFunction:

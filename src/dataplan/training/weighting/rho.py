@@ -131,9 +131,6 @@ class RhoLoss(Weighting):
                 cast("PeftModel", trained.model).unload()  # a LoRA fine-tune
         return self._reference[key][1]
 
-    def initial(self, model: Any, examples: Sequence[Any], formatter: Any) -> np.ndarray | None:
-        return self.refresh_function(model, examples, formatter)(model, 0)
-
     def refresh_function(
         self, model: Any, examples: Sequence[Any], formatter: Any
     ) -> WeightFunction:
