@@ -194,6 +194,43 @@ def test_rho_scores_are_losses_minus_the_holdout_adapters(char_tokenizer, monkey
     np.testing.assert_allclose(again, weights, rtol=1e-9, atol=1e-12)
 
 
+def test_rho_reference_losses_are_read_back_from_its_cache(char_tokenizer, tmp_path, monkeypatch):
+    """With a cache folder, a second scheme (a resumed `train`) reads the reference losses
+    instead of training the holdout adapter again; other settings make another entry."""
+    from dataplan.training import TrainSettings
+    from dataplan.training.weighting import ICASettings, get_weighting
+
+    fmt = PromptFormatter(char_tokenizer)
+    examples = [
+        Example(id=str(i), prompt=f"Colour {i}?", answer=["red", "blue"][i % 2]) for i in range(6)
+    ]
+    holdout = [Example(id=f"h{i}", prompt=f"Shade {i}?", answer="red") for i in range(4)]
+    settings = TrainSettings(batch_size=2, min_steps=3, max_steps=3, lora_r=2)
+    model = make_tiny_llama(len(char_tokenizer), dtype=torch.float64, init_range=0.2)
+
+    def scheme(**ica):
+        return get_weighting(
+            "rho",
+            holdout=holdout,
+            settings=ICASettings(**ica),
+            train_settings=settings,
+            cache=tmp_path / "cache",
+        )
+
+    first = scheme().initial(model, examples, fmt)
+    assert len(list((tmp_path / "cache").glob("rho-reference-*.safetensors"))) == 1
+
+    def boom(*a, **k):
+        raise AssertionError("the holdout adapter was trained again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("dataplan.training.core.train", boom)
+        resumed = scheme(batch_size=3).initial(model, examples, fmt)  # batching is not a key
+    np.testing.assert_allclose(resumed, first, rtol=1e-9, atol=1e-12)
+    scheme(score_reduction="mean").initial(model, examples, fmt)  # another setting: trained
+    assert len(list((tmp_path / "cache").glob("rho-reference-*.safetensors"))) == 2
+
+
 def test_one_shot_and_filter(char_tokenizer):
     from dataplan.errors import ConfigError
     from dataplan.training.weighting import ICASettings, get_weighting

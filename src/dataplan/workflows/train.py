@@ -154,8 +154,9 @@ class TrainConfig(ModelOptions, DataOptions, PairFieldOptions, PromptOptions, Ru
                 field=err.field,
             ) from None
 
-    def scheme(self, holdout: list[Any]) -> Any:
-        """The weighting scheme, with its options."""
+    def scheme(self, holdout: list[Any], cache: Path | None = None) -> Any:
+        """The weighting scheme, with its options (``cache``: where RHO-LOSS keeps its
+        reference losses)."""
         from dataplan.training.weighting import get_weighting
 
         if self.weighting == "uniform":
@@ -167,6 +168,8 @@ class TrainConfig(ModelOptions, DataOptions, PairFieldOptions, PromptOptions, Ru
         }
         if self.weighting == "filter":
             options["keep"] = self.keep
+        if self.weighting == "rho":
+            options["cache"] = cache
         return get_weighting(self.weighting, **options)
 
 
@@ -230,9 +233,9 @@ def run_train(cfg: TrainConfig, loaded: LoadedModel | None = None) -> dict[str, 
     loaded = loaded or cfg.spec.load(device=local_device(cfg.device))
     formatter = cfg.prompts.formatter(loaded.tokenizer)
     run.open_shared()  # under torchrun: rank 0 creates it, the others check it after
-    scheme = cfg.scheme(holdout)
-    steps = cfg.train.steps_for(len(examples), world_size)
     state = run.file("state")  # Trainer checkpoints and the weights in force: a crash resumes
+    scheme = cfg.scheme(holdout, cache=state)  # (and RHO's reference losses)
+    steps = cfg.train.steps_for(len(examples), world_size)
     resuming = (state / "weights.safetensors").exists() and last_checkpoint(state) is not None
     # Under torchrun every rank weighs (the same numbers: a RHO reference adapter trains DDP,
     # so no rank may train alone).

@@ -11,12 +11,16 @@ scores min-max normalised over the pool (with ICA's floor). For preference pairs
 mirroring ICA's preference score] the reference adapter is trained on the holdout's prompts with
 their chosen responses and the score is the margin it adds:
 ``s = [log p_ho(y_w) − log p_ho(y_l)] − [log p(y_w) − log p(y_l)]``. The holdout model is trained once per
-training set; a refresh recomputes only the first term, from the current parameters.
+training set; a refresh recomputes only the first term, from the current parameters. With a
+``cache`` folder the second term is kept on disk, so a resumed ``train`` reads it instead of
+training the holdout model again (which would cost a fine-tune and, on a GPU without
+deterministic kernels, need not reproduce the same numbers).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import numpy as np
@@ -40,6 +44,8 @@ class RhoLoss(Weighting):
         settings: scoring options (ICA's: the floor, the reduction, the batch size, the seed of
             the reference adapter's training).
         train_settings: the reference adapter's fine-tuning (default: the curve settings).
+        cache: a folder keeping the reference losses of each training set (by its digest and
+            these settings), read back instead of retraining (None: kept in memory only).
     """
 
     name: ClassVar[str] = "rho"
@@ -50,10 +56,12 @@ class RhoLoss(Weighting):
         settings: ICASettings | None = None,
         train_settings: TrainSettings | None = None,
         progress: bool = False,
+        cache: str | Path | None = None,
     ):
         self.holdout = list(holdout)
         self.ica = settings or ICASettings()
         self.train_settings = train_settings
+        self.cache = None if cache is None else Path(cache)
         self.progress = progress  # progress bars while scoring; not a setting of the result
         # id(examples) → (examples, their reference losses): the list is kept so that its id
         # cannot be reused by another list while the entry exists.
@@ -110,26 +118,71 @@ class RhoLoss(Weighting):
         """ℓ(y | x; θ_holdout) of every example (the adapter is trained once, then removed)."""
         key = id(examples)
         if key not in self._reference:
-            from dataplan.training.core import train
-            from dataplan.training.settings import TrainSettings
-            from dataplan.training.weighting.ica import is_preference
-
-            holdout: list[Any] = self.holdout
-            if is_preference(holdout):  # the reference learns the holdout's chosen responses
-                holdout = [p.response("chosen") for p in holdout]
-            trained = train(
-                model,
-                holdout,
-                formatter,
-                self.train_settings or TrainSettings(),
-                seed=self.ica.seed,
-            )
-            try:
-                losses = self._losses(trained.model, examples, formatter)
-                self._reference[key] = (examples, losses)
-            finally:
-                cast("PeftModel", trained.model).unload()  # a LoRA fine-tune
+            losses = self._read_cache(model, examples)
+            if losses is None:
+                losses = self._train_reference(model, examples, formatter)
+                self._write_cache(model, examples, losses)
+            self._reference[key] = (examples, losses)
         return self._reference[key][1]
+
+    def _cache_entry(self, model: Any, examples: Sequence[Any]) -> tuple[Any, str] | None:
+        """(the cache's store, the entry's name) for ``examples`` under ``model`` (its name, the
+        device and dtype of its weights), or None without a cache."""
+        if self.cache is None:
+            return None
+        from dataplan.digests import examples_digest, pairs_digest
+        from dataplan.store import ResultStore, canonical, key_of
+        from dataplan.training.weighting.ica import is_preference
+
+        digest = (pairs_digest if is_preference(examples) else examples_digest)(examples)
+        weight = next(model.parameters())
+        identity = {
+            "model": getattr(getattr(model, "config", None), "name_or_path", None),
+            "device": weight.device.type,
+            "dtype": str(weight.dtype),
+            "examples": digest,
+            "holdout": (pairs_digest if is_preference(self.holdout) else examples_digest)(
+                self.holdout
+            ),
+            "settings": self.ica.identity(min_weight=0.0),
+            "train": canonical(self.train_settings),
+        }
+        return ResultStore(self.cache), f"rho-reference-{key_of(identity)}"
+
+    def _read_cache(self, model: Any, examples: Sequence[Any]) -> np.ndarray | None:
+        entry = self._cache_entry(model, examples)
+        if entry is None:
+            return None
+        found = entry[0].get_arrays(entry[1])
+        return None if found is None else np.asarray(found[0]["losses"], dtype=np.float64)
+
+    def _write_cache(self, model: Any, examples: Sequence[Any], losses: np.ndarray) -> None:
+        from dataplan.compute.distributed import is_main
+
+        entry = self._cache_entry(model, examples)
+        if entry is not None and is_main():  # every rank holds the same numbers
+            entry[0].put_arrays(entry[1], {"losses": losses})
+
+    def _train_reference(self, model: Any, examples: Sequence[Any], formatter: Any) -> np.ndarray:
+        """Train the holdout adapter, score ``examples`` with it, remove it."""
+        from dataplan.training.core import train
+        from dataplan.training.settings import TrainSettings
+        from dataplan.training.weighting.ica import is_preference
+
+        holdout: list[Any] = self.holdout
+        if is_preference(holdout):  # the reference learns the holdout's chosen responses
+            holdout = [p.response("chosen") for p in holdout]
+        trained = train(
+            model,
+            holdout,
+            formatter,
+            self.train_settings or TrainSettings(),
+            seed=self.ica.seed,
+        )
+        try:
+            return self._losses(trained.model, examples, formatter)
+        finally:
+            cast("PeftModel", trained.model).unload()  # a LoRA fine-tune
 
     def refresh_function(
         self, model: Any, examples: Sequence[Any], formatter: Any
