@@ -52,6 +52,15 @@ class ICAScores:
     loss_in_context: np.ndarray
     answer_tokens: np.ndarray
 
+    def columns(self) -> dict[str, np.ndarray]:
+        """The per-example columns ``weigh`` writes."""
+        return {
+            "score": self.score,
+            "loss": self.loss,
+            "loss_in_context": self.loss_in_context,
+            "answer_tokens": self.answer_tokens,
+        }
+
 
 def ica_scores(
     model: Any,
@@ -117,6 +126,10 @@ class PreferenceICAScores:
     score: np.ndarray
     chosen: np.ndarray
     rejected: np.ndarray
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """The per-pair columns ``weigh`` writes."""
+        return {"score": self.score, "score_chosen": self.chosen, "score_rejected": self.rejected}
 
 
 def preference_ica_scores(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,7 +33,6 @@ from dataplan.options import (
 from dataplan.training.weighting.ica import ICASettings
 
 if TYPE_CHECKING:
-    from dataplan.data.loading import Example
     from dataplan.models.loading import LoadedModel
 
 
@@ -127,13 +126,16 @@ def weigh(cfg: WeighConfig, loaded: LoadedModel | None = None) -> WeighResult:
         run_sharded,
         sharded_pass,
     )
-    from dataplan.compute.ica import ica_scores, preference_ica_scores
     from dataplan.data.loading import load_examples
     from dataplan.digests import examples_digest, pairs_digest
     from dataplan.io import write_parquet
     from dataplan.maths.weights import minmax_weights
     from dataplan.store import ResultStore
-    from dataplan.training.weighting.ica import check_holdout, choose_demonstrations
+    from dataplan.training.weighting.ica import (
+        check_holdout,
+        choose_demonstrations,
+        score_examples,
+    )
     from dataplan.workflows.run_folder import RunFolder
 
     if loaded is None:
@@ -178,39 +180,11 @@ def weigh(cfg: WeighConfig, loaded: LoadedModel | None = None) -> WeighResult:
     show = cfg.progress and is_main()
 
     def scores(_: int, r: range) -> dict[str, np.ndarray]:
-        if cfg.preference:
-            pref = preference_ica_scores(
-                loaded.model,
-                formatter,
-                [examples[j] for j in r],
-                holdout,
-                demos[r.start : r.stop],
-                batch_size=cfg.ica.batch_size,
-                max_memory=cfg.ica.memory_budget,
-                progress=show,
-            )
-            return {
-                "score": pref.score,
-                "score_chosen": pref.chosen,
-                "score_rejected": pref.rejected,
-            }
-        res = ica_scores(
-            loaded.model,
-            formatter,
-            cast("list[Example]", [examples[j] for j in r]),
-            cast("list[Example]", holdout),
-            demos[r.start : r.stop],
-            reduction=cfg.ica.score_reduction,
-            batch_size=cfg.ica.batch_size,
-            max_memory=cfg.ica.memory_budget,
-            progress=show,
+        part = [examples[j] for j in r]
+        block = score_examples(
+            loaded.model, formatter, part, holdout, demos[r.start : r.stop], cfg.ica, show
         )
-        return {
-            "score": res.score,
-            "loss": res.loss,
-            "loss_in_context": res.loss_in_context,
-            "answer_tokens": res.answer_tokens,
-        }
+        return block.columns()
 
     start = time.perf_counter()
     columns = sharded_pass(

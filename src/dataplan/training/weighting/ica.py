@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from dataplan.options import cli
 from dataplan.training.weighting.base import Weighting
 
 if TYPE_CHECKING:
+    from dataplan.compute.ica import ICAScores, PreferenceICAScores
     from dataplan.training.weights import WeightFunction
 
 DEMOS = ("knn", "random")
@@ -203,6 +204,44 @@ def choose_demonstrations(
     return nearest_by_cosine(q, x, settings.k, exclude=exclude)
 
 
+def score_examples(
+    model: Any,
+    formatter: PromptFormatter,
+    examples: Sequence[Any],
+    holdout: Sequence[Any],
+    demonstrations: np.ndarray,
+    settings: ICASettings,
+    progress: bool = False,
+) -> ICAScores | PreferenceICAScores:
+    """ICA scores of labelled examples (:func:`dataplan.compute.ica.ica_scores`) or of
+    preference pairs (:func:`~dataplan.compute.ica.preference_ica_scores`), batched as
+    ``settings`` say; ``demonstrations``: (N, k) holdout indices."""
+    from dataplan.compute.ica import ica_scores, preference_ica_scores
+
+    if is_preference(examples):
+        return preference_ica_scores(
+            model,
+            formatter,
+            examples,
+            holdout,
+            demonstrations,
+            batch_size=settings.batch_size,
+            max_memory=settings.memory_budget,
+            progress=progress,
+        )
+    return ica_scores(
+        model,
+        formatter,
+        cast("list[Example]", examples),
+        cast("list[Example]", holdout),
+        demonstrations,
+        reduction=settings.score_reduction,
+        batch_size=settings.batch_size,
+        max_memory=settings.memory_budget,
+        progress=progress,
+    )
+
+
 def ica_weight_function(
     examples: Sequence[Example],
     holdout: Sequence[Example],
@@ -223,7 +262,6 @@ def ica_weight_function(
     from the others (:func:`dataplan.compute.distributed.gather_rows`).
     """
     from dataplan.compute.distributed import gather_rows, is_main
-    from dataplan.compute.ica import ica_scores, preference_ica_scores
     from dataplan.maths.weights import minmax_weights
 
     chosen: list[np.ndarray] = [] if demonstrations is None else [demonstrations]
@@ -231,27 +269,8 @@ def ica_weight_function(
     def block_scores(model: Any, rows: range) -> np.ndarray:
         part = [examples[j] for j in rows]
         demos = chosen[0][rows.start : rows.stop]
-        if is_preference(examples):
-            return preference_ica_scores(
-                model,
-                formatter,
-                part,
-                holdout,
-                demos,
-                batch_size=settings.batch_size,
-                max_memory=settings.memory_budget,
-                progress=progress and is_main(),
-            ).score
-        return ica_scores(
-            model,
-            formatter,
-            part,
-            holdout,
-            demos,
-            reduction=settings.score_reduction,
-            batch_size=settings.batch_size,
-            max_memory=settings.memory_budget,
-            progress=progress and is_main(),
+        return score_examples(
+            model, formatter, part, holdout, demos, settings, progress and is_main()
         ).score
 
     def weights(model: Any, step: int) -> np.ndarray:
