@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from dataplan.cli.build import Output, config_command
-from dataplan.cli.output import console, emit_json, key_value_table
+from dataplan.cli.output import console, emit_json, fmt, key_value_table
 from dataplan.workflows.train import TrainConfig
 
 
@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
             ("steps", str(summary["steps"])),
             (
                 "training loss (mean / last)",
-                f"{summary['train_loss']:.4f} / {summary['final_loss']}",
+                f"{fmt(summary['train_loss'])} / {fmt(summary['final_loss'])}",
             ),
             *(
                 (f"weights at step {w['step']}", f"mean {w['mean']:.3f}, {w['zero']} at 0")
