@@ -462,7 +462,7 @@ def test_run_dir_that_is_a_file_exit_2(tiny_model_dir, tmp_path, capsys):
         ["curve", "--data", "{bad}", "--budgets", "0,4"],
         ["select", "--method", "loss", "--data", "{bad}", "--k", "2"],
         ["scaling", "runs", "--data", "{bad}", "--n", "4", "--out", "{tmp}/runs.csv"],
-        ["calibrate", "--name", "x", "--data", "{bad},{bad},{bad}"],
+        ["calibrate", "--name", "x", "--data", "{bad},{tmp}/b2.jsonl,{tmp}/b3.jsonl"],
     ],
 )
 def test_a_missing_model_is_reported_before_bad_data(tmp_path, capsys, args):

@@ -507,3 +507,13 @@ def test_calibrate_with_probes_fits_the_probe_calibration(
         assert sorted(t["task"] for t in json.loads(out)["probe"]["tasks"]) == kept
     probed = sorted(p.name for p in (tmp_path / "study2" / "probes").iterdir())
     assert probed == kept and 0 < len(kept) < 5
+
+
+def test_calibration_tasks_must_be_distinct():
+    """A task given twice (or a --data file named like a task) would sit in its own
+    leave-one-task-out fit."""
+    from dataplan.errors import ConfigError
+    from dataplan.workflows.calibrate import CalibrateConfig
+
+    with pytest.raises(ConfigError, match=r"must be distinct .* a appear more than once"):
+        CalibrateConfig(name="x", tasks=("a", "b"), data=("files/a.jsonl",))

@@ -47,6 +47,27 @@ def test_jsonl_csv_parquet_and_datasets_agree(tmp_path):
         assert got == expected, path
 
 
+def test_a_test_or_holdout_folder_of_several_splits_names_its_split(tmp_path):
+    """The pool of a train/test folder is its train split; the same folder as --test-data is
+    refused (it would silently test on the training split)."""
+    import datasets
+
+    from dataplan.data.sources import DataSource
+
+    def split(name):
+        rows = [{"id": f"{name}{i}", "prompt": f"{name} {i}?", "answer": "x"} for i in range(4)]
+        return datasets.Dataset.from_list(rows)
+
+    folder = tmp_path / "dd"
+    datasets.DatasetDict({"train": split("tr"), "test": split("te")}).save_to_disk(str(folder))
+    assert [e.id for e in load_examples(folder)] == ["tr0", "tr1", "tr2", "tr3"]
+    assert [e.id for e in load_examples(folder, split="test")] == ["te0", "te1", "te2", "te3"]
+    with pytest.raises(InputError, match="several splits: this file takes no --split"):
+        DataSource(data=str(folder)).splits(test_data=str(folder))
+    with pytest.raises(InputError, match="no split 'dev'"):
+        load_examples(folder, split="dev")
+
+
 def test_renamed_fields_and_missing_ids(tmp_path):
     path = _write_jsonl(tmp_path / "t.jsonl", [{"q": "hi", "a": "yo"}, {"q": "x", "a": "y"}])
     examples = load_examples(path, fields=Fields(prompt="q", answer="a"))
@@ -230,3 +251,43 @@ def test_load_model_takes_context_window_from_config(tiny_model_dir):
 
     loaded = load_model(str(tiny_model_dir), device="cpu")
     assert loaded.tokenizer.model_max_length == 512  # max_position_embeddings of the tiny model
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        # an unterminated quote swallowed every later row into one prompt
+        ("q.csv", 'prompt,answer\nok,1\n"a,1\nb,2\nc,3\n', "q.csv:3: malformed CSV"),
+        ("q.csv", 'prompt,answer\n"a" b,1\n', "q.csv:2: malformed CSV"),
+        # json.loads keeps the last of two equal keys
+        ("d.jsonl", '{"prompt": "p", "answer": "1", "answer": "2"}\n', "duplicated key 'answer'"),
+        # the column of the problem, not of the line's end
+        ("c.jsonl", '{"prompt": "a", "answer": "b"}\n{"prompt":"b"\n', "c.jsonl:2: malformed JSON"),
+        ("o.jsonl", '{"prompt": "p", "answer": "z", "choices": ["x", "y"]}\n', "not one of"),
+        ("o.jsonl", '{"prompt": "p", "answer": "x", "choices": ["x", " X "]}\n', "repeated"),
+        ("o.jsonl", '{"prompt": "p", "answer": "x", "choices": ["x", " "]}\n', "empty option"),
+    ],
+)
+def test_malformed_files_are_refused_where_the_problem_is(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(InputError, match=message) as err:
+        load_examples(path, require_answer=True)
+    if "malformed JSON" in message:
+        assert "column 14" in str(err.value)
+
+
+def test_csv_records_are_located_at_their_first_line_and_may_be_long(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text('prompt,answer\n"line one\nline two",x\nshort,y\n' + "z" * 200_000 + ",w\n")
+    examples = load_examples(path)
+    assert [(e.id, e.line) for e in examples] == [("2", 2), ("4", 4), ("5", 5)]
+    assert len(examples[2].prompt) == 200_000  # beyond the csv module's default field limit
+
+
+def test_a_split_with_nothing_to_test_is_an_input_error(tmp_path):
+    from dataplan.data.sources import DataSource
+
+    path = _write_jsonl(tmp_path / "one.jsonl", [{"prompt": "p", "answer": "a"}])
+    with pytest.raises(InputError, match="an empty test set"):
+        DataSource(data=str(path)).splits()

@@ -323,7 +323,7 @@ def test_csv_random_text(workdir, text, bom):
     rows=st.lists(
         st.fixed_dictionaries(
             {"prompt": nonblank, "answer": nonblank},
-            optional={"choices": st.lists(nonblank, min_size=2, max_size=3)},
+            optional={"choices": st.lists(nonblank, min_size=1, max_size=2)},  # + the answer
         ),
         min_size=1,
         max_size=5,
@@ -338,6 +338,13 @@ def test_csv_valid_rows_round_trip(workdir, rows, quoting, bom, order, linetermi
     if lineterminator == "\n" and quoting == csv.QUOTE_MINIMAL:
         # The writer then leaves a lone \r unquoted, which every reader takes as a line end.
         assume(all("\r" not in r["prompt"] + r["answer"] for r in rows))
+    from dataplan.evaluation.metrics import normalise_answer
+
+    for r in rows:  # options the loader accepts: the answer among them, none empty or repeated
+        if "choices" in r:
+            r["choices"] = [r["answer"], *r["choices"]]
+            keys = [normalise_answer(c) for c in r["choices"]]
+            assume(all(keys) and len(set(keys)) == len(keys))
     records = [{"id": f"r{k}", **r} for k, r in enumerate(rows)]
     buf = io.StringIO(newline="")
     writer = csv.DictWriter(buf, fieldnames=order, quoting=quoting, lineterminator=lineterminator)
@@ -1215,6 +1222,11 @@ def _reference(text: str, convert):
     return tuple(convert(s) for s in text.split(",") if s.strip())
 
 
+def _repeats(items: tuple) -> bool:
+    """Whether an item is given twice (refused: every list option is a set)."""
+    return len(set(items)) < len(items)
+
+
 @FUZZ
 @given(text=list_text)
 def test_parse_ints_matches_the_cli_syntax(text):
@@ -1224,6 +1236,10 @@ def test_parse_ints_matches_the_cli_syntax(text):
         with pytest.raises(ConfigError, match=r"^--seeds: ") as err:
             parse_ints(text, "--seeds")
         assert "is not an integer" in str(err.value)
+        return
+    if _repeats(expected):
+        with pytest.raises(ConfigError, match=r"^--seeds: .* is given more than once"):
+            parse_ints(text, "--seeds")
         return
     assert parse_ints(text, "--seeds") == expected
 
@@ -1240,16 +1256,21 @@ def test_parse_floats_matches_the_cli_syntax_and_refuses_non_finite(text):
         with pytest.raises(ConfigError, match=r"^--checkpoints: .* is not a finite number"):
             parse_floats(text, "--checkpoints")
         return
+    if _repeats(expected):
+        with pytest.raises(ConfigError, match=r"^--checkpoints: .* is given more than once"):
+            parse_floats(text, "--checkpoints")
+        return
     assert parse_floats(text, "--checkpoints") == expected
 
 
 @FUZZ
 @given(
-    ints=st.lists(st.integers(-(10**12), 10**12), max_size=6),
-    floats=st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=6),
+    ints=st.lists(st.integers(-(10**12), 10**12), max_size=6, unique=True),
+    floats=st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=6, unique=True),
     names=st.lists(
         st.text(min_size=1, max_size=8).map(str.strip).filter(lambda s: s and "," not in s),
         max_size=5,
+        unique=True,
     ),
     pad=st.sampled_from(["", " ", "\t", " ,"]),
 )
@@ -1261,6 +1282,10 @@ def test_comma_lists_round_trip(ints, floats, names, pad):
 
 def test_comma_lists_unit():
     assert parse_ints(" 1, 2,,3, ", "--budgets") == (1, 2, 3)
+    with pytest.raises(ConfigError, match=r"^--n: 32 is given more than once"):
+        parse_ints("32, 64, 32", "--n")
+    with pytest.raises(ConfigError, match=r"^--tasks: 'a' is given more than once"):
+        parse_names("a, b, a", "--tasks")
     assert parse_ints("", "--budgets") == ()
     assert parse_floats("1e-3, .5", "--lr") == (0.001, 0.5)
     assert parse_names(" a ,, b ", "--tasks") == ("a", "b")

@@ -274,3 +274,17 @@ def test_probe_fit_keeps_large_seeds_apart(tmp_path):
     path = tmp_path / "probes.csv"
     path.write_text("seed,c,prediction\n1000000,8,0.5\n1000001,8,0.6\n1000000,16,0.5\n")
     assert read_probes(path)["seed"] == ["1000000", "1000001", "1000000"]
+
+
+def test_probe_fit_reads_task_labels_as_written(tmp_path):
+    """pandas would read the task labels None and NA as NaN (one task 'nan') and 01 as 1; an
+    empty label is refused."""
+    from dataplan.errors import InputError
+    from dataplan.workflows.probe_fit import read_probes
+
+    path = tmp_path / "probes.csv"
+    path.write_text("task,seed,c,prediction\nNone,0,8,0.5\nNA,0,8,0.6\n01,1,8,0.4\n")
+    assert read_probes(path)["task"] == ["None", "NA", "01"]
+    path.write_text("task,seed,c,prediction\na,0,8,0.5\n,0,8,0.6\n")
+    with pytest.raises(InputError, match=r'probes\.csv:3: field "task": missing label'):
+        read_probes(path)

@@ -173,3 +173,15 @@ def test_executor_options_are_checked(tiny_model_dir, tmp_path, capsys):
     ):
         code, _, err = run_main(_curve_args(tiny_model_dir, data, tmp_path, "x", *extra), capsys)
         assert code == 2 and fragment in err, err
+
+
+def test_a_worker_refuses_a_point_keyed_for_another_device():
+    """A GPU worker must not cache a result under the cpu/float32 key a CPU driver made."""
+    from dataplan.errors import ConfigError
+    from dataplan.workflows.executor import _check_runtime
+    from dataplan.workflows.experiment import ModelSpec
+
+    spec = ModelSpec("m")  # auto: cpu/float32 on this machine
+    _check_runtime(spec, {"device": "cpu", "dtype": "float32", "n": 4})
+    with pytest.raises(ConfigError, match="give --device and --dtype explicitly"):
+        _check_runtime(spec, {"device": "cuda", "dtype": "bfloat16", "n": 4})

@@ -537,3 +537,18 @@ def test_torchrun_trains_the_ensemble_with_ddp(tmp_path, tiny_model_dir):
     # 2 epochs of 24 examples at a global batch of 2 x 8: 3 steps, saved at 1 (25%) and 3.
     steps = sorted(p.name for p in next((tmp_path / "run").glob("ensemble-*")).glob("member-0/*"))
     assert steps == ["step-1", "step-3"]
+
+
+def test_write_subset_keeps_every_column_in_parquet(tmp_path):
+    """The options column is written when any chosen example has options, not only the first."""
+    from dataplan.data.loading import Example, Fields
+    from dataplan.io import read_parquet
+    from dataplan.workflows.select import write_subset
+
+    chosen = [
+        Example(id="a", prompt="p?", answer="x"),
+        Example(id="b", prompt="q?", answer="y", choices=("y", "z")),
+    ]
+    write_subset(tmp_path / "s.parquet", chosen, Fields())
+    table = read_parquet(tmp_path / "s.parquet")
+    assert list(table["id"]) == ["a", "b"] and list(table["choices"])[1] == ["y", "z"]

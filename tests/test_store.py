@@ -155,3 +155,11 @@ def test_an_estimate_folder_records_its_resolved_device(tmp_path):
     on_gpu = {**identity, "device_resolved": "cuda"}
     with pytest.raises(ConfigError, match="device_resolved"):
         RunFolder(tmp_path / "run", on_gpu, defaults=cfg.setting_defaults()).check()
+
+
+def test_to_json_writes_every_non_finite_float_as_null():
+    """np.float64 is a Python float, np.float32 is not: both NaN and inf become null."""
+    from dataplan.io import to_json
+
+    values = {"a": np.float32("nan"), "b": [np.float32(1.5), np.float16("inf"), np.float64("nan")]}
+    assert json.loads(to_json(values)) == {"a": None, "b": [1.5, None, None]}

@@ -85,6 +85,8 @@ def to_json(obj: Any, *, indent: int | None = 2) -> str:
 
 
 def _nan_to_none(obj: Any) -> Any:
+    if isinstance(obj, np.floating):  # np.float64 is a float; np.float32 is not
+        obj = float(obj)
     if isinstance(obj, float) and not np.isfinite(obj):
         return None
     if isinstance(obj, dict):

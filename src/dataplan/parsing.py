@@ -2,8 +2,8 @@
 
 Comma-separated option values (``--budgets 0,16,32``, ``--seeds 0,1``) follow the CLI's syntax:
 items are split on commas, and blank items (empty or whitespace only) are ignored, so
-``"1, 2,,3,"`` is ``(1, 2, 3)`` and ``""`` is ``()``. A bad item is a :class:`ConfigError`
-naming the option and the item.
+``"1, 2,,3,"`` is ``(1, 2, 3)`` and ``""`` is ``()``. A bad item, or one given twice, is a
+:class:`ConfigError` naming the option and the item.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def parse_ints(text: str, what: str) -> tuple[int, ...]:
                 f"{what}: {item.strip()!r} is not an integer "
                 f"(expected comma-separated integers, got {text!r})"
             ) from None
-    return tuple(out)
+    return _distinct(tuple(out), what, text)
 
 
 def parse_floats(text: str, what: str) -> tuple[float, ...]:
@@ -71,7 +71,7 @@ def parse_floats(text: str, what: str) -> tuple[float, ...]:
                 f"(expected comma-separated numbers, got {text!r})"
             )
         out.append(value)
-    return tuple(out)
+    return _distinct(tuple(out), what, text)
 
 
 def parse_names(text: str, what: str) -> tuple[str, ...]:
@@ -79,7 +79,16 @@ def parse_names(text: str, what: str) -> tuple[str, ...]:
 
     Every item is accepted (as by the CLI); ``what`` names the option if ``text`` is not text.
     """
-    return tuple(item.strip() for item in _items(text, what))
+    return _distinct(tuple(item.strip() for item in _items(text, what)), what, text)
+
+
+def _distinct(items: tuple[Any, ...], what: str, text: str) -> tuple[Any, ...]:
+    """``items``, unless one is repeated: every list option is a set of budgets, seeds, tasks…
+    in which a repeat would be measured or counted twice."""
+    repeated = next((x for i, x in enumerate(items) if x in items[:i]), None)
+    if repeated is not None:
+        raise ConfigError(f"{what}: {repeated!r} is given more than once (got {text!r})")
+    return items
 
 
 def is_number(value: Any, *, finite: bool = False) -> bool:
@@ -106,12 +115,29 @@ class JSONSyntaxError(ValueError):
         super().__init__(msg + where)
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object's members, refusing a repeated key (``json.loads`` would keep the last)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def decode_json(text: str) -> Any:
     """``json.loads`` that fails only with :class:`JSONSyntaxError` — also for nesting deeper
-    than the interpreter's recursion limit and for integers too long to convert, which
-    ``json.loads`` reports as RecursionError and a plain ValueError."""
+    than the interpreter's recursion limit, for integers too long to convert (which
+    ``json.loads`` reports as RecursionError and a plain ValueError) and for an object that
+    repeats a key (which ``json.loads`` silently resolves to the last value)."""
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as err:
+        raise JSONSyntaxError(f"duplicated key {err.args[0]!r}") from None
     except json.JSONDecodeError as err:
         raise JSONSyntaxError(err.msg, err.lineno, err.colno) from None
     except RecursionError:

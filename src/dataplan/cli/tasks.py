@@ -56,8 +56,9 @@ def register(app: typer.Typer) -> None:
         """Write a task's examples (id, prompt, answer, choices) to a file."""
         setup_logging(json_out)
         from dataplan.tasks.registry import get_task, load_task
-        from dataplan.workflows.export import export_examples
+        from dataplan.workflows.export import check_export_path, export_examples
 
+        check_export_path(out)  # before a task's first use downloads its source
         spec = get_task(name)
         examples = load_task(name, split)
         export_examples(examples, out)

@@ -118,6 +118,7 @@ def load_examples(
     require_answer: bool = False,
     split: str | None = None,
     show_choices: bool | None = None,
+    default_split: bool = True,
 ) -> list[Example]:
     """Read every example of a task file.
 
@@ -127,7 +128,9 @@ def load_examples(
         fields: field names (default ``prompt``, ``answer``, ``id``; not used for a BIG-bench
             task, whose fields are fixed).
         require_answer: fail on a record with no answer (for labelled data).
-        split: the split of a ``DatasetDict`` folder (default: ``train``, or the only split).
+        split: the split of a ``DatasetDict`` folder (default: the only split, else ``train``).
+        default_split: False for a holdout or test file: a folder of several splits then needs
+            its split named (``train`` is never taken silently).
         show_choices: BIG-bench ``task.json`` only: list the options in the prompt (default: the
             task's ``append_choices_to_input``, which BIG-bench defaults to true).
 
@@ -142,7 +145,11 @@ def load_examples(
     fields = fields or Fields()
     p = Path(path)
     records, kind, bigbench = _read_records(
-        p, split=split, show_choices=show_choices, columns=(*_names(fields), "choices")
+        p,
+        split=split,
+        show_choices=show_choices,
+        columns=(*_names(fields), "choices"),
+        default_split=default_split,
     )
     if bigbench:
         fields = Fields()  # bigbench_records writes the default names
@@ -154,7 +161,11 @@ def load_examples(
 
 
 def load_preferences(
-    path: str | Path, *, fields: PreferenceFields | None = None, split: str | None = None
+    path: str | Path,
+    *,
+    fields: PreferenceFields | None = None,
+    split: str | None = None,
+    default_split: bool = True,
 ) -> list[PreferenceExample]:
     """Read every preference pair of a JSONL/JSON/CSV/Parquet file or a ``datasets`` folder.
 
@@ -169,7 +180,12 @@ def load_preferences(
     fields = fields or PreferenceFields()
     p = Path(path)
     records, kind, _ = _read_records(
-        p, split=split, show_choices=None, columns=_names(fields), bigbench=False
+        p,
+        split=split,
+        show_choices=None,
+        columns=_names(fields),
+        bigbench=False,
+        default_split=default_split,
     )
     pairs = [_to_preference(rec, line, p, fields) for line, rec in records]
     if not pairs:
@@ -203,6 +219,8 @@ def _to_example(
     elif require_answer:
         raise InputError("missing answer", path=path, line=line, field=fields.answer)
     choices = _choices(rec.get("choices"), path, line)
+    if choices is not None:
+        _check_choices(choices, answer, path, line)
     return Example(
         id=_id(rec, line, path, fields.id),
         prompt=prompt,
@@ -285,6 +303,28 @@ def _choices(value: Any, path: Path, line: int) -> tuple[str, ...] | None:
             "expected a list of at least two options", path=path, line=line, field="choices"
         )
     return tuple(_answer_text(c, path, line, "choices", lists=False) for c in value)
+
+
+def _check_choices(choices: tuple[str, ...], answer: str | None, path: Path, line: int) -> None:
+    """Options that can be scored: none empty, none repeated, the answer among them — as the
+    option accuracy compares them (normalised answers), else it would silently count 0."""
+    from dataplan.evaluation.metrics import normalise_answer  # the metric's own comparison
+
+    seen: set[str] = set()
+    for option in choices:
+        key = normalise_answer(option)
+        if not key:
+            raise InputError("an empty option", path=path, line=line, field="choices")
+        if key in seen:
+            raise InputError(f"option {option!r} repeated", path=path, line=line, field="choices")
+        seen.add(key)
+    if answer is not None and normalise_answer(answer) not in seen:
+        raise InputError(
+            f"the answer {answer!r} is not one of the options",
+            path=path,
+            line=line,
+            field="choices",
+        )
 
 
 def _check_unique_ids(examples: Sequence[Any], path: Path, field: str, kind: str) -> None:

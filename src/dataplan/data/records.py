@@ -102,6 +102,7 @@ def _read_records(
     show_choices: bool | None,
     columns: Iterable[str],
     bigbench: bool = True,
+    default_split: bool = True,
 ) -> tuple[Records, str, bool]:
     """``(records, kind, is_bigbench)``: the ``(line or record number, record)`` pairs of any
     supported file, ``kind`` naming what the numbers count (``line`` or ``record``)."""
@@ -113,7 +114,7 @@ def _read_records(
         raise InputError("file not found", path=path)
     try:
         if path.is_dir():
-            return _read_datasets_folder(path, split), "record", False
+            return _read_datasets_folder(path, split, default_split), "record", False
         suffix = path.suffix.lower()
         if suffix == ".jsonl":
             return _read_jsonl(path), "line", False
@@ -142,7 +143,7 @@ def _read_jsonl(path: Path) -> Records:
         if not raw.strip():
             continue
         try:
-            records.append((lineno, decode_json(raw)))
+            records.append((lineno, decode_json(raw.rstrip("\r\n"))))
         except JSONSyntaxError as err:
             where = "" if err.colno is None else f" at column {err.colno}"
             raise InputError(f"malformed JSON ({err.msg}{where})", path=path, line=lineno) from None
@@ -275,11 +276,16 @@ def _bigbench_target(value: Any, path: Path, k: int) -> str:
 
 
 def _read_csv(path: Path, columns: set[str]) -> Records:
-    reader = csv.DictReader(io.StringIO(read_utf8(path), newline=""))
+    # A long prompt is no error (the csv module's default field limit is 128 KiB, and JSONL
+    # has none); strict: an unterminated quote is an error, not a record swallowing the rest.
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+    reader = csv.DictReader(io.StringIO(read_utf8(path), newline=""), strict=True)
     records = []
+    read_to = 0  # the last line of the last complete record (or of the header)
     try:
         if reader.fieldnames is None:
             raise InputError("empty CSV file (no header)", path=path)
+        read_to = reader.line_num
         seen: set[str] = set()
         for name in reader.fieldnames:
             if name in seen and name in columns:  # DictReader would keep the last silently
@@ -288,11 +294,12 @@ def _read_csv(path: Path, columns: set[str]) -> Records:
         for row in reader:
             if None in row:
                 raise InputError("more values than header columns", path=path, line=reader.line_num)
-            records.append((reader.line_num, {k: (v if v != "" else None) for k, v in row.items()}))
-    except csv.Error as err:
-        raise InputError(
-            f"malformed CSV ({err})", path=path, line=reader.line_num or None
-        ) from None
+            # A quoted value may span lines: the record starts where its first line is.
+            start = reader.line_num - sum(v.count("\n") for v in row.values() if v)
+            records.append((start, {k: (v if v != "" else None) for k, v in row.items()}))
+            read_to = reader.line_num
+    except csv.Error as err:  # in the record after the last complete one
+        raise InputError(f"malformed CSV ({err})", path=path, line=read_to + 1) from None
     return records
 
 
@@ -306,7 +313,11 @@ def _read_parquet(path: Path) -> Records:
     return list(enumerate(rows, start=1))
 
 
-def _read_datasets_folder(path: Path, split: str | None) -> Records:
+def _read_datasets_folder(path: Path, split: str | None, default_split: bool = True) -> Records:
+    """The records of a ``save_to_disk`` folder: of a ``DatasetDict``, the ``split`` named, else
+    its only split, else (with ``default_split``: the training data) its ``train`` split. A
+    holdout or test file passes ``default_split=False``: silently reading the training split of
+    a folder that also holds a test split would test on training data."""
     import datasets
 
     try:
@@ -317,12 +328,21 @@ def _read_datasets_folder(path: Path, split: str | None) -> Records:
         ) from None
     if isinstance(ds, datasets.DatasetDict):
         names = list(ds)
-        chosen = split or ("train" if "train" in ds else names[0] if len(names) == 1 else None)
+        if split is not None:
+            chosen: str | None = split
+        elif len(names) == 1:
+            chosen = names[0]
+        else:
+            chosen = "train" if default_split and "train" in ds else None
         if chosen is None or chosen not in ds:
-            raise InputError(
-                f"choose a split with --split (available: {', '.join(names) or 'none'})",
-                path=path,
+            ask = (
+                "choose a split with --split"
+                if default_split
+                else "this file takes no --split: save the split to use on its own "
+                "(DatasetDict[split].save_to_disk) or export it to JSONL"
             )
+            what = f"no split {split!r}" if split is not None else "several splits"
+            raise InputError(f"{what}: {ask} (available: {', '.join(names) or 'none'})", path=path)
         ds = ds[chosen]
     try:
         return list(enumerate(ds, start=1))

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from dataplan.data.loading import Example, Fields, load_examples
-from dataplan.errors import ConfigError
+from dataplan.errors import ConfigError, InputError
 
 TEST_SPLIT_MAX = 300  # a file without --test-data: at most this many examples are held out
 
@@ -92,7 +92,9 @@ class DataSource:
             examples = self.load(require_answer=True)
             if test_data is not None:
                 pool = examples
-                test = load_examples(test_data, fields=self.fields, require_answer=True)
+                test = load_examples(
+                    test_data, fields=self.fields, require_answer=True, default_split=False
+                )
             else:
                 order = np.random.default_rng(0).permutation(len(examples))
                 n_test = min(TEST_SPLIT_MAX, len(examples) // 2)
@@ -100,4 +102,11 @@ class DataSource:
                 pool = [examples[i] for i in order[n_test:]]
         if max_test is not None:
             test = test[:max_test]
+        if not test or not pool:  # e.g. a one-example file: nothing to train on or to test
+            which = "test set" if not test else "training pool"
+            raise InputError(
+                f"an empty {which} ({len(pool)} pool, {len(test)} test examples): give more "
+                "examples or --test-data",
+                path=test_data if not test and test_data else self.data,
+            )
         return pool, test

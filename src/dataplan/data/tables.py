@@ -71,6 +71,17 @@ def read_table(path: str | Path, spec: TableSpec) -> dict[str, np.ndarray | list
             frame = _read_frame(p, spec, lambda: pd.read_csv(io.StringIO(text)))
             if len(lines) != len(frame):  # the parsers disagree on an odd file: count rows
                 lines = None
+            labels = [c for c in spec.text if c in frame.columns]
+            if labels:  # read as written: pandas would make "NA" and "None" NaN and "01" 1
+                raw = _read_frame(
+                    p,
+                    spec,
+                    lambda: pd.read_csv(
+                        io.StringIO(text), usecols=labels, dtype=str, keep_default_na=False
+                    ),
+                )
+                for c in labels:
+                    frame[c] = raw[c].to_numpy()
     except (OSError, ValueError) as err:  # a name too long or with a NUL byte, unreadable
         raise InputError(f"cannot read {spec.what} ({first_line(err)})", path=p) from None
     missing = [c for c in spec.required if c not in frame.columns]
@@ -90,7 +101,13 @@ def read_table(path: str | Path, spec: TableSpec) -> dict[str, np.ndarray | list
             values = pd.Series(np.nan, index=column.index, dtype=np.float64)
         not_number = values.isna() & column.notna()
         numeric = c in spec.required or c in spec.numeric
-        if c in spec.text or (not_number.any() and not numeric):
+        if c in spec.text:
+            for row, v in enumerate(column):
+                if v is None or v == "" or (isinstance(v, float) and math.isnan(v)):
+                    raise bad(row, c, "missing label")
+            out[c] = [str(v) for v in column]
+            continue
+        if not_number.any() and not numeric:
             out[c] = [str(v) for v in column]  # labels
             continue
         if not_number.any():

@@ -97,6 +97,13 @@ class CalibrateConfig:
     def __post_init__(self) -> None:
         if len(self.tasks) + len(self.data) < 3:
             raise ConfigError("a calibration needs at least 3 tasks")
+        labels = [*self.tasks, *(Path(d).stem for d in self.data)]  # each task's folder name
+        repeated = sorted({x for x in labels if labels.count(x) > 1})
+        if repeated:  # one task twice would leak into its own leave-one-task-out fit
+            raise ConfigError(
+                f"calibration tasks must be distinct (--tasks and the --data file names): "
+                f"{', '.join(repeated)} appear more than once"
+            )
         if self.metric not in ("auto", "exact_match", "token_f1", "loglik_accuracy"):
             raise ConfigError(f"unknown metric {self.metric!r}")
         if self.curve is None or self.estimate is None:
@@ -220,7 +227,9 @@ def calibrate(cfg: CalibrateConfig, loaded: LoadedModel | None = None) -> dict[s
     assert cfg.curve is not None and cfg.estimate is not None  # CalibrateConfig checks both
     if loaded is None:
         cfg.curve.check_model()
-    loaded = loaded or cfg.curve.spec.load()
+    from dataplan.compute.distributed import local_device
+
+    loaded = loaded or cfg.curve.spec.load(device=local_device(cfg.curve.device))
     out = Path(cfg.out_dir)
     rows = []
     entries = [("task", t) for t in cfg.tasks] + [("data", d) for d in cfg.data]
@@ -479,6 +488,10 @@ def summarise(cfg: CalibrateConfig, rows: list[dict[str, Any]], out: Path) -> di
         **({} if probe is None else {"probe": probe}),
         "tasks": all_rows,
     }
+    from dataplan.compute.distributed import is_main
+
+    if not is_main():  # under torchrun every rank computes; one writes
+        return result
     write_json(out / "calibration.json", calibration.to_dict())
     write_json(out / "study.json", result)
     record_command(out)

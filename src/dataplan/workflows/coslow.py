@@ -214,7 +214,9 @@ def coslow_of_file(cfg: CosLowConfig, loaded: LoadedModel | None = None) -> CosL
     from dataplan.data.loading import load_examples
 
     examples = load_examples(cfg.labeled, fields=cfg.fields, require_answer=True, split=cfg.split)
-    loaded = loaded or cfg.spec.load()
+    from dataplan.compute.distributed import local_device
+
+    loaded = loaded or cfg.spec.load(device=local_device(cfg.device))  # torchrun: this rank's GPU
     formatter = cfg.prompts.formatter(loaded.tokenizer)
     return coslow(
         loaded,

@@ -179,8 +179,27 @@ def _compute_point(
     """One point, written to the store (by rank 0) before it returns."""
     from dataplan.compute.distributed import is_main
 
+    if loaded is None:  # a Ray worker: it resolves auto itself, perhaps not as the driver did
+        _check_runtime(spec, point.key)
     result = compute(loaded or worker_model(spec), point.job)
     return store.put_json(point.name, point.key, result) if is_main() else result
+
+
+def _check_runtime(spec: ModelSpec, key: dict[str, Any]) -> None:
+    """Refuse to compute a point whose key names another device or dtype than this process
+    resolves (a CPU driver keys ``--device auto`` as cpu, a GPU worker would run cuda): its
+    result would be cached under settings it was not made with."""
+    from dataplan.errors import ConfigError
+    from dataplan.store import runtime
+
+    here = runtime(spec.device, spec.dtype)
+    keyed = {k: key[k] for k in here if k in key}
+    if keyed and keyed != {k: here[k] for k in keyed}:
+        raise ConfigError(
+            f"a Ray worker resolves --device {spec.device} --dtype {spec.dtype} to "
+            f"{here['device']}/{here['dtype']}, the driver to {keyed.get('device')}/"
+            f"{keyed.get('dtype')}: give --device and --dtype explicitly"
+        )
 
 
 __all__ = ["Point", "run_jobs", "sweep", "worker_model"]

@@ -113,7 +113,9 @@ def train_and_evaluate(
         if train_settings.method == "full":
             if spec is None:
                 raise ValueError("full fine-tuning needs the ModelSpec to load a fresh copy")
-            model = spec.load().model
+            from dataplan.compute.distributed import local_device
+
+            model = spec.load(device=local_device(spec.device)).model
         result = train(model, subset, formatter, train_settings, seed=seed, steps=steps)
         model, train_log = result.model, result.log()
     try:

@@ -9,10 +9,19 @@ from dataplan.data.loading import Example
 from dataplan.errors import ConfigError
 from dataplan.io import atomic_path, write_jsonl, write_parquet
 
+EXPORT_SUFFIXES = (".jsonl", ".csv", ".parquet", ".pq")
+
+
+def check_export_path(out: str | Path) -> None:
+    """Refuse an output file of a kind :func:`export_examples` cannot write (before the work)."""
+    if Path(out).suffix.lower() not in EXPORT_SUFFIXES:
+        raise ConfigError(f"{out}: choose a .jsonl, .csv or .parquet output")
+
 
 def export_examples(examples: Sequence[Example], out: str | Path) -> Path:
     """Write ``id``, ``prompt``, ``answer`` (and ``choices`` when any example has them; CSV is
     flat, so it carries no choices)."""
+    check_export_path(out)
     path = Path(out)
     records = [ex.to_record() for ex in examples]
     suffix = path.suffix.lower()
@@ -32,6 +41,6 @@ def export_examples(examples: Sequence[Example], out: str | Path) -> Path:
             )
             writer.writeheader()
             writer.writerows(records)
-    else:
-        raise ConfigError(f"{path}: choose a .jsonl, .csv or .parquet output")
+    else:  # pragma: no cover - refused by check_export_path
+        raise AssertionError(suffix)
     return path

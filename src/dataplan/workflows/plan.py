@@ -269,7 +269,9 @@ def run_plan(cfg: PlanConfig) -> dict[str, Any]:
         from dataplan.training.weighting.ica import check_holdout
 
         assert cfg.holdout is not None
-        holdout = load_examples(cfg.holdout, fields=cfg.fields, require_answer=True)
+        holdout = load_examples(
+            cfg.holdout, fields=cfg.fields, require_answer=True, default_split=False
+        )
         check_holdout(holdout, cfg.k, cfg.holdout, pool)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -87,7 +87,9 @@ def load_pool(cfg: SelectConfig) -> tuple[list[Example], list[Example] | None]:
     pool = cfg.source.load(require_answer=True)
     target = None
     if cfg.target:
-        target = load_examples(cfg.target, fields=cfg.fields, require_answer=True)
+        target = load_examples(
+            cfg.target, fields=cfg.fields, require_answer=True, default_split=False
+        )
     if cfg.k is not None and cfg.k > len(pool):
         raise InputError(
             f"--k {cfg.k} is larger than the pool of {len(pool)} examples",
@@ -284,7 +286,9 @@ def write_subset(path: str | Path, examples: list[Example], fields: Fields) -> N
         write_jsonl(path, (record(e) for e in examples))
     elif suffix in (".parquet", ".pq"):
         rows = [record(e) for e in examples]
-        write_parquet(path, {key: [r.get(key) for r in rows] for key in rows[0]})
+        keys = dict.fromkeys([fields.id, fields.prompt, fields.answer])
+        keys.update(dict.fromkeys(k for r in rows for k in r))  # "choices" if any has them
+        write_parquet(path, {key: [r.get(key) for r in rows] for key in keys})
     else:
         raise ConfigError(f"--out must end in .jsonl or .parquet, got {Path(path).name!r}")
 

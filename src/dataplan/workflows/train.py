@@ -137,11 +137,16 @@ class TrainConfig(ModelOptions, DataOptions, PairFieldOptions, PromptOptions, Ru
         if not self.preference:
             if path is None:
                 return self.source.load(require_answer=True)
-            return load_examples(path, fields=self.fields, require_answer=True)
+            return load_examples(path, fields=self.fields, require_answer=True, default_split=False)
         fields = self.pair_fields(self.prompt_field, self.id_field)
         where = path or self.data or ""
         try:
-            return load_preferences(where, fields=fields, split=None if path else self.split)
+            return load_preferences(
+                where,
+                fields=fields,
+                split=None if path else self.split,
+                default_split=path is None,
+            )
         except InputError as err:
             if err.field not in (fields.chosen, fields.rejected):
                 raise

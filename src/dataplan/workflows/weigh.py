@@ -147,10 +147,12 @@ def weigh(cfg: WeighConfig, loaded: LoadedModel | None = None) -> WeighResult:
 
         pair_fields = cfg.pair_fields(cfg.prompt_field, cfg.id_field)
         examples = load_preferences(cfg.data or "", fields=pair_fields, split=cfg.split)
-        holdout = load_preferences(cfg.holdout, fields=pair_fields)
+        holdout = load_preferences(cfg.holdout, fields=pair_fields, default_split=False)
     else:
         examples = cfg.source.load(require_answer=True)
-        holdout = load_examples(cfg.holdout, fields=cfg.fields, require_answer=True)
+        holdout = load_examples(
+            cfg.holdout, fields=cfg.fields, require_answer=True, default_split=False
+        )
     check_holdout(holdout, cfg.ica.k, cfg.holdout, examples)
     if cfg.run_dir is None:
         cfg.run_dir = str(Path("runs") / f"weigh-{cfg.source.label}")
