@@ -192,3 +192,25 @@ def test_how_the_probes_were_made_is_checked_and_compared(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="dataplan.workflows.probe"):
         alike.probe_calibration()
     assert caplog.text == ""
+
+
+def test_a_damaged_calibration_file_is_an_input_error(tmp_path):
+    """A depth of 8.5 steps, or a task point without its L_int, fails on loading — not later,
+    after the probes have trained."""
+    import json
+
+    from dataplan.errors import InputError
+    from dataplan.workflows.probe import load_probe_calibration
+
+    features, auc, _ = _synthetic()
+    good = fit_probe_calibration(features, auc, DEPTHS).as_dict()
+    for damage in ("depth", "task"):
+        d = json.loads(json.dumps(good))
+        if damage == "depth":
+            d["depths"][0]["depth"] = 8.5
+        else:
+            d["tasks"] = [{"task": "t", "alpha": 0.5}]
+        path = tmp_path / f"{damage}.json"
+        path.write_text(json.dumps(d))
+        with pytest.raises(InputError, match="not a probe calibration"):
+            load_probe_calibration(path)

@@ -145,6 +145,16 @@ class ProbeCalibration:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ProbeCalibration:
+        """The calibration of :meth:`as_dict`'s output; KeyError, TypeError or ValueError for
+        a file that is not one (a depth that is no positive integer, a task point without its
+        numbers)."""
+        for x in d["depths"]:
+            c = float(x["depth"])
+            if not (c >= 1 and c.is_integer()):
+                raise ValueError(f"depth {x['depth']!r} is not a positive whole number of steps")
+        for t in d.get("tasks") or ():
+            if t.get("alpha") is not None:  # a point on the phase diagram: all its numbers
+                float(t["alpha"]), float(t["intrinsic"]), float(t["seed_variance"][0])
         depths = tuple(
             DepthFit(
                 depth=float(x["depth"]),
@@ -219,7 +229,7 @@ def fit_probe_calibration(
         level: coverage of the LOO intervals.
 
     Raises:
-        ProbeCalibrationError: shapes, non-finite values, fewer than p + 3 tasks (p predictors),
+        ProbeCalibrationError: shapes, non-finite values, fewer than p + 2 tasks (p coefficients),
             fewer than 2 seeds.
     """
     x = np.asarray(features, dtype=np.float64)

@@ -9,7 +9,8 @@ Subsampling strategies of the training pool (token length = prompt + answer + en
 
 Under a compute budget C (training tokens) the number of optimiser steps is
 ``ceil(C / (min(batch_size, N) · L̄))`` [our choice], so every run sees about C tokens whatever N and L̄;
-without one, the curve's steps rule applies. ``tokens_seen = steps · batch_size · L̄`` and
+without one, the curve's steps rule applies. ``tokens_seen = steps · min(batch_size, N) · W · L̄``
+(W processes under torchrun) and
 ``epochs = tokens_seen / (N · L̄)``; a run below one epoch never sees part of its subset (its
 volume overstates the data used), which is logged as a warning.
 Each run is cached and resumable like ``dataplan curve`` (same machinery); the runs file has

@@ -61,7 +61,8 @@ class ScalingLaw:
             ``linear``).
         f_scale: residual scale at which the robust loss turns linear (performance units);
             None: from the data (module docstring).
-        n_starts: starting points of the nonlinear fit (also of every held-out refit).
+        n_starts: starting points of the nonlinear fit (every held-out refit takes the best
+            min(n_starts, 3) of its own: the refits are many).
         n_bootstrap: bootstrap resamples for the intervals (0 to skip).
         level: coverage of the intervals.
         holdout: ``point`` (leave one design point out: every seed of one (N, L̄, M)), ``run``
