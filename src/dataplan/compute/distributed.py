@@ -16,6 +16,7 @@ Every rank must call it (it is a collective); only rank 0 should write the run's
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -50,9 +51,20 @@ def world() -> tuple[int, int]:
             backend="nccl" if torch.cuda.is_available() else "gloo",
             timeout=COLLECTIVE_TIMEOUT,
         )
+        atexit.register(_leave_group)
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def _leave_group() -> None:
+    """Leave the process group at exit, as PyTorch asks: a group left to the interpreter's
+    teardown can abort the process ("terminate called without an active exception", seen once
+    in CI after a Gloo run had printed its result)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def is_main() -> bool:
