@@ -159,11 +159,9 @@ def test_ica_weighting_keeps_its_demonstrations_across_refreshes(char_tokenizer,
     assert calls == [1] and first.shape == again.shape == (3,)
 
 
-def test_rho_scores_are_losses_minus_the_holdout_adapters(char_tokenizer, monkeypatch):
-    from dataplan.compute.example_stats import answer_losses
-    from dataplan.data.formatting import encode_examples
-    from dataplan.training import TrainSettings, train
-    from dataplan.training.weighting import ICASettings, get_weighting
+def _rho_problem(char_tokenizer):
+    """(formatter, 6 examples, a 4-example holdout, reference-adapter settings, a float64 model)."""
+    from dataplan.training import TrainSettings
 
     fmt = PromptFormatter(char_tokenizer)
     examples = [
@@ -172,6 +170,16 @@ def test_rho_scores_are_losses_minus_the_holdout_adapters(char_tokenizer, monkey
     holdout = [Example(id=f"h{i}", prompt=f"Shade {i}?", answer="red") for i in range(4)]
     settings = TrainSettings(batch_size=2, min_steps=3, max_steps=3, lora_r=2)
     model = make_tiny_llama(len(char_tokenizer), dtype=torch.float64, init_range=0.2)
+    return fmt, examples, holdout, settings, model
+
+
+def test_rho_scores_are_losses_minus_the_holdout_adapters(char_tokenizer, monkeypatch):
+    from dataplan.compute.example_stats import answer_losses
+    from dataplan.data.formatting import encode_examples
+    from dataplan.training import train
+    from dataplan.training.weighting import ICASettings, get_weighting
+
+    fmt, examples, holdout, settings, model = _rho_problem(char_tokenizer)
     scheme = get_weighting("rho", holdout=holdout, settings=ICASettings(), train_settings=settings)
     weights = scheme.initial(model, examples, fmt)
     assert not any("lora" in n for n, _ in model.named_parameters())  # adapter removed
@@ -197,16 +205,9 @@ def test_rho_scores_are_losses_minus_the_holdout_adapters(char_tokenizer, monkey
 def test_rho_reference_losses_are_read_back_from_its_cache(char_tokenizer, tmp_path, monkeypatch):
     """With a cache folder, a second scheme (a resumed `train`) reads the reference losses
     instead of training the holdout adapter again; other settings make another entry."""
-    from dataplan.training import TrainSettings
     from dataplan.training.weighting import ICASettings, get_weighting
 
-    fmt = PromptFormatter(char_tokenizer)
-    examples = [
-        Example(id=str(i), prompt=f"Colour {i}?", answer=["red", "blue"][i % 2]) for i in range(6)
-    ]
-    holdout = [Example(id=f"h{i}", prompt=f"Shade {i}?", answer="red") for i in range(4)]
-    settings = TrainSettings(batch_size=2, min_steps=3, max_steps=3, lora_r=2)
-    model = make_tiny_llama(len(char_tokenizer), dtype=torch.float64, init_range=0.2)
+    fmt, examples, holdout, settings, model = _rho_problem(char_tokenizer)
 
     def scheme(**ica):
         return get_weighting(
