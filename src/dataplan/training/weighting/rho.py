@@ -134,16 +134,16 @@ class RhoLoss(Weighting):
         from dataplan.store import ResultStore, canonical, key_of
         from dataplan.training.weighting.ica import is_preference
 
-        digest = (pairs_digest if is_preference(examples) else examples_digest)(examples)
+        def digest(items: Sequence[Any]) -> str:
+            return (pairs_digest if is_preference(items) else examples_digest)(items)
+
         weight = next(model.parameters())
         identity = {
             "model": getattr(getattr(model, "config", None), "name_or_path", None),
             "device": weight.device.type,
             "dtype": str(weight.dtype),
-            "examples": digest,
-            "holdout": (pairs_digest if is_preference(self.holdout) else examples_digest)(
-                self.holdout
-            ),
+            "examples": digest(examples),
+            "holdout": digest(self.holdout),
             "settings": self.ica.identity(min_weight=0.0),
             "train": canonical(self.train_settings),
         }
