@@ -153,8 +153,8 @@ class ProbeCalibration:
             if not (c >= 1 and c.is_integer()):
                 raise ValueError(f"depth {x['depth']!r} is not a positive whole number of steps")
         for t in d.get("tasks") or ():
-            if t.get("alpha") is not None:  # a point on the phase diagram: all its numbers
-                float(t["alpha"]), float(t["intrinsic"]), float(t["seed_variance"][0])
+            if t.get("alpha") is not None:  # a point on the phase diagram: what draws it
+                str(t["task"]), float(t["alpha"]), float(t["intrinsic"])
         depths = tuple(
             DepthFit(
                 depth=float(x["depth"]),
