@@ -85,9 +85,11 @@ def parse_names(text: str, what: str) -> tuple[str, ...]:
 def _distinct(items: tuple[Any, ...], what: str, text: str) -> tuple[Any, ...]:
     """``items``, unless one is repeated: every list option is a set of budgets, seeds, tasks…
     in which a repeat would be measured or counted twice."""
-    repeated = next((x for i, x in enumerate(items) if x in items[:i]), None)
-    if repeated is not None:
-        raise ConfigError(f"{what}: {repeated!r} is given more than once (got {text!r})")
+    seen: set[Any] = set()
+    for item in items:
+        if item in seen:
+            raise ConfigError(f"{what}: {item!r} is given more than once (got {text!r})")
+        seen.add(item)
     return items
 
 

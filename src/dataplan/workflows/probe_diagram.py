@@ -61,9 +61,11 @@ def phase_diagram(cfg: ProbeDiagramConfig) -> dict[str, Any]:
         raise InputError(
             "no probe calibration in this study: run `calibrate --probe-steps …`", path=path
         )
+    if not isinstance(probe["tasks"], list):
+        raise InputError("expected a list of task points", path=path, field="probe.tasks")
     thresholds = RegimeThresholds(noise_sd=cfg.noise_sd, fast_alpha=cfg.fast_alpha)
     tasks = []
-    for i, t in enumerate(probe["tasks"] if isinstance(probe["tasks"], list) else [None]):
+    for i, t in enumerate(probe["tasks"]):
         try:
             point = dict(t)
             if t.get("alpha") is not None:

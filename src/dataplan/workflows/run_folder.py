@@ -77,9 +77,12 @@ class RunFolder:
             if self.path.exists() and any(self.path.iterdir()):
                 raise ConfigError(f"{self.path}: folder exists and is not a dataplan run folder")
             return
+        from dataplan.errors import InputError
+        from dataplan.parsing import decode_json, read_utf8
+
         try:
-            saved = json.loads(saved_path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as err:  # a damaged or hand-edited file
+            saved = decode_json(read_utf8(saved_path))
+        except (ValueError, InputError) as err:  # a damaged or hand-edited file
             raise ConfigError(
                 f"{saved_path}: not a valid run-folder config ({err}); use another --run-dir"
             ) from None

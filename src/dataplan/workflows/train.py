@@ -319,7 +319,7 @@ def _finished(run: Any, out: Path) -> dict[str, Any] | None:
     if saved.get("adapter") != str(out):  # the folder's run wrote its adapter elsewhere
         return None
     saved.pop("config", None)
-    return dict(saved)
+    return cast("dict[str, Any]", saved)
 
 
 def _remove_state(state: Path) -> None:
